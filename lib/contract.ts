@@ -1,0 +1,133 @@
+/**
+ * The table's data contract, shared with fleet-actions' `provision` and `release`: key layout,
+ * item shapes, timestamp format and default resource names. Other programs read what refresh
+ * writes, so everything here is exactly as DESIGN.md describes; only additions are allowed.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+
+export const PK = "PK";
+export const SK = "SK";
+
+export type Entity = "METADATA" | "INSTANCE" | "HEARTBEAT" | "WS";
+
+/** Partition key of an entity: `TYPE#<ENTITY>`. */
+export function pk(entity: Entity): string {
+  return `TYPE#${entity}`;
+}
+
+/** Sort key of an identifier: `ID#<id>`. */
+export function sk(id: string): string {
+  return `ID#${id}`;
+}
+
+/** The identifier inside a sort key (`ID#i-123` -> `i-123`). */
+export function idOf(sortKey: string): string {
+  return sortKey.startsWith("ID#") ? sortKey.slice(3) : sortKey;
+}
+
+/** ISO-8601 UTC without fractional seconds (`2025-04-24T18:31:04Z`); readers compare strings. */
+export function timestamp(date: Date): string {
+  return date.toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+/** Metadata record ids (`SK = ID#<id>` under `PK = TYPE#METADATA`). */
+export const METADATA = {
+  idleTimeSec: "idle_time_sec",
+  maxRuntimeMin: "max_runtime_min",
+  subnetIds: "subnet_ids",
+  resourceClassConfig: "resource_class_config",
+  launchTemplate: "launch_template",
+  registrationToken: "gh_registration_token",
+} as const;
+
+/** `ID#launch_template`'s value. User data itself is never stored, only its hash. */
+export interface LaunchTemplateRecord {
+  name: string;
+  ami: string;
+  iamInstanceProfile: string;
+  securityGroupIds: string[];
+  userDataHash: string;
+  userData: "";
+  userDataBase64: "";
+  /** Additions of this project: the `lt-…` id and the default version number. */
+  id: string;
+  version: number;
+}
+
+/** `ID#resource_class_config`'s value: one entry per class. */
+export type ResourceClassRecord = Record<string, { cpu: number; mmem: number; queueUrl: string }>;
+
+/** `ID#gh_registration_token`'s value. */
+export interface RegistrationTokenRecord {
+  token: string;
+  /** When refresh fetched it. */
+  timestamp: string;
+  /** When GitHub says it expires. */
+  expires_at: string;
+}
+
+export type InstanceState = "created" | "running" | "idle" | "claimed" | "terminated";
+
+/** An instance record as stored (`PK = TYPE#INSTANCE`). */
+export interface InstanceRecord {
+  PK: string;
+  SK: string;
+  entityType: string;
+  identifier: string;
+  state: InstanceState;
+  threshold: string;
+  runId: string;
+  resourceClass?: string;
+  instanceType?: string;
+  usageClass?: string;
+  updatedAt: string;
+  /** Addition: epoch seconds after which DynamoDB TTL removes a terminated record. */
+  expiresAt?: number;
+}
+
+/** Name of the TTL attribute refresh sets on terminated instance records. */
+export const TTL_ATTRIBUTE = "expiresAt";
+
+/** A full item for an entity, with the contract's common attributes. */
+export function item(
+  entity: Entity,
+  id: string,
+  now: Date,
+  attributes: Record<string, unknown>,
+): Record<string, unknown> {
+  return {
+    [PK]: pk(entity),
+    [SK]: sk(id),
+    entityType: entity,
+    identifier: id,
+    ...attributes,
+    updatedAt: timestamp(now),
+  };
+}
+
+/** Tag the launch template stamps on instances and volumes; its value is the pool's table. */
+export const OWNER_TAG = "refresh:pool";
+
+/** SHA-256 hex digest of a string (user data is compared and stored by this hash). */
+export function sha256(text: string): string {
+  return createHash("sha256").update(text).digest("hex");
+}
+
+const QUEUE_MAX = 80;
+const QUEUE_SUFFIX = "-ci-pool";
+
+/**
+ * The queue of a resource class: `<prefix>-<class>-ci-pool`, kept to SQS's alphabet (letters,
+ * digits, `-`, `_`) and 80 characters. When a name had to be changed to fit, a short hash of the
+ * original class name is added so two classes can never share a queue.
+ */
+export function queueName(prefix: string, resourceClass: string): string {
+  const plain = `${prefix}-${resourceClass}${QUEUE_SUFFIX}`;
+  if (/^[A-Za-z0-9_-]+$/.test(plain) && plain.length <= QUEUE_MAX) return plain;
+  const hash = sha256(resourceClass).slice(0, 8);
+  const clean = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, "-");
+  const tail = `-${clean(resourceClass).slice(0, 40)}-${hash}${QUEUE_SUFFIX}`;
+  return `${clean(prefix).slice(0, QUEUE_MAX - tail.length)}${tail}`;
+}

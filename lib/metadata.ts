@@ -1,0 +1,70 @@
+/**
+ * Reads and writes `TYPE#METADATA` records, writing only when the stored value differs from the
+ * desired one. Every initializer records what it reconciled through here.
+ *
+ * @module
+ */
+import { isDeepStrictEqual } from "node:util";
+import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import type { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { item, pk, sk } from "./contract.ts";
+import type { Change, TaskContext } from "./task.ts";
+
+/** The stored `value` of a metadata record, or undefined when there is none. */
+export async function readMetadata(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  id: string,
+): Promise<unknown> {
+  const out = await ddb.send(
+    new GetCommand({
+      TableName: table,
+      Key: { PK: pk("METADATA"), SK: sk(id) },
+      ConsistentRead: true,
+    }),
+  );
+  return out.Item?.value;
+}
+
+/** Writes a metadata record (unless dry-run) and returns the change. */
+export async function writeMetadata(
+  ctx: TaskContext,
+  id: string,
+  value: unknown,
+  detail?: string,
+): Promise<Change> {
+  if (!ctx.dryRun) {
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: ctx.desired.table,
+        Item: item("METADATA", id, ctx.now(), { value }),
+      }),
+    );
+  }
+  return { action: "write", target: `metadata ${id}`, ...(detail ? { detail } : {}) };
+}
+
+/**
+ * Makes the record `id` hold `value`: reads it, and writes only when it differs.
+ * Returns the change, or undefined when the record already matched.
+ */
+export async function reconcileMetadata(
+  ctx: TaskContext,
+  id: string,
+  value: unknown,
+  show: (v: unknown) => string = (v) => JSON.stringify(v),
+): Promise<{ stored: unknown; change?: Change }> {
+  let stored: unknown;
+  try {
+    stored = await readMetadata(ctx.clients.ddb, ctx.desired.table, id);
+  } catch (error) {
+    // Under --dry-run the table may not exist yet: then every record would be written.
+    if (!(ctx.dryRun && error instanceof ResourceNotFoundException)) throw error;
+  }
+  if (isDeepStrictEqual(stored, value)) return { stored };
+  const detail = stored === undefined
+    ? `${show(value)} (was missing)`
+    : `${show(stored)} -> ${show(value)}`;
+  return { stored, change: await writeMetadata(ctx, id, value, detail) };
+}

@@ -1,0 +1,60 @@
+/**
+ * Turns task results into what people read: a concise text block per task, or one JSON document.
+ * Pure functions of the results; the entry prints them.
+ *
+ * @module
+ */
+import type { TaskResult } from "./task.ts";
+
+export interface RunReport {
+  version: 1;
+  dryRun: boolean;
+  region: string;
+  table: string;
+  results: TaskResult[];
+  /** API calls made, by operation. */
+  calls: Record<string, number>;
+  writeCalls: number;
+  exitCode: number;
+}
+
+/** 0 when every task succeeded, 1 when any failed. */
+export function exitCodeOf(results: TaskResult[]): number {
+  return results.some((r) => r.status === "failed") ? 1 : 0;
+}
+
+const MARK: Record<TaskResult["status"], string> = {
+  unchanged: "ok",
+  changed: "changed",
+  planned: "planned",
+  failed: "FAILED",
+};
+
+/** One block per task: status and summary, then each change, warning or error indented. */
+export function renderText(report: RunReport): string {
+  const lines: string[] = [];
+  if (report.dryRun) lines.push("dry run: nothing was written");
+  for (const r of report.results) {
+    lines.push(`${r.task.padEnd(16)} ${MARK[r.status].padEnd(8)} ${r.summary}`);
+    for (const c of r.changes) {
+      const verb = report.dryRun ? `would ${c.action}` : c.action;
+      lines.push(`  ${verb} ${c.target}${c.detail ? `: ${c.detail}` : ""}`);
+    }
+    for (const w of r.warnings) lines.push(`  warning: ${w}`);
+    if (r.error) lines.push(`  error: ${r.error}`);
+  }
+  const count = (s: TaskResult["status"]) => report.results.filter((r) => r.status === s).length;
+  const parts = [
+    count("failed") && `${count("failed")} failed`,
+    count("changed") && `${count("changed")} changed`,
+    count("planned") && `${count("planned")} with planned changes`,
+    count("unchanged") && `${count("unchanged")} unchanged`,
+  ].filter(Boolean);
+  const total = Object.values(report.calls).reduce((a, b) => a + b, 0);
+  lines.push(`result: ${parts.join(", ")}; ${total} API calls, ${report.writeCalls} writes`);
+  return lines.join("\n");
+}
+
+export function renderJson(report: RunReport): string {
+  return JSON.stringify(report, null, 2);
+}

@@ -1,0 +1,147 @@
+#!/usr/bin/env -S deno run --allow-net --allow-env --allow-read
+/**
+ * refresh: reconciles a pool of self-hosted GitHub Actions runners on EC2 with its desired state.
+ *
+ * The entry only wires things together: flags, environment and config file become the desired
+ * state; the real clients are built; the tasks in `lib/` run; the report is printed; the exit
+ * code is 0 (ok), 1 (a task failed) or 2 (invalid desired state, nothing was called).
+ *
+ *     deno run --allow-net --allow-env --allow-read refresh.ts --help
+ *
+ * @module
+ */
+import { EC2Client } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
+import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { Octokit } from "npm:@octokit/rest@22.0.1";
+import { CallCounter, countAwsCalls, countGithubCalls } from "./lib/calls.ts";
+import {
+  ConfigError,
+  type DesiredState,
+  helpText,
+  parseDesiredState,
+  type TaskName,
+} from "./lib/config.ts";
+import { reconcileParameters } from "./lib/parameters.ts";
+import { Redactor } from "./lib/redact.ts";
+import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
+import { reconcileTable } from "./lib/table.ts";
+import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
+
+/** The implementation of each task, in the order of {@link TASKS}. */
+export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
+  "table": reconcileTable,
+  "parameters": reconcileParameters,
+};
+
+/** Where the entry reads and writes; tests pass their own. */
+export interface Io {
+  stdout: (text: string) => void;
+  stderr: (text: string) => void;
+  readTextFile: (path: string) => string;
+}
+
+const realIo: Io = {
+  stdout: (text) => console.log(text),
+  stderr: (text) => console.error(text),
+  readTextFile: (path) => Deno.readTextFileSync(path),
+};
+
+/** Builds the AWS and GitHub clients for a desired state, counting their calls. */
+export function buildClients(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  counter: CallCounter,
+): Clients {
+  // The SDK also reads AWS_ENDPOINT_URL itself; passing it keeps the injected env authoritative.
+  const endpoint = env.AWS_ENDPOINT_URL;
+  const common = { region: desired.region, maxAttempts: 5, ...(endpoint ? { endpoint } : {}) };
+  const ec2 = new EC2Client(common);
+  const sqs = new SQSClient(common);
+  const dynamo = new DynamoDBClient(common);
+  countAwsCalls(ec2, "EC2", counter);
+  countAwsCalls(sqs, "SQS", counter);
+  countAwsCalls(dynamo, "DynamoDB", counter);
+  const ddb = DynamoDBDocumentClient.from(dynamo, {
+    marshallOptions: { removeUndefinedValues: true },
+  });
+  const github = buildGithub(desired);
+  if (github) countGithubCalls(github, counter);
+  return { ec2, sqs, ddb, ...(github ? { github } : {}) };
+}
+
+function buildGithub(desired: DesiredState): Octokit | undefined {
+  const { auth, apiUrl } = desired.github;
+  if (auth.kind !== "token") return undefined;
+  return new Octokit({ auth: auth.token, baseUrl: apiUrl, userAgent: "refresh" });
+}
+
+function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
+  return {
+    info: (message) => {
+      if (!quiet) io.stderr(redactor.redact(message));
+    },
+    warn: (message) => io.stderr(redactor.redact(`warning: ${message}`)),
+  };
+}
+
+/** Runs refresh once and returns its exit code. */
+export async function main(
+  args: string[],
+  env: Record<string, string | undefined>,
+  io: Io = realIo,
+): Promise<number> {
+  const redactor = new Redactor();
+  redactor.add(env.GITHUB_TOKEN);
+  redactor.add(env.GITHUB_APP_PRIVATE_KEY);
+  let desired: DesiredState | "help";
+  try {
+    desired = parseDesiredState({ args, env, readTextFile: io.readTextFile });
+    if (desired !== "help") {
+      const missing = desired.tasks.filter((t) => !IMPLEMENTATIONS[t]);
+      if (missing.length) {
+        throw new ConfigError(missing.map((t) => `only: task "${t}" is not available`));
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    io.stderr(redactor.redact(error.message));
+    return 2;
+  }
+  if (desired === "help") {
+    io.stdout(helpText());
+    return 0;
+  }
+
+  const counter = new CallCounter();
+  const clients = buildClients(desired, env, counter);
+  const log = makeLogger(io, redactor, desired.json);
+  const results = await runTasks(
+    desired.tasks.map((t) => [t, IMPLEMENTATIONS[t]!]),
+    {
+      desired,
+      clients,
+      now: () => new Date(),
+      log,
+      dryRun: desired.dryRun,
+      secret: (value) => redactor.add(value),
+    },
+  );
+  const report: RunReport = {
+    version: 1,
+    dryRun: desired.dryRun,
+    region: desired.region,
+    table: desired.table,
+    results,
+    calls: counter.toJSON(),
+    writeCalls: counter.writes(),
+    exitCode: exitCodeOf(results),
+  };
+  io.stdout(redactor.redact(desired.json ? renderJson(report) : renderText(report)));
+  return report.exitCode;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args, Deno.env.toObject()));
+}
