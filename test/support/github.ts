@@ -1,0 +1,187 @@
+/**
+ * A small fake of the GitHub REST API on 127.0.0.1, so tests exercise the real Octokit over HTTP.
+ *
+ * It answers the endpoints refresh uses (runner registration tokens for repositories and
+ * organizations, App installation look-up and access tokens, self-hosted runner listing and
+ * deletion), checks the `Authorization` header against the credentials it was given, and records
+ * every request. A test can queue one-off responses (errors, rate limits) with `fail`.
+ *
+ *     await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+ *     // ... point refresh at gh.url ...
+ *     assertEquals(gh.requests.length, 1);
+ */
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  authorization: string | null;
+  body: unknown;
+}
+
+export interface FakeRunner {
+  id: number;
+  name: string;
+  status: "online" | "offline";
+  busy: boolean;
+}
+
+export interface QueuedResponse {
+  status: number;
+  body?: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface FakeGithubOptions {
+  /** Bearer tokens accepted (PATs and installation tokens). */
+  tokens?: string[];
+  /** Path prefix, e.g. "/api/v3" to act as GitHub Enterprise Server. */
+  basePath?: string;
+  /** Lifetime of registration tokens handed out, in seconds (GitHub: one hour). */
+  tokenLifetimeSec?: number;
+  /** The clock the server stamps `expires_at` with. */
+  now?: () => Date;
+  /** GitHub App: id and the installation id it answers with; JWTs are accepted when present. */
+  app?: { id: string; installationId: number; publicKeyPem?: string };
+  runners?: FakeRunner[];
+}
+
+export interface FakeGithub extends AsyncDisposable {
+  url: string;
+  requests: RecordedRequest[];
+  runners: FakeRunner[];
+  /** Registration tokens handed out, in order. */
+  issued: string[];
+  /** Queues a response for the next request whose `METHOD path` matches. */
+  fail(match: RegExp, response: QueuedResponse): void;
+  close(): Promise<void>;
+}
+
+export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
+  const base = options.basePath ?? "";
+  const tokens = new Set(options.tokens ?? []);
+  const now = options.now ?? (() => new Date());
+  const lifetime = options.tokenLifetimeSec ?? 3600;
+  const requests: RecordedRequest[] = [];
+  const issued: string[] = [];
+  const runners = options.runners ?? [];
+  const queued: { match: RegExp; response: QueuedResponse }[] = [];
+  let counter = 0;
+
+  const json = (status: number, body: unknown, headers: Record<string, string> = {}) =>
+    new Response(body === undefined ? null : JSON.stringify(body), {
+      status,
+      headers: { "content-type": "application/json", ...headers },
+    });
+
+  const isJwt = (auth: string | null) => /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(auth ?? "");
+  const isToken = (auth: string | null) => {
+    const m = /^(?:token|Bearer) (.+)$/.exec(auth ?? "");
+    return m !== null && tokens.has(m[1]);
+  };
+
+  const registrationToken = () => {
+    const token = `AREG${String(++counter).padStart(4, "0")}RegistrationTokenSecretValue`;
+    issued.push(token);
+    return json(201, {
+      token,
+      expires_at: new Date(now().getTime() + lifetime * 1000).toISOString().replace(
+        /\.\d+Z$/,
+        "Z",
+      ),
+    });
+  };
+
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (request) => {
+      const url = new URL(request.url);
+      const text = await request.text();
+      let body: unknown = undefined;
+      try {
+        body = text ? JSON.parse(text) : undefined;
+      } catch {
+        body = text;
+      }
+      const authorization = request.headers.get("authorization");
+      requests.push({ method: request.method, path: url.pathname, authorization, body });
+      if (!url.pathname.startsWith(base)) return json(404, { message: "Not Found" });
+      const path = url.pathname.slice(base.length);
+      const key = `${request.method} ${path}`;
+
+      const i = queued.findIndex((q) => q.match.test(key));
+      if (i >= 0) {
+        const { response } = queued.splice(i, 1)[0];
+        return json(response.status, response.body ?? { message: "queued" }, response.headers);
+      }
+
+      // GitHub App endpoints, authenticated by the App's JWT.
+      if (options.app) {
+        if (request.method === "GET" && /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/installation$/.test(path)) {
+          if (!isJwt(authorization)) return json(401, { message: "A JSON web token could not be decoded" });
+          return json(200, { id: options.app.installationId, app_id: Number(options.app.id) });
+        }
+        const m = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(path);
+        if (request.method === "POST" && m) {
+          if (!isJwt(authorization)) return json(401, { message: "A JSON web token could not be decoded" });
+          if (Number(m[1]) !== options.app.installationId) return json(404, { message: "Not Found" });
+          const token = `ghs_InstallationToken${++counter}abcdefghijklmnop`;
+          tokens.add(token);
+          return json(201, {
+            token,
+            expires_at: new Date(now().getTime() + 3600_000).toISOString(),
+            permissions: { administration: "write" },
+          });
+        }
+      }
+
+      if (!isToken(authorization)) return json(401, { message: "Bad credentials" });
+
+      if (
+        request.method === "POST" &&
+        /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/actions\/runners\/registration-token$/.test(path)
+      ) {
+        return registrationToken();
+      }
+
+      const list = /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/actions\/runners$/.exec(path);
+      if (request.method === "GET" && list) {
+        const perPage = Number(url.searchParams.get("per_page") ?? 30);
+        const page = Number(url.searchParams.get("page") ?? 1);
+        const slice = runners.slice((page - 1) * perPage, page * perPage);
+        const headers: Record<string, string> = {};
+        if (page * perPage < runners.length) {
+          const next = new URL(url);
+          next.searchParams.set("page", String(page + 1));
+          headers.link = `<${next.href}>; rel="next"`;
+        }
+        return json(200, { total_count: runners.length, runners: slice }, headers);
+      }
+
+      const del = /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/actions\/runners\/(\d+)$/.exec(path);
+      if (request.method === "DELETE" && del) {
+        const index = runners.findIndex((r) => r.id === Number(del[2]));
+        if (index < 0) return json(404, { message: "Not Found" });
+        if (runners[index].busy) {
+          return json(422, { message: "Bad request - Runner is currently running a job" });
+        }
+        runners.splice(index, 1);
+        return new Response(null, { status: 204 });
+      }
+
+      return json(404, { message: "Not Found" });
+    },
+  );
+  const { port } = server.addr as Deno.NetAddr;
+  const close = async () => {
+    await server.shutdown();
+  };
+  return {
+    url: `http://127.0.0.1:${port}${base}`,
+    requests,
+    runners,
+    issued,
+    fail: (match, response) => queued.push({ match, response }),
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
