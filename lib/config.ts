@@ -400,6 +400,14 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
     values = parsed.values;
   } catch (error) {
     problems.push(`flags: ${(error as Error).message}`);
+    // Keep reading the well-formed flags, so every other problem is listed too.
+    const loose = parseArgs({ args: sources.args, options, strict: false, allowPositionals: true });
+    for (const [name, value] of Object.entries(loose.values)) {
+      const type = options[name]?.type;
+      if ((type === "string" && typeof value === "string") || (type === "boolean" && value === true)) {
+        values[name] = value;
+      }
+    }
   }
   const raw: Raw = {};
   const configPath = (values.config as string | undefined) ?? undefined;
