@@ -27,11 +27,10 @@ export async function reconcileTable(ctx: TaskContext): Promise<TaskOutcome> {
     const out = await ddb.send(new DescribeTableCommand({ TableName }));
     status = out.Table?.TableStatus ?? "UNKNOWN";
     const keys = out.Table?.KeySchema ?? [];
-    const hash = keys.find((k) => k.KeyType === "HASH")?.AttributeName;
-    const range = keys.find((k) => k.KeyType === "RANGE")?.AttributeName;
-    if (hash !== PK || range !== SK) {
+    const schema = keys.map((k) => `${k.AttributeName} (${k.KeyType?.toLowerCase()})`).join(", ");
+    if (schema !== `${PK} (hash), ${SK} (range)`) {
       throw new Error(
-        `table ${TableName} has keys ${hash}/${range}; expected ${PK} (hash) and ${SK} (range)`,
+        `table ${TableName} has the key schema ${schema}; expected ${PK} (hash), ${SK} (range)`,
       );
     }
   } catch (error) {

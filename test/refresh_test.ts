@@ -1,0 +1,115 @@
+import assert from "node:assert/strict";
+import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import type { RunReport } from "../lib/report.ts";
+import { BASE_ARGS } from "./support/aws.ts";
+import { AWS_ENV, resetMoto } from "./support/moto.ts";
+import { runRefresh } from "./support/process.ts";
+
+const ONLY = ["--only", "table,parameters"];
+
+Deno.test("refresh exits 0 and prints one block per task when every task succeeds", async () => {
+  await resetMoto();
+  const result = await runRefresh([...BASE_ARGS, ...ONLY]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^table +changed +acme-widgets-ci-table: create, enable-ttl$/m);
+  assert.match(result.stdout, /^ {2}create table acme-widgets-ci-table: PK\/SK, on-demand$/m);
+  assert.match(result.stdout, /^parameters +changed +3 of 3 parameters written$/m);
+  assert.match(result.stdout, /^ {2}write metadata idle_time_sec: 300 \(was missing\)$/m);
+  assert.match(result.stdout, /^result: 2 changed; \d+ API calls, 5 writes$/m);
+});
+
+Deno.test("refresh makes zero write calls when run twice with the same desired state", async () => {
+  await resetMoto();
+  const first = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  assert.equal(first.code, 0, first.stderr);
+  const firstReport: RunReport = JSON.parse(first.stdout);
+  assert.equal(firstReport.writeCalls, 5);
+  const second = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  assert.equal(second.code, 0, second.stderr);
+  const report: RunReport = JSON.parse(second.stdout);
+  assert.equal(report.writeCalls, 0);
+  assert.deepEqual(report.results.map((r) => [r.task, r.status, r.changes.length]), [
+    ["table", "unchanged", 0],
+    ["parameters", "unchanged", 0],
+  ]);
+  assert.deepEqual(report.calls, {
+    "DynamoDB.DescribeTable": 1,
+    "DynamoDB.DescribeTimeToLive": 1,
+    "DynamoDB.GetItem": 3,
+  });
+});
+
+Deno.test("refresh prints one JSON document with --json", async () => {
+  await resetMoto();
+  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--json", "--idle-time-sec", "90"]);
+  assert.equal(result.code, 0, result.stderr);
+  const report: RunReport = JSON.parse(result.stdout);
+  assert.equal(report.version, 1);
+  assert.equal(report.exitCode, 0);
+  assert.equal(report.dryRun, false);
+  assert.equal(report.region, "us-east-1");
+  assert.equal(report.table, "acme-widgets-ci-table");
+  const parameters = report.results.find((r) => r.task === "parameters")!;
+  assert.equal(parameters.status, "changed");
+  assert.deepEqual(parameters.changes[0], {
+    action: "write",
+    target: "metadata idle_time_sec",
+    detail: "90 (was missing)",
+  });
+  assert.deepEqual(parameters.found, {
+    idle_time_sec: null,
+    max_runtime_min: null,
+    subnet_ids: null,
+  });
+  assert.equal(report.calls["DynamoDB.CreateTable"], 1);
+});
+
+Deno.test("refresh writes nothing under --dry-run and says what it would do", async () => {
+  await resetMoto();
+  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--dry-run"]);
+  assert.equal(result.code, 0, result.stderr);
+  assert.match(result.stdout, /^dry run: nothing was written$/m);
+  assert.match(result.stdout, /^ {2}would create table acme-widgets-ci-table/m);
+  assert.match(result.stdout, /^ {2}would write metadata subnet_ids/m);
+  assert.match(result.stdout, /; \d+ API calls, 0 writes$/m);
+  const again = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  assert.equal(JSON.parse(again.stdout).results[0].changes[0].action, "create");
+});
+
+Deno.test("refresh exits 1 after running every task when one fails", async () => {
+  await resetMoto();
+  const dynamo = new DynamoDBClient({ endpoint: AWS_ENV.AWS_ENDPOINT_URL, region: "us-east-1" });
+  await dynamo.send(
+    new CreateTableCommand({
+      TableName: "acme-widgets-ci-table",
+      KeySchema: [{ AttributeName: "id", KeyType: "HASH" }],
+      AttributeDefinitions: [{ AttributeName: "id", AttributeType: "S" }],
+      BillingMode: "PAY_PER_REQUEST",
+    }),
+  );
+  dynamo.destroy();
+  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  assert.equal(result.code, 1);
+  const report: RunReport = JSON.parse(result.stdout);
+  assert.equal(report.exitCode, 1);
+  const [table, parameters] = report.results;
+  assert.equal(table.status, "failed");
+  assert.equal(
+    table.error,
+    "table acme-widgets-ci-table has the key schema id (hash); expected PK (hash), SK (range)",
+  );
+  // The parameters task still ran after the table task failed, and says why it failed.
+  assert.equal(parameters.status, "failed");
+  assert.match(parameters.error!, /ValidationException/);
+});
+
+Deno.test("refresh exits 2 on a bad desired state and prints every problem", async () => {
+  const result = await runRefresh(["--repo", "acme", "--subnet-ids", "x", "--only", "parameters"], {
+    AWS_REGION: "",
+  });
+  assert.equal(result.code, 2);
+  assert.equal(result.stdout, "");
+  assert.match(result.stderr, /region: required/);
+  assert.match(result.stderr, /repo: "acme" is not owner\/name/);
+  assert.match(result.stderr, /subnet-ids: "x" is not a subnet id/);
+});
