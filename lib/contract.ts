@@ -116,7 +116,16 @@ export function sha256(text: string): string {
 }
 
 const QUEUE_MAX = 80;
-const QUEUE_SUFFIX = "-ci-pool";
+/** Every pool queue's name ends with this. */
+export const QUEUE_SUFFIX = "-ci-pool";
+/** Longest class part {@link queueName} keeps (config.ts allows class names of 1-40). */
+const CLASS_MAX = 40;
+const HASH_LENGTH = 8;
+
+/** Replaces every character SQS forbids in a queue name with `-`. */
+function sqsSafe(text: string): string {
+  return text.replace(/[^A-Za-z0-9_-]/g, "-");
+}
 
 /**
  * The queue of a resource class: `<prefix>-<class>-ci-pool`, kept to SQS's alphabet (letters,
@@ -126,8 +135,18 @@ const QUEUE_SUFFIX = "-ci-pool";
 export function queueName(prefix: string, resourceClass: string): string {
   const plain = `${prefix}-${resourceClass}${QUEUE_SUFFIX}`;
   if (/^[A-Za-z0-9_-]+$/.test(plain) && plain.length <= QUEUE_MAX) return plain;
-  const hash = sha256(resourceClass).slice(0, 8);
-  const clean = (s: string) => s.replace(/[^A-Za-z0-9_-]/g, "-");
-  const tail = `-${clean(resourceClass).slice(0, 40)}-${hash}${QUEUE_SUFFIX}`;
-  return `${clean(prefix).slice(0, QUEUE_MAX - tail.length)}${tail}`;
+  const hash = sha256(resourceClass).slice(0, HASH_LENGTH);
+  const tail = `-${sqsSafe(resourceClass).slice(0, CLASS_MAX)}-${hash}${QUEUE_SUFFIX}`;
+  return `${sqsSafe(prefix).slice(0, QUEUE_MAX - tail.length)}${tail}`;
+}
+
+/**
+ * What every {@link queueName} of a pool starts with, whatever the class: the name prefix to list
+ * the pool's queues by. Other pools' names can share it (`acme-widgets-` and
+ * `acme-widgets-2-…`), so a listed queue is only ours when it carries {@link OWNER_TAG}.
+ */
+export function queueNamePrefix(prefix: string): string {
+  const room = QUEUE_MAX - (1 + CLASS_MAX + 1 + HASH_LENGTH + QUEUE_SUFFIX.length);
+  const clean = sqsSafe(prefix);
+  return clean.length <= room ? `${clean}-` : clean.slice(0, room);
 }
