@@ -15,6 +15,7 @@ import { SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { Octokit } from "npm:@octokit/rest@22.0.1";
+import * as actions from "./lib/actions.ts";
 import { CallCounter, countAwsCalls, countGithubCalls } from "./lib/calls.ts";
 import {
   ConfigError,
@@ -86,6 +87,60 @@ function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
   };
 }
 
+/**
+ * Output for GitHub Actions (`GITHUB_ACTIONS=true`), on stderr so `--json` stays clean: every
+ * secret masked as it is registered, a group per task, annotations, and the job summary appended
+ * to `$GITHUB_STEP_SUMMARY`. Outside Actions it only feeds the redactor.
+ */
+function actionsOutput(env: Record<string, string | undefined>, io: Io, redactor: Redactor) {
+  const enabled = env.GITHUB_ACTIONS === "true";
+  const masked = new Set<string>();
+  let grouped = false;
+  const summary = (markdown: string) => {
+    const path = env.GITHUB_STEP_SUMMARY;
+    if (!enabled || !path) return;
+    try {
+      Deno.writeTextFileSync(path, redactor.redact(markdown), { append: true });
+    } catch (error) {
+      io.stderr(`warning: cannot append the job summary to ${path}: ${(error as Error).message}`);
+    }
+  };
+  return {
+    secret(value: string | undefined): void {
+      redactor.add(value);
+      if (!enabled) return;
+      for (const s of redactor.secrets) {
+        if (!masked.has(s)) io.stderr(actions.addMask(s));
+        masked.add(s);
+      }
+    },
+    /** Wraps a task so its log lines (and its failure line) fall in its own group. */
+    grouped(name: TaskName, task: Task): Task {
+      if (!enabled) return task;
+      return (ctx) => {
+        if (grouped) io.stderr(actions.endGroup());
+        io.stderr(actions.group(`refresh ${name}`));
+        grouped = true;
+        return task(ctx);
+      };
+    },
+    finish(report: RunReport): void {
+      if (!enabled) return;
+      if (grouped) io.stderr(actions.endGroup());
+      for (const line of actions.annotations(report)) io.stderr(redactor.redact(line));
+      summary(actions.jobSummary(report));
+    },
+    configError(error: ConfigError): void {
+      if (!enabled) return;
+      const message = error.problems.join("\n");
+      io.stderr(
+        redactor.redact(actions.annotation("error", "refresh: invalid desired state", message)),
+      );
+      summary(actions.configErrorSummary(error.problems));
+    },
+  };
+}
+
 /** Runs refresh once and returns its exit code. */
 export async function main(
   args: string[],
@@ -93,8 +148,9 @@ export async function main(
   io: Io = realIo,
 ): Promise<number> {
   const redactor = new Redactor();
-  redactor.add(env.GITHUB_TOKEN);
-  redactor.add(env.GITHUB_APP_PRIVATE_KEY);
+  const gha = actionsOutput(env, io, redactor);
+  gha.secret(env.GITHUB_TOKEN);
+  gha.secret(env.GITHUB_APP_PRIVATE_KEY);
   let desired: DesiredState | "help";
   try {
     desired = parseDesiredState({ args, env, readTextFile: io.readTextFile });
@@ -107,6 +163,7 @@ export async function main(
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     io.stderr(redactor.redact(error.message));
+    gha.configError(error);
     return 2;
   }
   if (desired === "help") {
@@ -118,14 +175,14 @@ export async function main(
   const clients = buildClients(desired, env, counter);
   const log = makeLogger(io, redactor, desired.json);
   const results = await runTasks(
-    desired.tasks.map((t) => [t, IMPLEMENTATIONS[t]!]),
+    desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t]!)]),
     {
       desired,
       clients,
       now: () => new Date(),
       log,
       dryRun: desired.dryRun,
-      secret: (value) => redactor.add(value),
+      secret: gha.secret,
     },
   );
   const report: RunReport = {
@@ -138,6 +195,7 @@ export async function main(
     writeCalls: counter.writes(),
     exitCode: exitCodeOf(results),
   };
+  gha.finish(report);
   io.stdout(redactor.redact(desired.json ? renderJson(report) : renderText(report)));
   return report.exitCode;
 }

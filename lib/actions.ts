@@ -1,0 +1,159 @@
+/**
+ * GitHub Actions output, as pure functions returning strings: workflow commands (`::add-mask::`,
+ * `::group::`, `::error::`, `::warning::`) and the job summary markdown for
+ * `$GITHUB_STEP_SUMMARY`. Nothing here prints or writes; the entry emits the strings when
+ * `GITHUB_ACTIONS=true`.
+ *
+ * @module
+ */
+import type { RunReport } from "./report.ts";
+import type { TaskResult } from "./task.ts";
+
+/** Escapes a workflow command's message (what follows the second `::`). */
+export function escapeData(text: string): string {
+  return text.replaceAll("%", "%25").replaceAll("\r", "%0D").replaceAll("\n", "%0A");
+}
+
+/** Escapes a workflow command property value (`title=…`). */
+export function escapeProperty(text: string): string {
+  return escapeData(text).replaceAll(":", "%3A").replaceAll(",", "%2C");
+}
+
+/** Tells the runner to replace `value` with `***` in every later log line. */
+export function addMask(value: string): string {
+  return `::add-mask::${escapeData(value)}`;
+}
+
+/** Opens a collapsible group of log lines. */
+export function group(title: string): string {
+  return `::group::${escapeData(title)}`;
+}
+
+export function endGroup(): string {
+  return "::endgroup::";
+}
+
+/** An annotation shown on the run's page (`error` or `warning`), with a title. */
+export function annotation(level: "error" | "warning", title: string, message: string): string {
+  return `::${level} title=${escapeProperty(title)}::${escapeData(message)}`;
+}
+
+/** One annotation per failed task and per warning, in task order. */
+export function annotations(report: RunReport): string[] {
+  const out: string[] = [];
+  for (const r of report.results) {
+    if (r.error) out.push(annotation("error", `refresh ${r.task} failed`, r.error));
+    for (const w of r.warnings) out.push(annotation("warning", `refresh ${r.task}`, w));
+  }
+  return out;
+}
+
+const STATUS: Record<TaskResult["status"], string> = {
+  unchanged: "✅ no changes",
+  changed: "🔧 changed",
+  planned: "📝 would change",
+  failed: "❌ failed",
+};
+
+/** Changes listed in a table cell before the rest is only counted. */
+const CELL_CHANGES = 5;
+
+/**
+ * The job summary: a heading with the overall result, one table row per task (status, what it
+ * found, what it changed), then every change, warning and error in full.
+ */
+export function jobSummary(report: RunReport): string {
+  const failed = report.results.filter((r) => r.status === "failed").length;
+  const changes = report.results.reduce((n, r) => n + r.changes.length, 0);
+  const outcome = failed
+    ? `❌ ${failed} of ${report.results.length} tasks failed`
+    : changes === 0
+    ? "✅ no changes"
+    : report.dryRun
+    ? `📝 ${changes} changes planned (dry run, nothing written)`
+    : `🔧 ${changes} changes made`;
+  const verb = (action: string) => report.dryRun ? `would ${action}` : action;
+  const lines = [
+    `## refresh: ${outcome}`,
+    "",
+    `Region \`${report.region}\`, table \`${report.table}\`.`,
+    "",
+    "| Task | Status | Found | Changes |",
+    "| --- | --- | --- | --- |",
+  ];
+  for (const r of report.results) {
+    const shown = r.changes.slice(0, CELL_CHANGES).map((c) => `${verb(c.action)} ${c.target}`);
+    if (r.changes.length > CELL_CHANGES) shown.push(`… ${r.changes.length - CELL_CHANGES} more`);
+    const found = describeFound(r.found);
+    lines.push(
+      `| ${
+        [
+          [r.task],
+          [STATUS[r.status]],
+          found.length ? found : [r.summary],
+          shown.length ? shown : ["none"],
+        ].map(cell).join(" | ")
+      } |`,
+    );
+  }
+  const details: string[] = [];
+  for (const r of report.results) {
+    for (const c of r.changes) {
+      details.push(`- ${r.task}: ${verb(c.action)} ${c.target}${c.detail ? `: ${c.detail}` : ""}`);
+    }
+    for (const w of r.warnings) details.push(`- ${r.task}: ⚠️ ${w}`);
+    if (r.error) details.push(`- ${r.task}: ❌ ${r.error}`);
+  }
+  if (details.length) {
+    lines.push(
+      "",
+      "<details><summary>Details</summary>",
+      "",
+      ...details.map(text),
+      "",
+      "</details>",
+    );
+  }
+  const total = Object.values(report.calls).reduce((a, b) => a + b, 0);
+  lines.push("", `${total} API calls, ${report.writeCalls} writes. Exit code ${report.exitCode}.`);
+  return lines.join("\n") + "\n";
+}
+
+/** The job summary when the desired state was invalid and nothing ran. */
+export function configErrorSummary(problems: string[]): string {
+  return [
+    "## refresh: ❌ invalid desired state, nothing was called",
+    "",
+    ...problems.map((p) => `- ${text(p)}`),
+    "",
+    "Exit code 2.",
+  ].join("\n") + "\n";
+}
+
+/**
+ * The scalar values of a task's `found`, as `key: value` lines; nested objects are flattened to
+ * dotted keys and arrays are counted, so any task's counts show without knowing their names.
+ */
+export function describeFound(found: Record<string, unknown>, prefix = ""): string[] {
+  const out: string[] = [];
+  for (const [key, value] of Object.entries(found)) {
+    const name = `${prefix}${key}`;
+    if (value === null || value === undefined) continue;
+    if (Array.isArray(value)) out.push(`${name}: ${value.length}`);
+    else if (typeof value === "object") {
+      out.push(...describeFound(value as Record<string, unknown>, `${name}.`));
+    } else out.push(`${name}: ${String(value)}`);
+  }
+  return out;
+}
+
+/** Text safe inside markdown: no HTML, no line breaks. */
+function text(value: string): string {
+  return value.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;")
+    .replace(/\r?\n/g, " ");
+}
+
+/** Lines as one table cell. */
+function cell(lines: string[]): string {
+  return lines.map(text).join("<br>").replaceAll("|", "\\|");
+}
