@@ -92,7 +92,7 @@ function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
  * secret masked as it is registered, a group per task, annotations, and the job summary appended
  * to `$GITHUB_STEP_SUMMARY`. Outside Actions it only feeds the redactor.
  */
-function actionsOutput(env: Record<string, string | undefined>, io: Io, redactor: Redactor) {
+export function actionsOutput(env: Record<string, string | undefined>, io: Io, redactor: Redactor) {
   const enabled = env.GITHUB_ACTIONS === "true";
   const masked = new Set<string>();
   let grouped = false;

@@ -131,15 +131,17 @@ export function configErrorSummary(problems: string[]): string {
 }
 
 /**
- * The scalar values of a task's `found`, as `key: value` lines; nested objects are flattened to
- * dotted keys and arrays are counted, so any task's counts show without knowing their names.
+ * The scalar values of a task's `found`, as `key: value` lines (null as `none`); nested objects
+ * are flattened to dotted keys and arrays are counted, so any task's counts show without knowing
+ * their names.
  */
 export function describeFound(found: Record<string, unknown>, prefix = ""): string[] {
   const out: string[] = [];
   for (const [key, value] of Object.entries(found)) {
     const name = `${prefix}${key}`;
-    if (value === null || value === undefined) continue;
-    if (Array.isArray(value)) out.push(`${name}: ${value.length}`);
+    if (value === undefined) continue;
+    if (value === null) out.push(`${name}: none`);
+    else if (Array.isArray(value)) out.push(`${name}: ${value.length}`);
     else if (typeof value === "object") {
       out.push(...describeFound(value as Record<string, unknown>, `${name}.`));
     } else out.push(`${name}: ${String(value)}`);

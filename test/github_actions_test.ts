@@ -1,0 +1,258 @@
+import assert from "node:assert/strict";
+import {
+  addMask,
+  annotation,
+  annotations,
+  describeFound,
+  escapeData,
+  jobSummary,
+} from "../lib/actions.ts";
+import type { RunReport } from "../lib/report.ts";
+import type { TaskResult } from "../lib/task.ts";
+import { actionsOutput, main } from "../refresh.ts";
+import { Redactor } from "../lib/redact.ts";
+import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
+import { AWS_ENV, resetMoto } from "./support/moto.ts";
+
+const ONLY = ["--only", "table,parameters"];
+
+function result(task: TaskResult["task"], fields: Partial<TaskResult> = {}): TaskResult {
+  return {
+    task,
+    status: "unchanged",
+    summary: "ok",
+    found: {},
+    changes: [],
+    warnings: [],
+    durationMs: 1,
+    ...fields,
+  };
+}
+
+function report(results: TaskResult[], fields: Partial<RunReport> = {}): RunReport {
+  return {
+    version: 1,
+    dryRun: false,
+    region: "us-east-1",
+    table: "acme-widgets-ci-table",
+    results,
+    calls: { "DynamoDB.GetItem": 3 },
+    writeCalls: 0,
+    exitCode: results.some((r) => r.error) ? 1 : 0,
+    ...fields,
+  };
+}
+
+/** The table rows of a summary (header and separator left out). */
+function rows(markdown: string): string[][] {
+  return markdown.split("\n").filter((l) => l.startsWith("| ")).slice(2)
+    .map((l) => l.slice(2, -2).split(/ (?<!\\)\| /));
+}
+
+/** Runs the entry in-process as inside GitHub Actions, with a fresh summary file. */
+async function runInActions(args: string[], env: Record<string, string> = {}) {
+  const dir = await Deno.makeTempDir();
+  const summaryPath = `${dir}/summary.md`;
+  await Deno.writeTextFile(summaryPath, "# earlier step\n");
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  const code = await main(args, {
+    ...AWS_ENV,
+    GITHUB_ACTIONS: "true",
+    GITHUB_STEP_SUMMARY: summaryPath,
+    GITHUB_TOKEN: TEST_PAT,
+    ...env,
+  }, {
+    stdout: (t) => stdout.push(t),
+    stderr: (t) => stderr.push(t),
+    readTextFile: (path) => Deno.readTextFileSync(path),
+  });
+  const summary = await Deno.readTextFile(summaryPath);
+  await Deno.remove(dir, { recursive: true });
+  return { code, stdout: stdout.join("\n"), stderr, summary };
+}
+
+/** A stand-in for DynamoDB that denies every call, as AWS does for a role missing a permission. */
+function denyingDynamo() {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const target = req.headers.get("x-amz-target")?.split(".")[1] ?? "?";
+    await req.body?.cancel();
+    return Response.json({
+      __type: "com.amazon.coral.service#AccessDeniedException",
+      message:
+        `User: arn:aws:sts::123456789012:assumed-role/refresh/ci is not authorized to perform: dynamodb:${target}`,
+    }, { status: 400, headers: { "content-type": "application/x-amz-json-1.0" } });
+  });
+  return { url: `http://127.0.0.1:${server.addr.port}`, close: () => server.shutdown() };
+}
+
+Deno.test("escapeData encodes percent signs and line breaks so one command stays one line", () => {
+  assert.equal(escapeData("50% done\r\nnext"), "50%25 done%0D%0Anext");
+  assert.equal(addMask("a\nb"), "::add-mask::a%0Ab");
+});
+
+Deno.test("annotation escapes colons and commas in the title only", () => {
+  assert.equal(
+    annotation("error", "refresh: table, pools", "a: b, c"),
+    "::error title=refresh%3A table%2C pools::a: b, c",
+  );
+});
+
+Deno.test("annotations gives an error per failed task and a warning per warning", () => {
+  const lines = annotations(report([
+    result("table", { status: "failed", error: "AccessDeniedException: no\nmore" }),
+    result("parameters", { warnings: ["subnet gone", "second"] }),
+  ]));
+  assert.deepEqual(lines, [
+    "::error title=refresh table failed::AccessDeniedException: no%0Amore",
+    "::warning title=refresh parameters::subnet gone",
+    "::warning title=refresh parameters::second",
+  ]);
+});
+
+Deno.test("jobSummary renders one row per task with found values and changes", () => {
+  const md = jobSummary(report([
+    result("table", {
+      status: "changed",
+      found: { status: "missing" },
+      changes: [{ action: "create", target: "table acme-widgets-ci-table" }],
+    }),
+    result("parameters", { found: { idle_time_sec: 300, subnet_ids: ["a", "b"] } }),
+  ], { writeCalls: 2 }));
+  assert.deepEqual(rows(md), [
+    ["table", "🔧 changed", "status: missing", "create table acme-widgets-ci-table"],
+    ["parameters", "✅ no changes", "idle_time_sec: 300<br>subnet_ids: 2", "none"],
+  ]);
+  assert.match(md, /^## refresh: 🔧 1 changes made$/m);
+  assert.match(md, /^3 API calls, 2 writes\. Exit code 0\.$/m);
+});
+
+Deno.test("jobSummary shows counts nested in found without knowing their names", () => {
+  const md = jobSummary(report([
+    result("reaper", {
+      found: { expired: 2, counts: { locked: 1, skipped: 1 }, instances: [{ id: "i-1" }] },
+    }),
+  ]));
+  assert.equal(
+    rows(md)[0][2],
+    "expired: 2<br>counts.locked: 1<br>counts.skipped: 1<br>instances: 1",
+  );
+  assert.deepEqual(describeFound({ token: null, ok: true }), ["token: none", "ok: true"]);
+});
+
+Deno.test("jobSummary says would under dry-run and caps the changes listed in a cell", () => {
+  const changes = Array.from({ length: 7 }, (_, i) => ({ action: "delete", target: `q${i}` }));
+  const md = jobSummary(report([result("resource-pools", { status: "planned", changes })], {
+    dryRun: true,
+  }));
+  const [row] = rows(md);
+  assert.equal(
+    row[3],
+    "would delete q0<br>would delete q1<br>would delete q2<br>would delete q3<br>would delete q4<br>… 2 more",
+  );
+  assert.match(md, /^- resource-pools: would delete q6$/m);
+  assert.match(md, /7 changes planned \(dry run, nothing written\)/);
+});
+
+Deno.test("jobSummary escapes pipes and HTML so a value cannot break the table", () => {
+  const md = jobSummary(report([
+    result("table", { status: "failed", summary: "failed", error: "bad | <script>" }),
+  ]));
+  assert.deepEqual(rows(md)[0], ["table", "❌ failed", "failed", "none"]);
+  assert.match(md, /^- table: ❌ bad \| &lt;script&gt;$/m);
+  assert.match(md, /^## refresh: ❌ 1 of 1 tasks failed$/m);
+});
+
+Deno.test("actionsOutput masks a secret at the moment it is registered", () => {
+  const lines: string[] = [];
+  const io = { stdout: () => {}, stderr: (t: string) => lines.push(t), readTextFile: () => "" };
+  const redactor = new Redactor();
+  const gha = actionsOutput({ GITHUB_ACTIONS: "true" }, io, redactor);
+  gha.secret("AABBCCDDEEFFGGHHIIJJ0123456789");
+  assert.deepEqual(lines, ["::add-mask::AABBCCDDEEFFGGHHIIJJ0123456789"]);
+  gha.secret("AABBCCDDEEFFGGHHIIJJ0123456789");
+  assert.equal(lines.length, 1);
+  gha.secret(
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA1\nzzzzzzzzzz\n-----END RSA PRIVATE KEY-----",
+  );
+  assert.ok(lines.includes("::add-mask::MIIEpAIBAAKCAQEA1"), lines.join("\n"));
+  assert.ok(lines.includes("::add-mask::zzzzzzzzzz"));
+  assert.equal(redactor.redact("x AABBCCDDEEFFGGHHIIJJ0123456789 y"), "x *** y");
+});
+
+Deno.test("refresh writes the job summary, groups and masks when GITHUB_ACTIONS is true", async () => {
+  await resetMoto();
+  const run = await runInActions([...BASE_ARGS, ...ONLY]);
+  assert.equal(run.code, 0, run.stderr.join("\n"));
+  assert.equal(run.stderr[0], `::add-mask::${TEST_PAT}`);
+  const markers = run.stderr.filter((l) => /^::(end)?group::/.test(l));
+  assert.deepEqual(markers, [
+    "::group::refresh table",
+    "::endgroup::",
+    "::group::refresh parameters",
+    "::endgroup::",
+  ]);
+  assert.ok(run.summary.startsWith("# earlier step\n## refresh: "), "summary is appended");
+  const table = rows(run.summary);
+  assert.deepEqual(table.map((r) => [r[0], r[1]]), [
+    ["table", "🔧 changed"],
+    ["parameters", "🔧 changed"],
+  ]);
+  assert.match(table[1][2], /idle_time_sec: none/);
+  assert.match(table[1][3], /write metadata idle_time_sec/);
+  assert.match(run.summary, /Exit code 0\./);
+  for (const text of [run.summary, run.stdout, ...run.stderr.slice(1)]) {
+    assert.ok(!text.includes(TEST_PAT), "the PAT appears only in its add-mask line");
+  }
+
+  const second = await runInActions([...BASE_ARGS, ...ONLY]);
+  assert.equal(second.code, 0);
+  assert.match(second.summary, /^## refresh: ✅ no changes$/m);
+  assert.match(second.summary, / 0 writes\./);
+  assert.deepEqual(rows(second.summary).map((r) => [r[1], r[3]]), [
+    ["✅ no changes", "none"],
+    ["✅ no changes", "none"],
+  ]);
+});
+
+Deno.test("refresh annotates each failed task with an error and exits 1", async () => {
+  const dynamo = denyingDynamo();
+  try {
+    const run = await runInActions([...BASE_ARGS, ...ONLY], { AWS_ENDPOINT_URL: dynamo.url });
+    assert.equal(run.code, 1);
+    const errors = run.stderr.filter((l) => l.startsWith("::error"));
+    assert.equal(errors.length, 2, run.stderr.join("\n"));
+    assert.match(
+      errors[0],
+      /^::error title=refresh table failed::AccessDeniedException: .*dynamodb:DescribeTable$/,
+    );
+    assert.match(errors[1], /^::error title=refresh parameters failed::AccessDeniedException: /);
+    assert.deepEqual(rows(run.summary).map((r) => [r[0], r[1]]), [
+      ["table", "❌ failed"],
+      ["parameters", "❌ failed"],
+    ]);
+    assert.match(run.summary, /^- table: ❌ AccessDeniedException: .*not authorized/m);
+    assert.match(run.summary, /Exit code 1\./);
+  } finally {
+    await dynamo.close();
+  }
+});
+
+Deno.test("refresh annotates an invalid desired state and summarizes it, exit 2", async () => {
+  const run = await runInActions(["--region", "mars-1", "--repo", "acme/widgets", ...ONLY]);
+  assert.equal(run.code, 2);
+  const error = run.stderr.find((l) => l.startsWith("::error"));
+  assert.ok(error, run.stderr.join("\n"));
+  assert.match(error, /^::error title=refresh%3A invalid desired state::subnet-ids: required by/);
+  assert.match(error, /%0Aregion: "mars-1" is not an AWS region name/);
+  assert.match(run.summary, /^## refresh: ❌ invalid desired state, nothing was called$/m);
+  assert.match(run.summary, /^- subnet-ids: required by task parameters/m);
+});
+
+Deno.test("refresh prints no workflow commands and writes no summary outside GitHub Actions", async () => {
+  await resetMoto();
+  const run = await runInActions([...BASE_ARGS, ...ONLY], { GITHUB_ACTIONS: "" });
+  assert.equal(run.code, 0);
+  assert.deepEqual(run.stderr.filter((l) => l.startsWith("::")), []);
+  assert.equal(run.summary, "# earlier step\n");
+});
