@@ -25,6 +25,7 @@ import {
   type TaskName,
 } from "./lib/config.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
+import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
@@ -34,6 +35,7 @@ import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
 export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
   "table": reconcileTable,
   "parameters": reconcileParameters,
+  "reaper": reapInstances,
 };
 
 /** Where the entry reads and writes; tests pass their own. */
