@@ -1,0 +1,162 @@
+import assert from "node:assert/strict";
+
+const root = new URL("../", import.meta.url);
+
+/** IAM service prefix of each AWS SDK module refresh imports. */
+const SERVICES: Record<string, string> = {
+  "@aws-sdk/client-ec2": "ec2",
+  "@aws-sdk/client-sqs": "sqs",
+  "@aws-sdk/client-dynamodb": "dynamodb",
+  "@aws-sdk/lib-dynamodb": "dynamodb",
+};
+
+/** lib-dynamodb's document commands and the DynamoDB operations they send. */
+const DOCUMENT_COMMANDS: Record<string, string> = {
+  Get: "GetItem",
+  Put: "PutItem",
+  Update: "UpdateItem",
+  Delete: "DeleteItem",
+  Query: "Query",
+  Scan: "Scan",
+  BatchGet: "BatchGetItem",
+  BatchWrite: "BatchWriteItem",
+  TransactGet: "TransactGetItems",
+  TransactWrite: "TransactWriteItems",
+  ExecuteStatement: "ExecuteStatement",
+};
+
+/** Waiters and the operation they poll. */
+const WAITERS: Record<string, string> = {
+  waitUntilTableExists: "DescribeTable",
+  waitUntilTableNotExists: "DescribeTable",
+  waitUntilInstanceRunning: "DescribeInstances",
+  waitUntilInstanceTerminated: "DescribeInstances",
+  waitUntilInstanceStopped: "DescribeInstances",
+  waitUntilImageAvailable: "DescribeImages",
+};
+
+/** The source files that make AWS calls: refresh.ts and every module in lib/. */
+function sources(): Map<string, string> {
+  const files = new Map<string, string>();
+  files.set("refresh.ts", Deno.readTextFileSync(new URL("refresh.ts", root)));
+  for (const entry of Deno.readDirSync(new URL("lib/", root))) {
+    if (entry.isFile && entry.name.endsWith(".ts")) {
+      files.set(`lib/${entry.name}`, Deno.readTextFileSync(new URL(`lib/${entry.name}`, root)));
+    }
+  }
+  return files;
+}
+
+/** The names a file imports from each AWS SDK module, as name -> module. */
+function awsImports(source: string): Map<string, string> {
+  const names = new Map<string, string>();
+  const pattern = /import\s*(?:type\s*)?\{([^}]*)\}\s*from\s*"npm:(@aws-sdk\/[a-z0-9-]+)@[^"]+"/g;
+  for (const [, list, module] of source.matchAll(pattern)) {
+    for (const part of list.split(",")) {
+      const name = part.trim().replace(/^type\s+/, "").split(/\s+as\s+/).pop()!.trim();
+      if (name) names.set(name, module);
+    }
+  }
+  return names;
+}
+
+/**
+ * The IAM actions the code calls, by file: every `new XxxCommand(`, `paginateXxx(` and waiter,
+ * mapped to `service:Xxx` by the SDK module it is imported from. A create-time tag also needs
+ * the tagging action: EC2 `TagSpecifications` needs ec2:CreateTags, SQS `CreateQueue` with `tags`
+ * needs sqs:TagQueue.
+ */
+function calledActions(): Map<string, Set<string>> {
+  const actions = new Map<string, Set<string>>();
+  const add = (action: string, file: string) => {
+    if (!actions.has(action)) actions.set(action, new Set());
+    actions.get(action)!.add(file);
+  };
+  for (const [file, source] of sources()) {
+    const imports = awsImports(source);
+    const serviceOf = (name: string) => {
+      const module = imports.get(name);
+      assert.ok(module, `${file}: ${name} is used but not imported from an @aws-sdk module`);
+      assert.ok(SERVICES[module], `${file}: ${module} has no IAM service prefix in this test`);
+      return { module, service: SERVICES[module] };
+    };
+    for (const [, op] of source.matchAll(/\bnew\s+(\w+)Command\s*\(/g)) {
+      const { module, service } = serviceOf(`${op}Command`);
+      const operation = module === "@aws-sdk/lib-dynamodb" ? DOCUMENT_COMMANDS[op] : op;
+      assert.ok(operation, `${file}: no DynamoDB operation known for ${op}Command`);
+      add(`${service}:${operation}`, file);
+    }
+    for (const [, op] of source.matchAll(/\bpaginate(\w+)\s*\(/g)) {
+      const { module, service } = serviceOf(`paginate${op}`);
+      add(`${service}:${module === "@aws-sdk/lib-dynamodb" ? DOCUMENT_COMMANDS[op] : op}`, file);
+    }
+    for (const [, waiter] of source.matchAll(/\b(waitUntil\w+)\s*\(/g)) {
+      const { service } = serviceOf(waiter);
+      assert.ok(WAITERS[waiter], `${file}: the operation ${waiter} polls is not known here`);
+      add(`${service}:${WAITERS[waiter]}`, file);
+    }
+    if (/\bTagSpecifications\s*:/.test(source) && imports.size) add("ec2:CreateTags", file);
+    if (/new\s+CreateQueueCommand\s*\(\s*\{[^)]*\btags\s*:/s.test(source)) {
+      add("sqs:TagQueue", file);
+    }
+  }
+  return actions;
+}
+
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: string | string[];
+  Condition?: unknown;
+}
+
+function policy(): { Version: string; Statement: Statement[] } {
+  return JSON.parse(Deno.readTextFileSync(new URL("iam-policy.json", root)));
+}
+
+function listedActions(): string[] {
+  return policy().Statement.flatMap((s) => typeof s.Action === "string" ? [s.Action] : s.Action);
+}
+
+Deno.test("iam-policy.json lists every AWS action the code calls", () => {
+  const listed = new Set(listedActions());
+  const missing = [...calledActions()].filter(([action]) => !listed.has(action))
+    .map(([action, files]) => `${action} (called in ${[...files].join(", ")})`);
+  assert.deepEqual(missing, [], `add to iam-policy.json: ${missing.join("; ")}`);
+});
+
+Deno.test("iam-policy.json lists no action the code does not call", () => {
+  const called = calledActions();
+  const unused = listedActions().filter((a) => !called.has(a));
+  assert.deepEqual(unused, [], `remove from iam-policy.json: ${unused.join(", ")}`);
+});
+
+Deno.test("iam-policy.json is a valid allow-only policy without wildcard actions", () => {
+  const doc = policy();
+  assert.equal(doc.Version, "2012-10-17");
+  assert.ok(doc.Statement.length > 0);
+  const actions = listedActions();
+  assert.equal(new Set(actions).size, actions.length, "each action is listed once");
+  for (const s of doc.Statement) {
+    assert.equal(s.Effect, "Allow");
+    assert.ok(s.Resource && s.Resource.length > 0, `statement ${s.Sid} has a resource`);
+  }
+  for (const a of actions) assert.match(a, /^(ec2|sqs|dynamodb):[A-Z][A-Za-z]+$/);
+});
+
+Deno.test("the action scan maps commands, document commands, paginators and waiters", () => {
+  const source = `
+    import { DescribeTableCommand, waitUntilTableExists } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+    import {
+      type Foo,
+      UpdateCommand,
+    } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+    import { paginateDescribeInstances } from "npm:@aws-sdk/client-ec2@3.1169.0";`;
+  const imports = awsImports(source);
+  assert.equal(imports.get("UpdateCommand"), "@aws-sdk/lib-dynamodb");
+  assert.equal(imports.get("Foo"), "@aws-sdk/lib-dynamodb");
+  assert.equal(imports.get("waitUntilTableExists"), "@aws-sdk/client-dynamodb");
+  assert.equal(imports.get("paginateDescribeInstances"), "@aws-sdk/client-ec2");
+  assert.ok(calledActions().get("dynamodb:DescribeTable")?.has("lib/table.ts"));
+});
