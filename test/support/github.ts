@@ -40,8 +40,13 @@ export interface FakeGithubOptions {
   tokenLifetimeSec?: number;
   /** The clock the server stamps `expires_at` with. */
   now?: () => Date;
-  /** GitHub App: id and the installation id it answers with; JWTs are accepted when present. */
-  app?: { id: string; installationId: number; publicKeyPem?: string };
+  /**
+   * GitHub App: its id and the installation id it answers with. JWT-shaped bearers are accepted;
+   * with `publicKeyPem` (SPKI) a JWT must also be signed by that key (RS256), be issued by `id`
+   * and not be expired. With `installedOn` ("owner/repo" or "org"), the installation look-up
+   * answers 404 elsewhere.
+   */
+  app?: { id: string; installationId: number; publicKeyPem?: string; installedOn?: string[] };
   runners?: FakeRunner[];
 }
 
@@ -73,7 +78,13 @@ export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
       headers: { "content-type": "application/json", ...headers },
     });
 
-  const isJwt = (auth: string | null) => /^Bearer [\w-]+\.[\w-]+\.[\w-]+$/.test(auth ?? "");
+  // The scheme is case-insensitive (Octokit's App auth sends "bearer").
+  const isJwt = async (auth: string | null) => {
+    const m = /^Bearer ([\w-]+)\.([\w-]+)\.([\w-]+)$/i.exec(auth ?? "");
+    if (!m) return false;
+    if (!options.app?.publicKeyPem) return true;
+    return await verifyJwt(m[1], m[2], m[3], options.app.publicKeyPem, options.app.id);
+  };
   const isToken = (auth: string | null) => {
     const m = /^(?:token|Bearer) (.+)$/.exec(auth ?? "");
     return m !== null && tokens.has(m[1]);
@@ -116,14 +127,25 @@ export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
 
       // GitHub App endpoints, authenticated by the App's JWT.
       if (options.app) {
-        if (request.method === "GET" && /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/installation$/.test(path)) {
-          if (!isJwt(authorization)) return json(401, { message: "A JSON web token could not be decoded" });
+        const lookup = /^\/(?:repos\/([^/]+\/[^/]+)|orgs\/([^/]+))\/installation$/.exec(path);
+        if (request.method === "GET" && lookup) {
+          if (!(await isJwt(authorization))) {
+            return json(401, { message: "A JSON web token could not be decoded" });
+          }
+          const target = lookup[1] ?? lookup[2];
+          if (options.app.installedOn && !options.app.installedOn.includes(target)) {
+            return json(404, { message: "Not Found" });
+          }
           return json(200, { id: options.app.installationId, app_id: Number(options.app.id) });
         }
         const m = /^\/app\/installations\/(\d+)\/access_tokens$/.exec(path);
         if (request.method === "POST" && m) {
-          if (!isJwt(authorization)) return json(401, { message: "A JSON web token could not be decoded" });
-          if (Number(m[1]) !== options.app.installationId) return json(404, { message: "Not Found" });
+          if (!(await isJwt(authorization))) {
+            return json(401, { message: "A JSON web token could not be decoded" });
+          }
+          if (Number(m[1]) !== options.app.installationId) {
+            return json(404, { message: "Not Found" });
+          }
           const token = `ghs_InstallationToken${++counter}abcdefghijklmnop`;
           tokens.add(token);
           return json(201, {
@@ -184,4 +206,31 @@ export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+const base64url = (text: string) =>
+  Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+
+/** Whether a JWT is signed (RS256) by the SPKI PEM key, issued by `iss`, and not expired. */
+async function verifyJwt(
+  header: string,
+  payload: string,
+  signature: string,
+  publicKeyPem: string,
+  iss: string,
+): Promise<boolean> {
+  const der = base64url(publicKeyPem.replace(/-----[A-Z ]+-----|\s/g, ""));
+  const key = await crypto.subtle.importKey(
+    "spki",
+    der,
+    { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" },
+    false,
+    ["verify"],
+  );
+  const signed = new TextEncoder().encode(`${header}.${payload}`);
+  if (!(await crypto.subtle.verify("RSASSA-PKCS1-v1_5", key, base64url(signature), signed))) {
+    return false;
+  }
+  const claims = JSON.parse(new TextDecoder().decode(base64url(payload)));
+  return String(claims.iss) === iss && claims.exp > Date.now() / 1000;
 }
