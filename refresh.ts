@@ -24,6 +24,7 @@ import {
   parseDesiredState,
   type TaskName,
 } from "./lib/config.ts";
+import { reconcileLaunchTemplate } from "./lib/launch_template.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
 import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
@@ -34,6 +35,7 @@ import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
 /** The implementation of each task, in the order of {@link TASKS}. */
 export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
   "table": reconcileTable,
+  "launch-template": reconcileLaunchTemplate,
   "parameters": reconcileParameters,
   "reaper": reapInstances,
 };

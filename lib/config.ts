@@ -8,7 +8,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { queueName } from "./contract.ts";
+import { OWNER_TAG, queueName } from "./contract.ts";
 
 /** The tasks refresh runs, in the order it runs them. */
 export const TASKS = [
@@ -164,14 +164,14 @@ export const INPUTS: InputSpec[] = [
     env: ["REFRESH_ROOT_VOLUME_TYPE"],
     kind: "string",
     default: "gp3",
-    help: "root volume type (gp3, gp2, io1, io2, st1, sc1, standard)",
+    help: "root volume type (gp3, gp2, standard)",
   },
   {
     name: "root-device-name",
     env: ["REFRESH_ROOT_DEVICE_NAME"],
     kind: "string",
-    default: "/dev/xvda",
-    help: "root device name of the AMI, used with --root-volume-size",
+    default: "the AMI's root device",
+    help: "device the root volume settings apply to",
   },
   {
     name: "tags",
@@ -324,7 +324,8 @@ export interface DesiredState {
     userData: string;
     instanceType?: string;
     keyName?: string;
-    rootVolume?: { deviceName: string; sizeGiB: number; type: string };
+    /** Settings of the root volume; the device defaults to the AMI's root device. */
+    rootVolume: { deviceName?: string; sizeGiB?: number; type: string };
     tags: Record<string, string>;
     keepVersions: number;
   };
@@ -538,8 +539,9 @@ function checkIds(
 }
 
 const SUBNET = /^subnet-[0-9a-f]{8,17}$/;
-const SECURITY_GROUP = /^sg-[0-9a-f]{8,17}$/;
-const AMI = /^ami-[0-9a-f]{8,17}$/;
+const SECURITY_GROUP = /^sg-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
+const AMI = /^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
+const AMI_OWNER = /^(?:\d{12}|self|amazon|aws-marketplace|aws-backup-vault)$/;
 const CLASS_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$/;
 
 /** Parses and validates resource classes: unique names, positive whole cpu and mmem. */
@@ -687,7 +689,23 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
       problems.push(`ami: "${amiId}" is not an AMI id (ami- and 8 or 17 hex digits)`);
     } else ami = { id: amiId };
   } else if (amiName !== undefined) {
-    ami = { namePattern: amiName, owners: r.list("ami-owners") ?? ["self"] };
+    if (!/^[\w ()[\]./'@*?-]{1,128}$/.test(amiName)) {
+      problems.push(
+        `ami-name: "${amiName}" is not an AMI name pattern (1-128 of letters, digits, space, ( ) [ ] . / - ' @ _ and the wildcards * ?)`,
+      );
+    }
+    const owners = checkIds(
+      "ami-owners",
+      r.list("ami-owners") ?? [],
+      AMI_OWNER,
+      "an account id (12 digits), self, amazon, aws-marketplace or aws-backup-vault",
+      problems,
+    );
+    if (owners?.length === 0) problems.push("ami-owners: expected at least one owner");
+    ami = { namePattern: amiName, owners: owners ?? [] };
+  }
+  if (amiName === undefined && r.has("ami-owners")) {
+    problems.push("ami-owners: only used with --ami-name; remove it or set --ami-name");
   }
   let iamInstanceProfile: { name: string } | { arn: string } | undefined;
   const profile = r.string("iam-instance-profile");
@@ -727,14 +745,24 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     problems.push(`instance-type: "${instanceType}" is not an instance type like m7i.large`);
   }
   const keyName = r.string("key-name");
+  if (keyName !== undefined && !/^[\x20-\x7e]{1,255}$/.test(keyName)) {
+    problems.push(`key-name: "${keyName}" is not a key pair name (1-255 ASCII characters)`);
+  }
   const rootSize = r.int("root-volume-size", 1, 16384);
   const rootType = r.string("root-volume-type") ?? "gp3";
-  if (!["gp3", "gp2", "io1", "io2", "st1", "sc1", "standard"].includes(rootType)) {
+  if (!["gp3", "gp2", "standard"].includes(rootType)) {
     problems.push(
-      `root-volume-type: "${rootType}" is not one of gp3, gp2, io1, io2, st1, sc1, standard`,
+      `root-volume-type: "${rootType}" is not one of gp3, gp2, standard (io1 and io2 need provisioned IOPS, st1 and sc1 cannot boot)`,
+    );
+  } else if (rootType === "standard" && rootSize !== undefined && rootSize > 1024) {
+    problems.push(
+      `root-volume-size: ${rootSize} GiB exceeds 1024, the most a standard volume holds`,
     );
   }
-  const rootDevice = r.string("root-device-name") ?? "/dev/xvda";
+  const rootDevice = r.string("root-device-name");
+  if (rootDevice !== undefined && !/^\/dev\/[a-z][a-z0-9]*$/.test(rootDevice)) {
+    problems.push(`root-device-name: "${rootDevice}" is not a device name like /dev/xvda`);
+  }
   const tags: Record<string, string> = {};
   const tagsValue = r.json("tags");
   if (tagsValue !== undefined) {
@@ -748,7 +776,13 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
           problems.push(`tags: key "${k}" must be 1-128 characters and not start with aws:`);
         } else if (v.length > 256) {
           problems.push(`tags: value of "${k}" is longer than 256 characters`);
+        } else if (k === OWNER_TAG) {
+          problems.push(`tags: key "${k}" is refresh's ownership tag (the table name); remove it`);
         } else tags[k] = v;
+      }
+      const count = Object.keys(tags).length;
+      if (count > 49) {
+        problems.push(`tags: ${count} tags given; at most 49 (EC2's 50 less the ownership tag)`);
       }
     }
   }
@@ -839,11 +873,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
       userData,
       instanceType,
       keyName,
-      rootVolume: rootSize === undefined ? undefined : {
-        deviceName: rootDevice,
-        sizeGiB: rootSize,
-        type: rootType,
-      },
+      rootVolume: { deviceName: rootDevice, sizeGiB: rootSize, type: rootType },
       tags,
       keepVersions: keepVersions!,
     },

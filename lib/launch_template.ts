@@ -1,0 +1,405 @@
+/**
+ * Reconciles the EC2 launch template `provision` launches runners from, against EC2 itself.
+ *
+ * The AMI is resolved first (an id, or the newest available image matching a name pattern). The
+ * template's default version is then compared with the desired data, field by field, user data by
+ * content. A missing template is created; a drifted one gets a new version carrying the full data,
+ * made the default (or an existing equal version is made the default again); an equal one is left
+ * alone. Old versions beyond the newest `keepVersions` are deleted, never the default one, and
+ * the template itself never is.
+ *
+ * Writes: CreateLaunchTemplate, CreateLaunchTemplateVersion, ModifyLaunchTemplate,
+ * DeleteLaunchTemplateVersions, CreateTags (the ownership tag on an adopted template), and the
+ * `ID#launch_template` metadata record.
+ *
+ * @module
+ */
+import { Buffer } from "node:buffer";
+import { isDeepStrictEqual } from "node:util";
+import {
+  type _InstanceType,
+  CreateLaunchTemplateCommand,
+  CreateLaunchTemplateVersionCommand,
+  CreateTagsCommand,
+  DeleteLaunchTemplateVersionsCommand,
+  DescribeImagesCommand,
+  DescribeLaunchTemplatesCommand,
+  type EC2Client,
+  type Image,
+  type LaunchTemplate,
+  type LaunchTemplateBlockDeviceMappingRequest,
+  type LaunchTemplateVersion,
+  ModifyLaunchTemplateCommand,
+  paginateDescribeImages,
+  paginateDescribeLaunchTemplateVersions,
+  type RequestLaunchTemplateData,
+  type ResponseLaunchTemplateData,
+  type VolumeType,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import type { AmiSource, DesiredState } from "./config.ts";
+import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contract.ts";
+import { reconcileMetadata } from "./metadata.ts";
+import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+
+/**
+ * Instances may reach the metadata service only with an IMDSv2 session token. A hop limit of 2
+ * lets containers on the runner (Docker bridge network) reach it too, as AWS recommends for
+ * container hosts; 1 would cut job containers off from the instance role.
+ */
+export const METADATA_OPTIONS = {
+  HttpTokens: "required",
+  HttpEndpoint: "enabled",
+  HttpPutResponseHopLimit: 2,
+  HttpProtocolIpv6: "disabled",
+  InstanceMetadataTags: "disabled",
+} as const;
+
+/** DeleteLaunchTemplateVersions takes at most this many versions per call. */
+const DELETE_BATCH = 200;
+
+/** The id reported for a template that dry-run would create. */
+const PLANNED_ID = "(new)";
+
+export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOutcome> {
+  const { ec2 } = ctx.clients;
+  const lt = ctx.desired.launchTemplate;
+  if (!lt.ami) throw new TypeError("launch-template: no AMI in the desired state");
+  const warnings: string[] = [];
+  const changes: Change[] = [];
+  const { image, matches } = await resolveImage(ec2, lt.ami, ctx.desired.region);
+  const data = templateData(ctx.desired, image);
+  const target = `launch template ${lt.name}`;
+
+  const template = await findTemplate(ec2, lt.name);
+  let id: string;
+  let version: number;
+  let versions: number[] = [];
+  if (!template) {
+    changes.push({ action: "create", target, detail: `version 1, ${image.ImageId}` });
+    id = PLANNED_ID;
+    version = 1;
+    versions = [1];
+    if (!ctx.dryRun) {
+      const out = await ec2.send(
+        new CreateLaunchTemplateCommand({
+          LaunchTemplateName: lt.name,
+          LaunchTemplateData: data,
+          TagSpecifications: [{
+            ResourceType: "launch-template",
+            Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
+          }],
+          ClientToken: crypto.randomUUID(),
+        }),
+      );
+      id = out.LaunchTemplate!.LaunchTemplateId!;
+    }
+  } else {
+    id = template.LaunchTemplateId!;
+    const owner = template.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
+    if (owner === undefined) {
+      warnings.push(`adopted ${lt.name} (${id}), which had no ${OWNER_TAG} tag`);
+      changes.push({ action: "tag", target, detail: `${OWNER_TAG}=${ctx.desired.table}` });
+      if (!ctx.dryRun) {
+        await ec2.send(
+          new CreateTagsCommand({
+            Resources: [id],
+            Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
+          }),
+        );
+      }
+    } else if (owner !== ctx.desired.table) {
+      throw new Error(
+        `launch template ${lt.name} (${id}) belongs to the pool of table "${owner}" (tag ${OWNER_TAG}), not "${ctx.desired.table}"; set another --launch-template-name`,
+      );
+    }
+
+    const all = await listVersions(ec2, id);
+    versions = all.map((v) => v.VersionNumber!);
+    version = template.DefaultVersionNumber!;
+    const current = all.find((v) => v.VersionNumber === version);
+    const drift = differences(data, current?.LaunchTemplateData ?? {});
+    if (drift.length > 0) {
+      const equal = all.filter((v) => differences(data, v.LaunchTemplateData ?? {}).length === 0)
+        .sort((a, b) => b.VersionNumber! - a.VersionNumber!)[0];
+      if (equal) {
+        version = equal.VersionNumber!;
+        changes.push({
+          action: "set-default",
+          target,
+          detail: `version ${version}, equal to the desired data (${drift.join("; ")})`,
+        });
+      } else {
+        version = template.LatestVersionNumber! + 1;
+        changes.push({ action: "new-version", target, detail: `${version}: ${drift.join("; ")}` });
+        if (!ctx.dryRun) {
+          const out = await ec2.send(
+            new CreateLaunchTemplateVersionCommand({
+              LaunchTemplateId: id,
+              LaunchTemplateData: data,
+              ClientToken: crypto.randomUUID(),
+            }),
+          );
+          version = out.LaunchTemplateVersion!.VersionNumber!;
+        }
+        versions.push(version);
+      }
+      if (!ctx.dryRun) {
+        await ec2.send(
+          new ModifyLaunchTemplateCommand({
+            LaunchTemplateId: id,
+            DefaultVersion: String(version),
+          }),
+        );
+      }
+    }
+
+    const stale = pruneable(versions, version, lt.keepVersions);
+    for (let i = 0; i < stale.length; i += DELETE_BATCH) {
+      const batch = stale.slice(i, i + DELETE_BATCH);
+      changes.push({ action: "prune", target, detail: `versions ${batch.join(", ")}` });
+      if (ctx.dryRun) continue;
+      const out = await ec2.send(
+        new DeleteLaunchTemplateVersionsCommand({
+          LaunchTemplateId: id,
+          Versions: batch.map(String),
+        }),
+      );
+      for (const failed of out.UnsuccessfullyDeletedLaunchTemplateVersions ?? []) {
+        const error = failed.ResponseError;
+        warnings.push(
+          `could not delete version ${failed.VersionNumber} of ${lt.name}: ${error?.Code} ${error?.Message}`,
+        );
+      }
+    }
+    versions = versions.filter((v) => !stale.includes(v));
+  }
+
+  const record: LaunchTemplateRecord = {
+    name: lt.name,
+    ami: image.ImageId!,
+    iamInstanceProfile: profileOf(ctx.desired),
+    securityGroupIds: lt.securityGroupIds,
+    userDataHash: sha256(lt.userData),
+    userData: "",
+    userDataBase64: "",
+    id,
+    version,
+  };
+  const { stored, change } = await reconcileMetadata(ctx, METADATA.launchTemplate, record);
+  if (change) changes.push(change);
+
+  return {
+    summary: changes.length === 0
+      ? `${lt.name} version ${version} matches (${image.ImageId})`
+      : `${lt.name}: ${changes.map((c) => c.action).join(", ")}`,
+    found: {
+      ami: {
+        id: image.ImageId,
+        name: image.Name,
+        creationDate: image.CreationDate,
+        ...("namePattern" in lt.ami ? { namePattern: lt.ami.namePattern, matches } : {}),
+      },
+      template: template
+        ? {
+          id,
+          defaultVersion: template.DefaultVersionNumber,
+          latestVersion: template.LatestVersionNumber,
+          owner: template.Tags?.find((t) => t.Key === OWNER_TAG)?.Value ?? null,
+        }
+        : null,
+      versions,
+      record: stored ?? null,
+    },
+    changes,
+    warnings,
+  };
+}
+
+/** The image an AMI source names: the id itself, or the newest available match of a pattern. */
+export async function resolveImage(
+  ec2: EC2Client,
+  source: AmiSource,
+  region: string,
+): Promise<{ image: Image; matches: number }> {
+  if ("id" in source) {
+    let images: Image[] = [];
+    try {
+      images = (await ec2.send(new DescribeImagesCommand({ ImageIds: [source.id] }))).Images ?? [];
+    } catch (error) {
+      if (!(error instanceof Error && error.name.startsWith("InvalidAMIID"))) throw error;
+    }
+    const image = images[0];
+    if (!image) {
+      throw new Error(
+        `ami: ${source.id} does not exist in ${region} or is not shared with this account`,
+      );
+    }
+    if (image.State !== "available") {
+      throw new Error(`ami: ${source.id} is ${image.State}; expected an available image`);
+    }
+    return { image, matches: 1 };
+  }
+  const images: Image[] = [];
+  const pages = paginateDescribeImages({ client: ec2, pageSize: 1000 }, {
+    Owners: source.owners,
+    Filters: [
+      { Name: "name", Values: [source.namePattern] },
+      { Name: "state", Values: ["available"] },
+    ],
+  });
+  for await (const page of pages) images.push(...page.Images ?? []);
+  if (images.length === 0) {
+    throw new Error(
+      `ami-name: no available image in ${region} named like "${source.namePattern}" owned by ${
+        source.owners.join(", ")
+      }`,
+    );
+  }
+  // ISO-8601 timestamps compare as strings; the id breaks ties so the pick is stable.
+  const key = (i: Image) => `${i.CreationDate ?? ""} ${i.ImageId}`;
+  const newest = images.reduce((a, b) => (key(b) > key(a) ? b : a));
+  return { image: newest, matches: images.length };
+}
+
+/** The full launch template data for a desired state and its resolved image. */
+export function templateData(desired: DesiredState, image: Image): RequestLaunchTemplateData {
+  const lt = desired.launchTemplate;
+  const tags = [...Object.entries(lt.tags), [OWNER_TAG, desired.table]].map(([Key, Value]) => ({
+    Key,
+    Value,
+  }));
+  const profile = lt.iamInstanceProfile;
+  const root = rootVolume(desired, image);
+  return {
+    ImageId: image.ImageId,
+    ...(profile
+      ? { IamInstanceProfile: "arn" in profile ? { Arn: profile.arn } : { Name: profile.name } }
+      : {}),
+    SecurityGroupIds: lt.securityGroupIds,
+    ...(lt.userData ? { UserData: Buffer.from(lt.userData, "utf8").toString("base64") } : {}),
+    ...(lt.instanceType ? { InstanceType: lt.instanceType as _InstanceType } : {}),
+    ...(lt.keyName ? { KeyName: lt.keyName } : {}),
+    ...(root ? { BlockDeviceMappings: [root] } : {}),
+    MetadataOptions: METADATA_OPTIONS,
+    TagSpecifications: [
+      { ResourceType: "instance", Tags: tags },
+      { ResourceType: "volume", Tags: tags },
+    ],
+  };
+}
+
+/**
+ * The root volume's mapping: always deleted with its instance (an AMI may say otherwise, and a
+ * kept volume is a leak), with the desired type and size. None for instance-store images.
+ */
+function rootVolume(
+  desired: DesiredState,
+  image: Image,
+): LaunchTemplateBlockDeviceMappingRequest | undefined {
+  const { deviceName, sizeGiB, type } = desired.launchTemplate.rootVolume;
+  if (image.RootDeviceType !== "ebs" || !image.RootDeviceName) {
+    if (deviceName !== undefined || sizeGiB !== undefined) {
+      throw new Error(
+        `root-volume-size: ${image.ImageId} has no EBS root volume (root device type ${image.RootDeviceType})`,
+      );
+    }
+    return undefined;
+  }
+  if (deviceName !== undefined && deviceName !== image.RootDeviceName) {
+    throw new Error(
+      `root-device-name: ${deviceName} is not the root device of ${image.ImageId} (${image.RootDeviceName}); omit it to use the image's`,
+    );
+  }
+  const snapshot = image.BlockDeviceMappings?.find((m) => m.DeviceName === image.RootDeviceName)
+    ?.Ebs?.VolumeSize;
+  if (sizeGiB !== undefined && snapshot !== undefined && sizeGiB < snapshot) {
+    throw new Error(
+      `root-volume-size: ${sizeGiB} GiB is smaller than the ${snapshot} GiB root snapshot of ${image.ImageId}`,
+    );
+  }
+  return {
+    DeviceName: image.RootDeviceName,
+    Ebs: {
+      DeleteOnTermination: true,
+      VolumeType: type as VolumeType,
+      ...(sizeGiB !== undefined ? { VolumeSize: sizeGiB } : {}),
+    },
+  };
+}
+
+type Data = RequestLaunchTemplateData | ResponseLaunchTemplateData;
+
+/**
+ * Launch template data in a comparable form: user data as the hash of its decoded content,
+ * security groups and tags as sets, empty values dropped. moto copies the template's own tags
+ * into its data as a `launch-template` tag specification (EC2 does not); those are ignored.
+ */
+function canonical(data: Data): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(data)) {
+    if (value === undefined || value === null) continue;
+    if (key === "UserData") {
+      out[key] = sha256(Buffer.from(value as string, "base64").toString("utf8"));
+    } else if (key === "SecurityGroupIds") {
+      out[key] = [...value as string[]].sort();
+    } else if (key === "TagSpecifications") {
+      const specs = (value as NonNullable<Data["TagSpecifications"]>)
+        .filter((s) => s.ResourceType !== "launch-template")
+        .map((s) => [
+          s.ResourceType,
+          Object.fromEntries((s.Tags ?? []).map((t) => [t.Key, t.Value])),
+        ])
+        .sort(([a], [b]) => String(a).localeCompare(String(b)));
+      out[key] = specs;
+    } else out[key] = value;
+    if (Array.isArray(out[key]) && (out[key] as unknown[]).length === 0) delete out[key];
+  }
+  return out;
+}
+
+/** What differs between desired and actual data, one entry per field; user data never shown. */
+export function differences(desired: Data, actual: Data): string[] {
+  const want = canonical(desired);
+  const have = canonical(actual);
+  const keys = [...new Set([...Object.keys(want), ...Object.keys(have)])].sort();
+  return keys.filter((k) => !isDeepStrictEqual(want[k], have[k])).map((k) => {
+    const [from, to] = [have[k], want[k]];
+    if (k === "UserData") return "UserData content";
+    if (typeof to === "string" || typeof from === "string") {
+      return `${k} ${from ?? "(none)"} -> ${to ?? "(none)"}`;
+    }
+    return k;
+  });
+}
+
+/** Version numbers to delete: all but the newest `keep` and the default. */
+export function pruneable(versions: number[], defaultVersion: number, keep: number): number[] {
+  const kept = new Set([...versions].sort((a, b) => b - a).slice(0, keep));
+  kept.add(defaultVersion);
+  return versions.filter((v) => !kept.has(v)).sort((a, b) => a - b);
+}
+
+async function findTemplate(ec2: EC2Client, name: string): Promise<LaunchTemplate | undefined> {
+  // A name filter answers a missing template with an empty list rather than an error.
+  const out = await ec2.send(
+    new DescribeLaunchTemplatesCommand({
+      Filters: [{ Name: "launch-template-name", Values: [name] }],
+    }),
+  );
+  return out.LaunchTemplates?.find((t) => t.LaunchTemplateName === name);
+}
+
+async function listVersions(ec2: EC2Client, id: string): Promise<LaunchTemplateVersion[]> {
+  const versions: LaunchTemplateVersion[] = [];
+  const pages = paginateDescribeLaunchTemplateVersions({ client: ec2, pageSize: 200 }, {
+    LaunchTemplateId: id,
+  });
+  for await (const page of pages) versions.push(...page.LaunchTemplateVersions ?? []);
+  return versions;
+}
+
+function profileOf(desired: DesiredState): string {
+  const profile = desired.launchTemplate.iamInstanceProfile;
+  if (!profile) return "";
+  return "arn" in profile ? profile.arn : profile.name;
+}
