@@ -26,6 +26,7 @@ import {
 } from "./lib/config.ts";
 import { reconcileLaunchTemplate } from "./lib/launch_template.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
+import { reconcileResourcePools } from "./lib/resource_pools.ts";
 import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
@@ -36,6 +37,7 @@ import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
 export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
   "table": reconcileTable,
   "launch-template": reconcileLaunchTemplate,
+  "resource-pools": reconcileResourcePools,
   "parameters": reconcileParameters,
   "reaper": reapInstances,
 };

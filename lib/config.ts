@@ -405,7 +405,9 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
     const loose = parseArgs({ args: sources.args, options, strict: false, allowPositionals: true });
     for (const [name, value] of Object.entries(loose.values)) {
       const type = options[name]?.type;
-      if ((type === "string" && typeof value === "string") || (type === "boolean" && value === true)) {
+      if (
+        (type === "string" && typeof value === "string") || (type === "boolean" && value === true)
+      ) {
         values[name] = value;
       }
     }
@@ -414,7 +416,11 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
   const configPath = (values.config as string | undefined) ?? undefined;
   if (configPath !== undefined) {
     try {
-      const file = JSON.parse(sources.readTextFile(configPath));
+      const text = sources.readTextFile(configPath);
+      const file = JSON.parse(text);
+      for (const key of duplicateKeys(text)) {
+        problems.push(`config: key "${key}" appears more than once in ${configPath}`);
+      }
       if (typeof file !== "object" || file === null || Array.isArray(file)) {
         problems.push(`config: ${configPath} must hold a JSON object keyed by flag name`);
       } else {
@@ -596,6 +602,42 @@ export function parseResourceClasses(
     out[cls] = { cpu: s.cpu as number, mmem: s.mmem as number };
   }
   return problems.length === before ? out : undefined;
+}
+
+/**
+ * Paths (`a.b`) of keys given more than once in one object of a JSON text that JSON.parse
+ * accepted, which it silently resolved to the last one.
+ */
+export function duplicateKeys(text: string): string[] {
+  const found = new Set<string>();
+  const stack: { keys?: Set<string>; path: string; key: string }[] = [];
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '"') {
+      let end = i + 1;
+      while (end < text.length && text[end] !== '"') end += text[end] === "\\" ? 2 : 1;
+      const top = stack.at(-1);
+      if (expectKey && top?.keys) {
+        const key: string = JSON.parse(text.slice(i, end + 1));
+        top.key = top.path ? `${top.path}.${key}` : key;
+        if (top.keys.has(key)) found.add(top.key);
+        top.keys.add(key);
+        expectKey = false;
+      }
+      i = end;
+    } else if (c === "{" || c === "[") {
+      const parent = stack.at(-1);
+      const path = parent ? (parent.keys ? parent.key : parent.path) : "";
+      stack.push({ keys: c === "{" ? new Set() : undefined, path, key: "" });
+      expectKey = c === "{";
+    } else if (c === "}" || c === "]") {
+      stack.pop();
+    } else if (c === ",") {
+      expectKey = stack.at(-1)?.keys !== undefined;
+    }
+  }
+  return [...found];
 }
 
 /** Which inputs each task cannot run without. */
@@ -789,7 +831,14 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   const keepVersions = r.int("keep-versions", 1, 100);
 
   // Resource pools.
-  const classes = parseResourceClasses(r.json("resource-class-config"), problems);
+  const classesText = raw["resource-class-config"];
+  const classesValue = r.json("resource-class-config");
+  const classes = parseResourceClasses(classesValue, problems);
+  if (typeof classesText === "string" && classesValue !== undefined) {
+    for (const key of duplicateKeys(classesText)) {
+      problems.push(`resource-class-config: "${key}" is given more than once`);
+    }
+  }
   const queueNames: Record<string, string> = {};
   if (classes) {
     const byName = new Map<string, string>();
