@@ -178,7 +178,7 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
     if (url === undefined || desiredNames.has(queue)) {
       if (!prune) {
         warnings.push(
-          `resource class "${cls}" was removed from the desired state and has no queue; its record entry is kept (drop it with --prune)`,
+          `resource class "${cls}" was removed from the desired state and its queue is gone; its record entry is kept (drop it with --prune)`,
         );
       }
       continue;
@@ -243,7 +243,7 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
 
   for (const entry of removed.values()) {
     const what = entry.class === undefined
-      ? `queue ${entry.queue} is tagged for this pool but no resource class maps to it`
+      ? `queue ${entry.queue} is tagged for this pool but no resource class maps to it; it`
       : `resource class "${entry.class}" was removed from the desired state; its queue ${entry.queue}`;
     if (!prune) {
       warnings.push(`${what} is kept (delete it with --prune)`);

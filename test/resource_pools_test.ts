@@ -253,6 +253,26 @@ Deno.test("resource-pools does not delete an untagged queue of a removed class w
   assert.deepEqual(Object.keys(await record(ctx) as object), ["large"]);
 });
 
+Deno.test("resource-pools keeps a removed class's entry whose queue is gone until --prune drops it", async () => {
+  const ctx = await setup();
+  await reconcileResourcePools(ctx);
+  const { sqs } = ctx.clients;
+  await sqs.send(
+    new DeleteQueueCommand({ QueueUrl: await urlOf(ctx, "acme-widgets-xlarge-ci-pool") }),
+  );
+  const kept = await rerun(ctx, classes({ large: [2, 4096] }));
+  assert.deepEqual(kept.warnings, [
+    'resource class "xlarge" was removed from the desired state and its queue is gone; its record entry is kept (drop it with --prune)',
+  ]);
+  assert.equal(ctx.counter.writes(), 0);
+  const pruned = await rerun(ctx, [...classes({ large: [2, 4096] }), "--prune"]);
+  assert.deepEqual(pruned.changes.map((c) => `${c.action} ${c.target}`), [
+    "write metadata resource_class_config",
+  ]);
+  assert.deepEqual(pruned.warnings, []);
+  assert.deepEqual(Object.keys(await record(ctx) as object), ["large"]);
+});
+
 Deno.test("resource-pools reports and with --prune deletes a tagged queue that no class or record names", async () => {
   const ctx = await setup(classes({ large: [2, 4096] }));
   await ctx.clients.sqs.send(
@@ -263,7 +283,7 @@ Deno.test("resource-pools reports and with --prune deletes a tagged queue that n
   );
   const kept = await reconcileResourcePools(ctx);
   assert.deepEqual(kept.warnings, [
-    "queue acme-widgets-stray-ci-pool is tagged for this pool but no resource class maps to it is kept (delete it with --prune)",
+    "queue acme-widgets-stray-ci-pool is tagged for this pool but no resource class maps to it; it is kept (delete it with --prune)",
   ]);
   const pruned = await rerun(ctx, [...classes({ large: [2, 4096] }), "--prune"]);
   assert.deepEqual(pruned.changes, [{
