@@ -266,18 +266,26 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
   const { change } = await reconcileMetadata(ctx, METADATA.resourceClassConfig, record, show);
   if (change) changes.push(change);
 
-  const count = (action: string) => changes.filter((c) => c.action === action).length;
+  const queues = (n: number) => `${n} queue${n === 1 ? "" : "s"}`;
   const parts = [
-    ["create", "queues created"],
-    ["set-attributes", "queues repaired"],
-    ["tag", "queues adopted"],
-    ["delete", "queues deleted"],
-    ["write", "record written"],
-  ].filter(([action]) => count(action) > 0).map(([action, done]) => `${count(action)} ${done}`);
+    ["create", "created"],
+    ["set-attributes", "repaired"],
+    ["tag", "adopted"],
+    ["delete", "deleted"],
+  ].flatMap(([action, done]) => {
+    const n = changes.filter((c) => c.action === action).length;
+    if (n === 0) return [];
+    return [
+      ctx.dryRun
+        ? `${action === "set-attributes" ? "repair" : action} ${queues(n)}`
+        : `${queues(n)} ${done}`,
+    ];
+  });
+  if (change) parts.push(ctx.dryRun ? "write the record" : "record written");
   return {
     summary: changes.length === 0
-      ? `${plans.length} queues and the record match`
-      : `${parts.join(", ")}${ctx.dryRun ? " (dry-run: nothing written)" : ""}`,
+      ? `${queues(plans.length)} and the record match`
+      : `${ctx.dryRun ? "would " : ""}${parts.join(", ")}`,
     found: {
       prefix: queueNamePrefix(ctx.desired.prefix),
       queues: Object.fromEntries(plans.map((p) => [p.cls, {
