@@ -36,8 +36,12 @@ const silent = { debug() {}, info() {}, warn() {}, error() {} };
 export function githubClientOptions(github: Github): OctokitOptions | undefined {
   const { auth, apiUrl, scope } = github;
   if (auth.kind === "none") return undefined;
-  const waitBriefly = (retryAfterSec: number, _options: unknown, _octokit: unknown, retry: number) =>
-    retry < RATE_LIMIT_RETRIES && retryAfterSec <= RATE_LIMIT_MAX_WAIT_SEC;
+  const waitBriefly = (
+    retryAfterSec: number,
+    _options: unknown,
+    _octokit: unknown,
+    retry: number,
+  ) => retry < RATE_LIMIT_RETRIES && retryAfterSec <= RATE_LIMIT_MAX_WAIT_SEC;
   const common: OctokitOptions = {
     baseUrl: apiUrl,
     userAgent: "refresh",
@@ -154,7 +158,7 @@ export async function reconcileGithubToken(ctx: TaskContext): Promise<TaskOutcom
     if (!(ctx.dryRun && error instanceof ResourceNotFoundException)) throw error;
   }
   const storedToken = (stored as Partial<RegistrationTokenRecord> | undefined)?.token;
-  if (typeof storedToken === "string") ctx.secret(storedToken);
+  if (typeof storedToken === "string" && storedToken) ctx.secret(storedToken);
 
   const state = assess(stored, now, marginMin);
   const found = {
@@ -299,7 +303,8 @@ function explainFailure(error: unknown, github: Github, scope: Scope): string {
   }
   const { status, request, response } = failure;
   const url = request.url ?? "";
-  const path = (url.startsWith(github.apiUrl) ? url.slice(github.apiUrl.length) : url).split("?")[0];
+  const path =
+    (url.startsWith(github.apiUrl) ? url.slice(github.apiUrl.length) : url).split("?")[0];
   const said = (response?.data as { message?: unknown } | undefined)?.message;
   const head = `GitHub answered ${status} to ${request.method} ${path}` +
     (typeof said === "string" && said ? ` ("${said.slice(0, 200)}")` : "");
@@ -307,8 +312,10 @@ function explainFailure(error: unknown, github: Github, scope: Scope): string {
   const jwtRequest = /^\/app\/|\/installation$/.test(path);
   const headers = response?.headers ?? {};
 
-  if ((status === 403 || status === 429) && (headers["x-ratelimit-remaining"] === "0" ||
-    /rate limit/i.test(String(said)))) {
+  if (
+    (status === 403 || status === 429) && (headers["x-ratelimit-remaining"] === "0" ||
+      /rate limit/i.test(String(said)))
+  ) {
     const reset = Number(headers["x-ratelimit-reset"]);
     const until = reset > 0 ? ` until ${timestamp(new Date(reset * 1000))}` : "";
     return `${head}: the API rate limit of this credential is exhausted${until}; ` +
