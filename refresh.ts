@@ -15,6 +15,8 @@ import { SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { Octokit } from "npm:@octokit/rest@22.0.1";
+import { retry } from "npm:@octokit/plugin-retry@8.1.1";
+import { throttling } from "npm:@octokit/plugin-throttling@11.0.5";
 import * as actions from "./lib/actions.ts";
 import { CallCounter, countAwsCalls, countGithubCalls } from "./lib/calls.ts";
 import {
@@ -24,6 +26,7 @@ import {
   parseDesiredState,
   type TaskName,
 } from "./lib/config.ts";
+import { githubClientOptions, reconcileGithubToken } from "./lib/github_token.ts";
 import { reconcileLaunchTemplate } from "./lib/launch_template.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
 import { reconcileResourcePools } from "./lib/resource_pools.ts";
@@ -39,6 +42,7 @@ export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
   "launch-template": reconcileLaunchTemplate,
   "resource-pools": reconcileResourcePools,
   "parameters": reconcileParameters,
+  "github-token": reconcileGithubToken,
   "reaper": reapInstances,
 };
 
@@ -78,10 +82,12 @@ export function buildClients(
   return { ec2, sqs, ddb, ...(github ? { github } : {}) };
 }
 
+/** Octokit with retries (5xx, network) and rate-limit waits; a PAT or a GitHub App as credential. */
+const GithubClient = Octokit.plugin(retry, throttling);
+
 function buildGithub(desired: DesiredState): Octokit | undefined {
-  const { auth, apiUrl } = desired.github;
-  if (auth.kind !== "token") return undefined;
-  return new Octokit({ auth: auth.token, baseUrl: apiUrl, userAgent: "refresh" });
+  const options = githubClientOptions(desired.github);
+  return options && new GithubClient(options);
 }
 
 function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
