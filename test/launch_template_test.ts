@@ -1,0 +1,781 @@
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { fileURLToPath } from "node:url";
+import {
+  CreateLaunchTemplateCommand,
+  CreateLaunchTemplateVersionCommand,
+  DeleteLaunchTemplateCommand,
+  type DeleteLaunchTemplateVersionsResult,
+  DescribeLaunchTemplatesCommand,
+  DescribeLaunchTemplateVersionsCommand,
+  type DescribeLaunchTemplateVersionsResult,
+  DescribeTagsCommand,
+  EC2Client,
+  ModifyLaunchTemplateCommand,
+  type RequestLaunchTemplateData,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { ConfigError, parseDesiredState } from "../lib/config.ts";
+import { OWNER_TAG, sha256 } from "../lib/contract.ts";
+import { reconcileLaunchTemplate } from "../lib/launch_template.ts";
+import { readMetadata } from "../lib/metadata.ts";
+import { reconcileTable } from "../lib/table.ts";
+import { main } from "../refresh.ts";
+import {
+  BASE_ARGS,
+  desiredFrom,
+  type TestContext,
+  testContext,
+  withDesired,
+} from "./support/aws.ts";
+import { AWS_ENV } from "./support/moto.ts";
+
+const NAME = "acme-widgets-ci-launch-template";
+const TABLE = "acme-widgets-ci-table";
+const TRUSTY = "ami-1e749f67";
+const XENIAL = "ami-785db401";
+const SCRIPT = "#!/bin/sh\necho start runner\n";
+const FILES = { "/user-data.sh": SCRIPT };
+const ARGS = ["--only", "launch-template", "--user-data", "/user-data.sh"];
+/** BASE_ARGS without its `--ami`, for name patterns. */
+const BASE_WITHOUT_AMI = BASE_ARGS.filter((a, i) => a !== "--ami" && BASE_ARGS[i - 1] !== "--ami");
+
+/** Desired state with the test user data; `args` override the base flags. */
+function desired(args: string[] = [], files: Record<string, string> = FILES) {
+  return desiredFrom([...ARGS, ...args], undefined, files);
+}
+
+/**
+ * moto 5.2.5 has no DeleteLaunchTemplateVersions (it answers 500). This middleware answers it the
+ * way EC2 does — an unknown version is refused with `launchTemplateVersionDoesNotExist`; asking
+ * for the default version fails the test, since refresh must never — and hides deleted versions from
+ * DescribeLaunchTemplateVersions. Like EC2 (and moto), version numbers are never reused.
+ * Versions in `raced` play ones a concurrent run deleted after this one listed them: still
+ * listed, refused as gone. The call counter still sees every call.
+ */
+function emulateVersionDeletion(ctx: TestContext, raced: number[] = []): Set<number> {
+  const deleted = new Set<number>();
+  const lookup = new EC2Client({ region: "us-east-1", endpoint: ctx.clients.ec2.config.endpoint });
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => async (args) => {
+      const input = args.input as Record<string, unknown>;
+      if (context.commandName === "DeleteLaunchTemplateVersionsCommand") {
+        const id = input.LaunchTemplateId as string;
+        const [template] = (await lookup.send(
+          new DescribeLaunchTemplatesCommand({ LaunchTemplateIds: [id] }),
+        )).LaunchTemplates!;
+        const output: DeleteLaunchTemplateVersionsResult = {
+          SuccessfullyDeletedLaunchTemplateVersions: [],
+          UnsuccessfullyDeletedLaunchTemplateVersions: [],
+        };
+        for (const v of (input.Versions as string[]).map(Number)) {
+          assert.notEqual(v, template.DefaultVersionNumber, "refresh deletes the default version");
+          const gone = deleted.has(v) || raced.includes(v) || v > template.LatestVersionNumber!;
+          const code = "launchTemplateVersionDoesNotExist";
+          if (gone) {
+            output.UnsuccessfullyDeletedLaunchTemplateVersions!.push({
+              LaunchTemplateId: id,
+              VersionNumber: v,
+              ResponseError: { Code: code, Message: `version ${v}: ${code}` },
+            });
+          } else {
+            deleted.add(v);
+            output.SuccessfullyDeletedLaunchTemplateVersions!.push({
+              LaunchTemplateId: id,
+              VersionNumber: v,
+            });
+          }
+        }
+        return { output: { ...output, $metadata: {} }, response: {} } as never;
+      }
+      const result = await next(args);
+      if (context.commandName === "DescribeLaunchTemplateVersionsCommand") {
+        const out = result.output as DescribeLaunchTemplateVersionsResult;
+        out.LaunchTemplateVersions = out.LaunchTemplateVersions?.filter((v) =>
+          !deleted.has(v.VersionNumber!)
+        );
+      }
+      return result;
+    },
+    { step: "initialize", priority: "low", name: "emulateDeleteLaunchTemplateVersions" },
+  );
+  return deleted;
+}
+
+async function setup(args: string[] = [], files: Record<string, string> = FILES) {
+  const ctx = await testContext(desired(args, files));
+  await reconcileTable(ctx);
+  ctx.counter.reset();
+  return ctx;
+}
+
+async function versionsOf(ctx: TestContext) {
+  const out = await ctx.clients.ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME }),
+  );
+  return out.LaunchTemplateVersions!;
+}
+
+async function defaultVersion(ctx: TestContext) {
+  return (await versionsOf(ctx)).find((v) => v.DefaultVersion)!;
+}
+
+async function record(ctx: TestContext) {
+  return await readMetadata(ctx.clients.ddb, TABLE, "launch_template") as Record<string, unknown>;
+}
+
+/** Calls by operation, leaving out reads of the actual state. */
+function writes(ctx: TestContext): Record<string, number> {
+  return Object.fromEntries(
+    Object.entries(ctx.counter.toJSON()).filter(([op]) =>
+      !/\.(Describe|Get)/.test(op) && !op.startsWith("GitHub")
+    ),
+  );
+}
+
+Deno.test("launch-template creates the template with IMDSv2, ownership tags and a record when missing", async () => {
+  const ctx = await setup(["--tags", '{"team":"ci"}', "--instance-type", "m7i.large"]);
+  const outcome = await reconcileLaunchTemplate(ctx);
+
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
+  assert.deepEqual(writes(ctx), { "DynamoDB.PutItem": 1, "EC2.CreateLaunchTemplate": 1 });
+  const [template] = (await ctx.clients.ec2.send(
+    new DescribeLaunchTemplatesCommand({ LaunchTemplateNames: [NAME] }),
+  )).LaunchTemplates!;
+  assert.deepEqual(template.Tags, [{ Key: OWNER_TAG, Value: TABLE }]);
+  const version = await defaultVersion(ctx);
+  assert.equal(version.VersionNumber, 1);
+  const data = version.LaunchTemplateData!;
+  assert.equal(data.ImageId, TRUSTY);
+  assert.equal(data.InstanceType, "m7i.large");
+  assert.deepEqual(data.IamInstanceProfile, { Name: "runner-profile" });
+  assert.deepEqual(data.SecurityGroupIds, ["sg-0123456789abcdef0"]);
+  assert.equal(Buffer.from(data.UserData!, "base64").toString("utf8"), SCRIPT);
+  assert.deepEqual(data.MetadataOptions, {
+    HttpTokens: "required",
+    HttpEndpoint: "enabled",
+    HttpPutResponseHopLimit: 2,
+    HttpProtocolIpv6: "disabled",
+    InstanceMetadataTags: "disabled",
+  });
+  // The image's root device, deleted with the instance, gp3 by default.
+  assert.deepEqual(data.BlockDeviceMappings, [
+    { DeviceName: "/dev/sda1", Ebs: { DeleteOnTermination: true, VolumeType: "gp3" } },
+  ]);
+  const tags = [{ Key: "team", Value: "ci" }, { Key: OWNER_TAG, Value: TABLE }];
+  const specs = data.TagSpecifications!.filter((s) => s.ResourceType !== "launch-template");
+  assert.deepEqual(specs, [
+    { ResourceType: "instance", Tags: tags },
+    { ResourceType: "volume", Tags: tags },
+  ]);
+  assert.deepEqual(await record(ctx), {
+    name: NAME,
+    ami: TRUSTY,
+    iamInstanceProfile: "runner-profile",
+    securityGroupIds: ["sg-0123456789abcdef0"],
+    userDataHash: sha256(SCRIPT),
+    userData: "",
+    userDataBase64: "",
+    id: template.LaunchTemplateId,
+    version: 1,
+  });
+  assert.equal(outcome.found.template, null);
+  assert.deepEqual(outcome.found.ami, {
+    id: TRUSTY,
+    name: "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727",
+    creationDate: (outcome.found.ami as { creationDate: string }).creationDate,
+  });
+});
+
+Deno.test("launch-template makes no write on a second run with the same desired state", async () => {
+  const ctx = await setup(["--root-volume-size", "40", "--key-name", "ops"]);
+  await reconcileLaunchTemplate(ctx);
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.deepEqual(outcome.changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+  assert.deepEqual(ctx.counter.toJSON(), {
+    "DynamoDB.GetItem": 1,
+    "EC2.DescribeImages": 1,
+    "EC2.DescribeLaunchTemplateVersions": 1,
+    "EC2.DescribeLaunchTemplates": 1,
+  });
+  assert.match(outcome.summary, /^acme-widgets-ci-launch-template version 1 matches/);
+});
+
+Deno.test("launch-template makes a new default version and updates the record when the AMI changes", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  ctx.counter.reset();
+  const next = withDesired(ctx, desired(["--ami", XENIAL]));
+  const outcome = await reconcileLaunchTemplate(next);
+
+  assert.deepEqual(outcome.changes.slice(0, 1), [{
+    action: "new-version",
+    target: `launch template ${NAME}`,
+    detail: `2: ImageId ${TRUSTY} -> ${XENIAL}`,
+  }]);
+  assert.deepEqual(writes(ctx), {
+    "DynamoDB.PutItem": 1,
+    "EC2.CreateLaunchTemplateVersion": 1,
+    "EC2.ModifyLaunchTemplate": 1,
+  });
+  const current = await defaultVersion(ctx);
+  assert.equal(current.VersionNumber, 2);
+  assert.equal(current.LaunchTemplateData!.ImageId, XENIAL);
+  // The new version carries the full data, not just what changed.
+  assert.equal(Buffer.from(current.LaunchTemplateData!.UserData!, "base64").toString(), SCRIPT);
+  assert.equal(current.LaunchTemplateData!.MetadataOptions!.HttpTokens, "required");
+  const stored = await record(ctx);
+  assert.equal(stored.ami, XENIAL);
+  assert.equal(stored.version, 2);
+
+  ctx.counter.reset();
+  assert.deepEqual((await reconcileLaunchTemplate(next)).changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("launch-template makes a new version when only the user data changes, never printing it", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  ctx.counter.reset();
+  const secret = "export RUNNER_SECRET=s3cr3t-value-in-user-data\n";
+  const next = withDesired(ctx, desired([], { "/user-data.sh": SCRIPT + secret }));
+  const outcome = await reconcileLaunchTemplate(next);
+
+  assert.equal(outcome.changes[0].action, "new-version");
+  assert.equal(outcome.changes[0].detail, "2: UserData content");
+  assert.equal(ctx.counter.writes(), 3);
+  const current = await defaultVersion(ctx);
+  assert.equal(current.VersionNumber, 2);
+  assert.equal(
+    Buffer.from(current.LaunchTemplateData!.UserData!, "base64").toString(),
+    SCRIPT + secret,
+  );
+  assert.equal((await record(ctx)).userDataHash, sha256(SCRIPT + secret));
+  assert.ok(!JSON.stringify(outcome).includes("s3cr3t"), "user data never leaves EC2");
+  assert.ok(!ctx.lines.join("\n").includes("s3cr3t"));
+});
+
+Deno.test("launch-template recreates the template when it was deleted out of band", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  const before = await record(ctx);
+  await ctx.clients.ec2.send(new DeleteLaunchTemplateCommand({ LaunchTemplateName: NAME }));
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
+  assert.deepEqual(writes(ctx), { "DynamoDB.PutItem": 1, "EC2.CreateLaunchTemplate": 1 });
+  const after = await record(ctx);
+  assert.notEqual(after.id, before.id);
+  assert.equal(after.id, (await defaultVersion(ctx)).LaunchTemplateId);
+  assert.equal(after.version, 1);
+});
+
+Deno.test("launch-template repairs a default version changed out of band by restoring the equal one", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  const original = (await defaultVersion(ctx)).LaunchTemplateData!;
+  const edited = {
+    ...original,
+    KeyName: "someone-elses-key",
+    MetadataOptions: { ...original.MetadataOptions, HttpTokens: "optional" },
+    TagSpecifications: original.TagSpecifications!.filter((s) => s.ResourceType === "volume"),
+  } as RequestLaunchTemplateData;
+  await ctx.clients.ec2.send(
+    new CreateLaunchTemplateVersionCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: edited,
+    }),
+  );
+  await ctx.clients.ec2.send(
+    new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "2" }),
+  );
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+
+  // Version 1 still holds the desired data: it becomes the default again, no version is added.
+  assert.deepEqual(outcome.changes[0], {
+    action: "set-default",
+    target: `launch template ${NAME}`,
+    detail:
+      "version 1, equal to the desired data (KeyName someone-elses-key -> (none); MetadataOptions; TagSpecifications)",
+  });
+  // The record already named version 1: only EC2 is repaired.
+  assert.deepEqual(writes(ctx), { "EC2.ModifyLaunchTemplate": 1 });
+  assert.equal((await defaultVersion(ctx)).VersionNumber, 1);
+  assert.equal((await record(ctx)).version, 1);
+});
+
+Deno.test("launch-template adds a version when no existing one matches the drifted template", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  const original = (await defaultVersion(ctx)).LaunchTemplateData!;
+  // Someone replaced the only version's data: make version 1 unusable by editing it in place
+  // is impossible on EC2, so add a drifted version 2, make it default, and change the desire.
+  await ctx.clients.ec2.send(
+    new CreateLaunchTemplateVersionCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: { ...original, InstanceType: "t3.nano" } as RequestLaunchTemplateData,
+    }),
+  );
+  await ctx.clients.ec2.send(
+    new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "2" }),
+  );
+  ctx.counter.reset();
+  const next = withDesired(ctx, desired(["--instance-type", "m7i.large"]));
+  const outcome = await reconcileLaunchTemplate(next);
+
+  assert.equal(outcome.changes[0].detail, "3: InstanceType t3.nano -> m7i.large");
+  const current = await defaultVersion(ctx);
+  assert.equal(current.VersionNumber, 3);
+  assert.equal(current.LaunchTemplateData!.InstanceType, "m7i.large");
+  assert.equal(current.LaunchTemplateData!.MetadataOptions!.HttpTokens, "required");
+});
+
+Deno.test("launch-template makes an earlier equal version the default again when the AMI is reverted", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  await reconcileLaunchTemplate(withDesired(ctx, desired(["--ami", XENIAL])));
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.equal(outcome.changes[0].action, "set-default");
+  assert.match(outcome.changes[0].detail!, /^version 1, .*ImageId ami-785db401 -> ami-1e749f67/);
+  assert.equal(ctx.counter.total((op) => op === "EC2.CreateLaunchTemplateVersion"), 0);
+  assert.equal((await defaultVersion(ctx)).VersionNumber, 1);
+  assert.equal((await versionsOf(ctx)).length, 2);
+  assert.deepEqual([(await record(ctx)).ami, (await record(ctx)).version], [TRUSTY, 1]);
+});
+
+Deno.test("launch-template prunes to the newest N versions and never deletes the default", async (t) => {
+  const ctx = await setup(["--keep-versions", "100"]);
+  const deleted = emulateVersionDeletion(ctx);
+  const script = (n: number) => ({ "/user-data.sh": `${SCRIPT}# build ${n}\n` });
+  for (let n = 1; n <= 5; n++) {
+    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(n))));
+  }
+  assert.equal((await defaultVersion(ctx)).VersionNumber, 5);
+
+  await t.step("keeps the newest 2 after a new version", async () => {
+    ctx.counter.reset();
+    const outcome = await reconcileLaunchTemplate(
+      withDesired(ctx, desired(["--keep-versions", "2"], script(6))),
+    );
+    assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
+    assert.equal(outcome.changes[1].detail, "versions 1, 2, 3, 4");
+    assert.deepEqual([...deleted].sort(), [1, 2, 3, 4]);
+    assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [5, 6]);
+    assert.deepEqual(outcome.warnings, []);
+    assert.equal(ctx.counter.total((op) => op === "EC2.DeleteLaunchTemplateVersions"), 1);
+  });
+
+  await t.step("keeps an old default version beyond the newest N", async () => {
+    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(7))));
+    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(8))));
+    // An operator rolls back by hand to version 5; the desired state follows.
+    await ctx.clients.ec2.send(
+      new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "5" }),
+    );
+    ctx.counter.reset();
+    const outcome = await reconcileLaunchTemplate(
+      withDesired(ctx, desired(["--keep-versions", "1"], script(5))),
+    );
+    assert.deepEqual(outcome.changes.map((c) => c.action), ["prune", "write"]);
+    assert.equal(outcome.changes[0].detail, "versions 6, 7");
+    assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [5, 8]);
+    assert.equal((await defaultVersion(ctx)).VersionNumber, 5);
+  });
+
+  await t.step("then makes no write", async () => {
+    ctx.counter.reset();
+    const outcome = await reconcileLaunchTemplate(
+      withDesired(ctx, desired(["--keep-versions", "1"], script(5))),
+    );
+    assert.deepEqual(outcome.changes, []);
+    assert.equal(ctx.counter.writes(), 0);
+  });
+});
+
+Deno.test("launch-template warns about a version EC2 refuses to delete and still succeeds", async () => {
+  const ctx = await setup(["--keep-versions", "1"]);
+  emulateVersionDeletion(ctx, [1]);
+  await reconcileLaunchTemplate(ctx);
+  const outcome = await reconcileLaunchTemplate(
+    withDesired(ctx, desired(["--keep-versions", "1", "--ami", XENIAL])),
+  );
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
+  assert.deepEqual(outcome.warnings, [
+    `could not delete version 1 of ${NAME}: launchTemplateVersionDoesNotExist version 1: launchTemplateVersionDoesNotExist`,
+  ]);
+  assert.equal((await record(ctx)).version, 2);
+});
+
+Deno.test("launch-template plans create, new version and prune under dry-run and writes nothing", async (t) => {
+  await t.step("create on an empty account", async () => {
+    const ctx = await testContext(desired(["--dry-run"]));
+    const outcome = await reconcileLaunchTemplate(ctx);
+    assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
+    assert.match(outcome.changes[1].detail!, /"id":"\(new\)","version":1/);
+    assert.equal(ctx.counter.writes(), 0);
+    const left = await ctx.clients.ec2.send(new DescribeLaunchTemplatesCommand({}));
+    assert.deepEqual(left.LaunchTemplates, []);
+  });
+
+  await t.step("new version and prune match what a real run then does", async () => {
+    const ctx = await setup(["--keep-versions", "1"]);
+    emulateVersionDeletion(ctx);
+    await reconcileLaunchTemplate(ctx);
+    const change = ["--keep-versions", "1", "--ami", XENIAL];
+    ctx.counter.reset();
+    const planned = await reconcileLaunchTemplate(
+      withDesired(ctx, desired([...change, "--dry-run"])),
+    );
+    assert.equal(ctx.counter.writes(), 0);
+    assert.equal((await defaultVersion(ctx)).LaunchTemplateData!.ImageId, TRUSTY);
+    const applied = await reconcileLaunchTemplate(withDesired(ctx, desired(change)));
+    assert.deepEqual(planned.changes, applied.changes);
+    assert.deepEqual(planned.changes.map((c) => c.action), ["new-version", "prune", "write"]);
+  });
+});
+
+Deno.test("launch-template rewrites the record when it disagrees with EC2, and only the record", async () => {
+  const ctx = await setup();
+  await reconcileLaunchTemplate(ctx);
+  const good = await record(ctx);
+  await ctx.clients.ddb.send(
+    new PutCommand({
+      TableName: TABLE,
+      Item: {
+        PK: "TYPE#METADATA",
+        SK: "ID#launch_template",
+        value: { ...good, version: 7, ami: XENIAL },
+      },
+    }),
+  );
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.deepEqual(outcome.changes.map((c) => c.target), ["metadata launch_template"]);
+  assert.deepEqual(writes(ctx), { "DynamoDB.PutItem": 1 });
+  assert.deepEqual(await record(ctx), good);
+});
+
+Deno.test("launch-template refuses a template of the same name that another pool owns", async () => {
+  const ctx = await setup();
+  await ctx.clients.ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: { ImageId: TRUSTY },
+      TagSpecifications: [{
+        ResourceType: "launch-template",
+        Tags: [{ Key: OWNER_TAG, Value: "other-ci-table" }],
+      }],
+    }),
+  );
+  ctx.counter.reset();
+  await assert.rejects(
+    () => reconcileLaunchTemplate(ctx),
+    new RegExp(
+      `^Error: launch template ${NAME} \\(lt-[0-9a-f]+\\) belongs to the pool of table "other-ci-table" \\(tag refresh:pool\\), not "${TABLE}"`,
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("launch-template adopts an untagged template of its name: tags it and versions it", async () => {
+  const ctx = await setup();
+  await ctx.clients.ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: { ImageId: TRUSTY, InstanceType: "t3.micro" },
+    }),
+  );
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["tag", "new-version", "write"]);
+  assert.match(outcome.warnings![0], /^adopted acme-widgets-ci-launch-template \(lt-/);
+  const [template] = (await ctx.clients.ec2.send(
+    new DescribeLaunchTemplatesCommand({ LaunchTemplateNames: [NAME] }),
+  )).LaunchTemplates!;
+  assert.equal(template.DefaultVersionNumber, 2);
+  // moto's DescribeLaunchTemplates shows the tags a template was created with, never later
+  // ones; its tag store shows what EC2 would.
+  const { Tags } = await ctx.clients.ec2.send(
+    new DescribeTagsCommand({
+      Filters: [{ Name: "resource-id", Values: [template.LaunchTemplateId!] }],
+    }),
+  );
+  assert.deepEqual(Tags!.map((t) => [t.Key, t.Value]), [[OWNER_TAG, TABLE]]);
+});
+
+Deno.test("launch-template sets the root volume on the image's root device", async (t) => {
+  await t.step("with size and type", async () => {
+    const ctx = await setup(["--root-volume-size", "40", "--root-volume-type", "gp2"]);
+    await reconcileLaunchTemplate(ctx);
+    assert.deepEqual((await defaultVersion(ctx)).LaunchTemplateData!.BlockDeviceMappings, [
+      {
+        DeviceName: "/dev/sda1",
+        Ebs: { DeleteOnTermination: true, VolumeSize: 40, VolumeType: "gp2" },
+      },
+    ]);
+  });
+  const failures: [string, string[], RegExp][] = [
+    [
+      "smaller than the image's snapshot",
+      ["--root-volume-size", "8"],
+      /^Error: root-volume-size: 8 GiB is smaller than the 15 GiB root snapshot of ami-1e749f67$/,
+    ],
+    [
+      "on a device that is not the image's root",
+      ["--root-device-name", "/dev/xvda"],
+      /^Error: root-device-name: \/dev\/xvda is not the root device of ami-1e749f67 \(\/dev\/sda1\); omit it to use the image's$/,
+    ],
+  ];
+  for (const [name, args, message] of failures) {
+    await t.step(`fails with no write ${name}`, async () => {
+      const ctx = await setup(args);
+      await assert.rejects(() => reconcileLaunchTemplate(ctx), message);
+      assert.equal(ctx.counter.writes(), 0);
+    });
+  }
+});
+
+Deno.test("launch-template fails with no write when the AMI id does not exist", async () => {
+  const ctx = await setup(["--ami", "ami-0123456789abcdef0"]);
+  await assert.rejects(
+    () => reconcileLaunchTemplate(ctx),
+    /^Error: ami: ami-0123456789abcdef0 does not exist in us-east-1 or is not shared with this account$/,
+  );
+  assert.deepEqual(ctx.counter.toJSON(), { "EC2.DescribeImages": 1 });
+});
+
+/** Images with distinct creation dates, which moto cannot make by API (it stamps "now"). */
+const IMAGES = [
+  ["ami-0a0000000000000a1", "runner-2024-01", "123456789012", "available", "2024-01-10T08:00:00Z"],
+  ["ami-0a0000000000000a2", "runner-2024-03", "123456789012", "available", "2024-03-10T08:00:00Z"],
+  ["ami-0a0000000000000a3", "runner-zz-old", "123456789012", "available", "2023-06-01T08:00:00Z"],
+  ["ami-0a0000000000000a4", "runner-2024-06", "123456789012", "pending", "2024-06-10T08:00:00Z"],
+  ["ami-0a0000000000000a5", "runner-2024-09", "210987654321", "available", "2024-09-10T08:00:00Z"],
+  ["ami-0a0000000000000a6", "builder-2025-01", "123456789012", "available", "2025-01-10T08:00:00Z"],
+].map(([ami_id, name, owner_id, state, creation_date]) => ({
+  ami_id,
+  name,
+  owner_id,
+  state,
+  creation_date,
+  public: true,
+  root_device_type: "ebs",
+  root_device_name: "/dev/xvda",
+  architecture: "x86_64",
+  virtualization_type: "hvm",
+}));
+
+/** A second moto, private to this test, serving only {@link IMAGES} (MOTO_AMIS_PATH). */
+async function startImageMoto(): Promise<{ url: string } & AsyncDisposable> {
+  const dir = await Deno.makeTempDir();
+  await Deno.writeTextFile(`${dir}/amis.json`, JSON.stringify(IMAGES));
+  const root = fileURLToPath(new URL("../", import.meta.url));
+  const python = Deno.env.get("REFRESH_MOTO_PYTHON") ?? `${root}.tools/venv/bin/python`;
+  const process = new Deno.Command(python, {
+    args: [`${root}test/support/moto_server.py`],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+    env: { MOTO_ENABLE_AMI_VALIDATION: "true", MOTO_AMIS_PATH: `${dir}/amis.json` },
+  }).spawn();
+  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("the image moto did not start");
+    text += value;
+  }
+  await reader.cancel();
+  return {
+    url: `http://127.0.0.1:${Number(text.trim())}`,
+    async [Symbol.asyncDispose]() {
+      await process.stdin.close();
+      await process.status;
+      await Deno.remove(dir, { recursive: true });
+    },
+  };
+}
+
+Deno.test("launch-template resolves a name pattern to the newest available image of the owners", async (t) => {
+  await using moto = await startImageMoto();
+  const context = async (args: string[]) => {
+    const parsed = parseDesiredState({
+      args: [...BASE_WITHOUT_AMI, "--only", "launch-template", ...args],
+      env: {},
+      readTextFile: () => "",
+    });
+    assert.ok(parsed !== "help");
+    const ctx = await testContext(parsed, { reset: false, env: { AWS_ENDPOINT_URL: moto.url } });
+    await reconcileTable(ctx);
+    ctx.counter.reset();
+    return ctx;
+  };
+
+  await t.step("by creation date, not name; skipping pending images and other owners", async () => {
+    const ctx = await context(["--ami-name", "runner-*"]);
+    const outcome = await reconcileLaunchTemplate(ctx);
+    assert.deepEqual(outcome.found.ami, {
+      id: "ami-0a0000000000000a2",
+      name: "runner-2024-03",
+      creationDate: "2024-03-10T08:00:00.000Z",
+      namePattern: "runner-*",
+      matches: 3,
+    });
+    assert.equal((await record(ctx)).ami, "ami-0a0000000000000a2");
+    const data = (await defaultVersion(ctx)).LaunchTemplateData!;
+    assert.equal(data.ImageId, "ami-0a0000000000000a2");
+    assert.equal(data.BlockDeviceMappings![0].DeviceName, "/dev/xvda");
+  });
+
+  await t.step("among the images of the owners given", async () => {
+    const ctx = await context(["--ami-name", "runner-*", "--ami-owners", "210987654321,self"]);
+    const outcome = await reconcileLaunchTemplate(ctx);
+    assert.equal((outcome.found.ami as { id: string }).id, "ami-0a0000000000000a5");
+  });
+
+  await t.step("fails with no write when nothing matches", async () => {
+    const ctx = await context(["--ami-name", "runner-2030-*"]);
+    await assert.rejects(
+      () => reconcileLaunchTemplate(ctx),
+      /^Error: ami-name: no available image in us-east-1 named like "runner-2030-\*" owned by self$/,
+    );
+    assert.equal(ctx.counter.writes(), 0);
+  });
+});
+
+/** Parses flags on top of a base and returns the ConfigError's problems (none: []). */
+function problems(
+  args: string[],
+  files: Record<string, string> = {},
+  base = BASE_ARGS,
+): string[] {
+  try {
+    parseDesiredState({
+      args: [...base, "--only", "launch-template", ...args],
+      env: {},
+      readTextFile: (path) => {
+        if (path in files) return files[path];
+        throw new Deno.errors.NotFound(`no such file: ${path}`);
+      },
+    });
+    return [];
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    return error.problems;
+  }
+}
+
+const manyTags = JSON.stringify(Object.fromEntries(
+  Array.from({ length: 50 }, (_, i) => [`tag${i}`, "x"]),
+));
+
+const BAD_INPUTS: [string, string[], string, string[]?][] = [
+  [
+    "AMI id of 9 hex digits",
+    ["--ami", "ami-123456789"],
+    'ami: "ami-123456789" is not an AMI id (ami- and 8 or 17 hex digits)',
+  ],
+  ["security group id of 5 hex digits", [
+    "--security-group-ids",
+    "sg-12345",
+  ], 'security-group-ids: "sg-12345" is not a security group id (sg-…)'],
+  [
+    "AMI name pattern with a forbidden character",
+    ["--ami-name", "runner$*"],
+    `ami-name: "runner$*" is not an AMI name pattern (1-128 of letters, digits, space, ( ) [ ] . / - ' @ _ and the wildcards * ?)`,
+    BASE_WITHOUT_AMI,
+  ],
+  [
+    "AMI owner that is no account or alias",
+    ["--ami-name", "runner-*", "--ami-owners", "canonical"],
+    'ami-owners: "canonical" is not an account id (12 digits), self, amazon, aws-marketplace or aws-backup-vault',
+    BASE_WITHOUT_AMI,
+  ],
+  [
+    "AMI owners without a name pattern",
+    ["--ami-owners", "self"],
+    "ami-owners: only used with --ami-name; remove it or set --ami-name",
+  ],
+  [
+    "tags overriding the ownership tag",
+    ["--tags", '{"refresh:pool":"mine"}'],
+    `tags: key "refresh:pool" is refresh's ownership tag (the table name); remove it`,
+  ],
+  ["50 extra tags", [
+    "--tags",
+    manyTags,
+  ], "tags: 50 tags given; at most 49 (EC2's 50 less the ownership tag)"],
+  [
+    "io2 root volume",
+    ["--root-volume-type", "io2"],
+    'root-volume-type: "io2" is not one of gp3, gp2, standard (io1 and io2 need provisioned IOPS, st1 and sc1 cannot boot)',
+  ],
+  [
+    "standard root volume over 1 TiB",
+    ["--root-volume-type", "standard", "--root-volume-size", "2000"],
+    "root-volume-size: 2000 GiB exceeds 1024, the most a standard volume holds",
+  ],
+  ["root volume over 16 TiB", [
+    "--root-volume-size",
+    "20000",
+  ], 'root-volume-size: expected a whole number 1-16384, got "20000"'],
+  [
+    "root device without /dev/",
+    ["--root-device-name", "xvda"],
+    'root-device-name: "xvda" is not a device name like /dev/xvda',
+  ],
+  [
+    "key name with non-ASCII characters",
+    ["--key-name", "clé"],
+    'key-name: "clé" is not a key pair name (1-255 ASCII characters)',
+  ],
+  ["no versions kept", [
+    "--keep-versions",
+    "0",
+  ], 'keep-versions: expected a whole number 1-100, got "0"'],
+  [
+    "instance profile ARN of another kind",
+    ["--iam-instance-profile", "arn:aws:iam::123456789012:role/runner"],
+    'iam-instance-profile: "arn:aws:iam::123456789012:role/runner" is not an instance profile ARN',
+  ],
+];
+
+Deno.test("launch-template inputs are rejected before any call", async (t) => {
+  for (const [name, args, message, base] of BAD_INPUTS) {
+    await t.step(name, () => {
+      assert.deepEqual(problems(args, {}, base), [message]);
+    });
+  }
+  await t.step("user data over EC2's 16 KB", () => {
+    const found = problems(["--user-data", "/big.sh"], { "/big.sh": "x".repeat(12289) });
+    assert.deepEqual(found, [
+      "user-data: /big.sh is 16388 bytes base64-encoded; EC2 allows at most 16384",
+    ]);
+  });
+  await t.step("every problem at once from the entry, exit 2, no call", async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(
+      [
+        ...BASE_ARGS,
+        "--only",
+        "launch-template",
+        "--ami",
+        "ami-zz",
+        "--tags",
+        '{"refresh:pool":""}',
+      ],
+      { ...AWS_ENV, AWS_ENDPOINT_URL: "http://127.0.0.1:9" },
+      { stdout: (s) => out.push(s), stderr: (s) => err.push(s), readTextFile: () => "" },
+    );
+    assert.equal(code, 2);
+    assert.deepEqual(out, []);
+    assert.match(err.join("\n"), /ami: "ami-zz" is not an AMI id/);
+    assert.match(err.join("\n"), /tags: key "refresh:pool" is refresh's ownership tag/);
+  });
+});
