@@ -885,6 +885,12 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
       problems.push("github-app-private-key: GITHUB_APP_PRIVATE_KEY is not a PEM private key");
     }
     auth = { kind: "app", appId, privateKey: privateKey ?? "", installationId };
+  } else if (privateKey !== undefined || installationId !== undefined) {
+    // Without it the App settings would be ignored, silently, maybe for a PAT also set.
+    const given = privateKey !== undefined
+      ? "GITHUB_APP_PRIVATE_KEY"
+      : "github-app-installation-id";
+    problems.push(`github-app-id: required with ${given}; set --github-app-id or GITHUB_APP_ID`);
   } else if (token !== undefined) {
     auth = { kind: "token", token };
   }

@@ -445,6 +445,26 @@ Deno.test("github-token under dry-run fetches nothing for an expiring token eith
   assert.equal((await s.stored())?.token, s.gh.issued[0]);
 });
 
+Deno.test("github-token settings without an App id are refused before any call", () => {
+  const problems = (env: Record<string, string>, args: string[] = []) => {
+    try {
+      parse([...BASE_ARGS, ...args], env);
+      return "";
+    } catch (error) {
+      return (error as Error).message;
+    }
+  };
+  assert.match(
+    problems({ GITHUB_TOKEN: TEST_PAT, GITHUB_APP_PRIVATE_KEY: APP_KEY.privateKey }),
+    /github-app-id: required with GITHUB_APP_PRIVATE_KEY; set --github-app-id or GITHUB_APP_ID/,
+  );
+  assert.match(
+    problems({ GITHUB_TOKEN: TEST_PAT }, ["--github-app-installation-id", "678"]),
+    /github-app-id: required with github-app-installation-id/,
+  );
+  assert.equal(problems({ GITHUB_TOKEN: TEST_PAT }), "");
+});
+
 /** Runs refresh.ts's main() in-process and returns everything it printed. */
 async function runMain(args: string[], env: Record<string, string>) {
   const out: string[] = [];
