@@ -64,116 +64,20 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
   const { ec2 } = ctx.clients;
   const lt = ctx.desired.launchTemplate;
   if (!lt.ami) throw new TypeError("launch-template: no AMI in the desired state");
-  const warnings: string[] = [];
-  const changes: Change[] = [];
   const { image, matches } = await resolveImage(ec2, lt.ami, ctx.desired.region);
   const data = templateData(ctx.desired, image);
-  const target = `launch template ${lt.name}`;
-
   const template = await findTemplate(ec2, lt.name);
-  let id: string;
-  let version: number;
-  let versions: number[] = [];
-  if (!template) {
-    changes.push({ action: "create", target, detail: `version 1, ${image.ImageId}` });
-    id = PLANNED_ID;
-    version = 1;
-    versions = [1];
-    if (!ctx.dryRun) {
-      const out = await ec2.send(
-        new CreateLaunchTemplateCommand({
-          LaunchTemplateName: lt.name,
-          LaunchTemplateData: data,
-          TagSpecifications: [{
-            ResourceType: "launch-template",
-            Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
-          }],
-          ClientToken: crypto.randomUUID(),
-        }),
-      );
-      id = out.LaunchTemplate!.LaunchTemplateId!;
-    }
+  const out: Outcome = { changes: [], warnings: [] };
+  let state: TemplateState;
+  if (template) {
+    await claim(ctx, template, out);
+    state = await makeDefault(ctx, template, data, out);
+    state = await prune(ctx, state, out);
   } else {
-    id = template.LaunchTemplateId!;
-    const owner = template.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
-    if (owner === undefined) {
-      warnings.push(`adopted ${lt.name} (${id}), which had no ${OWNER_TAG} tag`);
-      changes.push({ action: "tag", target, detail: `${OWNER_TAG}=${ctx.desired.table}` });
-      if (!ctx.dryRun) {
-        await ec2.send(
-          new CreateTagsCommand({
-            Resources: [id],
-            Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
-          }),
-        );
-      }
-    } else if (owner !== ctx.desired.table) {
-      throw new Error(
-        `launch template ${lt.name} (${id}) belongs to the pool of table "${owner}" (tag ${OWNER_TAG}), not "${ctx.desired.table}"; set another --launch-template-name`,
-      );
-    }
-
-    const all = await listVersions(ec2, id);
-    versions = all.map((v) => v.VersionNumber!);
-    version = template.DefaultVersionNumber!;
-    const current = all.find((v) => v.VersionNumber === version);
-    const drift = differences(data, current?.LaunchTemplateData ?? {});
-    if (drift.length > 0) {
-      const equal = all.filter((v) => differences(data, v.LaunchTemplateData ?? {}).length === 0)
-        .sort((a, b) => b.VersionNumber! - a.VersionNumber!)[0];
-      if (equal) {
-        version = equal.VersionNumber!;
-        changes.push({
-          action: "set-default",
-          target,
-          detail: `version ${version}, equal to the desired data (${drift.join("; ")})`,
-        });
-      } else {
-        version = template.LatestVersionNumber! + 1;
-        changes.push({ action: "new-version", target, detail: `${version}: ${drift.join("; ")}` });
-        if (!ctx.dryRun) {
-          const out = await ec2.send(
-            new CreateLaunchTemplateVersionCommand({
-              LaunchTemplateId: id,
-              LaunchTemplateData: data,
-              ClientToken: crypto.randomUUID(),
-            }),
-          );
-          version = out.LaunchTemplateVersion!.VersionNumber!;
-        }
-        versions.push(version);
-      }
-      if (!ctx.dryRun) {
-        await ec2.send(
-          new ModifyLaunchTemplateCommand({
-            LaunchTemplateId: id,
-            DefaultVersion: String(version),
-          }),
-        );
-      }
-    }
-
-    const stale = pruneable(versions, version, lt.keepVersions);
-    for (let i = 0; i < stale.length; i += DELETE_BATCH) {
-      const batch = stale.slice(i, i + DELETE_BATCH);
-      changes.push({ action: "prune", target, detail: `versions ${batch.join(", ")}` });
-      if (ctx.dryRun) continue;
-      const out = await ec2.send(
-        new DeleteLaunchTemplateVersionsCommand({
-          LaunchTemplateId: id,
-          Versions: batch.map(String),
-        }),
-      );
-      for (const failed of out.UnsuccessfullyDeletedLaunchTemplateVersions ?? []) {
-        const error = failed.ResponseError;
-        warnings.push(
-          `could not delete version ${failed.VersionNumber} of ${lt.name}: ${error?.Code} ${error?.Message}`,
-        );
-      }
-    }
-    versions = versions.filter((v) => !stale.includes(v));
+    state = await create(ctx, data, out);
   }
-
+  const { id, version, versions } = state;
+  const { changes, warnings } = out;
   const record: LaunchTemplateRecord = {
     name: lt.name,
     ami: image.ImageId!,
@@ -213,6 +117,158 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
     changes,
     warnings,
   };
+}
+
+interface Outcome {
+  changes: Change[];
+  warnings: string[];
+}
+
+/** A template's id, default version and the versions it holds (as planned under dry-run). */
+interface TemplateState {
+  id: string;
+  version: number;
+  versions: number[];
+}
+
+async function create(
+  ctx: TaskContext,
+  data: RequestLaunchTemplateData,
+  out: Outcome,
+): Promise<TemplateState> {
+  const { name } = ctx.desired.launchTemplate;
+  out.changes.push({
+    action: "create",
+    target: `launch template ${name}`,
+    detail: `version 1, ${data.ImageId}`,
+  });
+  if (ctx.dryRun) return { id: PLANNED_ID, version: 1, versions: [1] };
+  const created = await ctx.clients.ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: name,
+      LaunchTemplateData: data,
+      TagSpecifications: [{
+        ResourceType: "launch-template",
+        Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
+      }],
+      ClientToken: crypto.randomUUID(),
+    }),
+  );
+  return { id: created.LaunchTemplate!.LaunchTemplateId!, version: 1, versions: [1] };
+}
+
+/**
+ * Checks the template belongs to this pool. One tagged for another pool is refused; an untagged
+ * one (made by hand or by another tool) is adopted and tagged.
+ */
+async function claim(ctx: TaskContext, template: LaunchTemplate, out: Outcome): Promise<void> {
+  const { name } = ctx.desired.launchTemplate;
+  const id = template.LaunchTemplateId!;
+  const owner = template.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
+  if (owner === ctx.desired.table) return;
+  if (owner !== undefined) {
+    throw new Error(
+      `launch template ${name} (${id}) belongs to the pool of table "${owner}" (tag ${OWNER_TAG}), not "${ctx.desired.table}"; set another --launch-template-name`,
+    );
+  }
+  out.warnings.push(`adopted ${name} (${id}), which had no ${OWNER_TAG} tag`);
+  out.changes.push({
+    action: "tag",
+    target: `launch template ${name}`,
+    detail: `${OWNER_TAG}=${ctx.desired.table}`,
+  });
+  if (ctx.dryRun) return;
+  await ctx.clients.ec2.send(
+    new CreateTagsCommand({
+      Resources: [id],
+      Tags: [{ Key: OWNER_TAG, Value: ctx.desired.table }],
+    }),
+  );
+}
+
+/**
+ * Makes the default version hold the desired data: nothing when it does; else the newest
+ * existing version that does becomes the default; else a new version with the full data does.
+ */
+async function makeDefault(
+  ctx: TaskContext,
+  template: LaunchTemplate,
+  data: RequestLaunchTemplateData,
+  out: Outcome,
+): Promise<TemplateState> {
+  const { ec2 } = ctx.clients;
+  const id = template.LaunchTemplateId!;
+  const target = `launch template ${ctx.desired.launchTemplate.name}`;
+  const all = await listVersions(ec2, id);
+  const versions = all.map((v) => v.VersionNumber!);
+  let version = template.DefaultVersionNumber!;
+  const current = all.find((v) => v.VersionNumber === version);
+  const drift = differences(data, current?.LaunchTemplateData ?? {});
+  if (drift.length === 0) return { id, version, versions };
+
+  const equal = all.filter((v) => differences(data, v.LaunchTemplateData ?? {}).length === 0)
+    .sort((a, b) => b.VersionNumber! - a.VersionNumber!)[0];
+  if (equal) {
+    version = equal.VersionNumber!;
+    out.changes.push({
+      action: "set-default",
+      target,
+      detail: `version ${version}, equal to the desired data (${drift.join("; ")})`,
+    });
+  } else {
+    // EC2 never reuses a version number, so the next one is predictable for dry-run.
+    version = template.LatestVersionNumber! + 1;
+    out.changes.push({ action: "new-version", target, detail: `${version}: ${drift.join("; ")}` });
+    if (!ctx.dryRun) {
+      const created = await ec2.send(
+        new CreateLaunchTemplateVersionCommand({
+          LaunchTemplateId: id,
+          LaunchTemplateData: data,
+          ClientToken: crypto.randomUUID(),
+        }),
+      );
+      version = created.LaunchTemplateVersion!.VersionNumber!;
+    }
+    versions.push(version);
+  }
+  if (!ctx.dryRun) {
+    await ec2.send(
+      new ModifyLaunchTemplateCommand({ LaunchTemplateId: id, DefaultVersion: String(version) }),
+    );
+  }
+  return { id, version, versions };
+}
+
+/** Deletes all versions but the newest `keepVersions` and the default; refusals are warnings. */
+async function prune(
+  ctx: TaskContext,
+  state: TemplateState,
+  out: Outcome,
+): Promise<TemplateState> {
+  const { name, keepVersions } = ctx.desired.launchTemplate;
+  const stale = pruneable(state.versions, state.version, keepVersions);
+  for (let i = 0; i < stale.length; i += DELETE_BATCH) {
+    const batch = stale.slice(i, i + DELETE_BATCH);
+    out.changes.push({
+      action: "prune",
+      target: `launch template ${name}`,
+      detail: `versions ${batch.join(", ")}`,
+    });
+    if (ctx.dryRun) continue;
+    const deleted = await ctx.clients.ec2.send(
+      new DeleteLaunchTemplateVersionsCommand({
+        LaunchTemplateId: state.id,
+        Versions: batch.map(String),
+      }),
+    );
+    for (const failed of deleted.UnsuccessfullyDeletedLaunchTemplateVersions ?? []) {
+      const error = failed.ResponseError;
+      out.warnings.push(
+        `could not delete version ${failed.VersionNumber} of ${name}: ${error?.Code} ${error?.Message}`,
+      );
+    }
+  }
+  return { ...state, versions: state.versions.filter((v) => !stale.includes(v)) };
 }
 
 /** The image an AMI source names: the id itself, or the newest available match of a pattern. */

@@ -312,8 +312,7 @@ Deno.test("launch-template adds a version when no existing one matches the drift
   const ctx = await setup();
   await reconcileLaunchTemplate(ctx);
   const original = (await defaultVersion(ctx)).LaunchTemplateData!;
-  // Someone replaced the only version's data: make version 1 unusable by editing it in place
-  // is impossible on EC2, so add a drifted version 2, make it default, and change the desire.
+  // Someone made a version with another instance type the default; the desire changed too.
   await ctx.clients.ec2.send(
     new CreateLaunchTemplateVersionCommand({
       LaunchTemplateName: NAME,
@@ -328,6 +327,11 @@ Deno.test("launch-template adds a version when no existing one matches the drift
   const outcome = await reconcileLaunchTemplate(next);
 
   assert.equal(outcome.changes[0].detail, "3: InstanceType t3.nano -> m7i.large");
+  assert.deepEqual(writes(ctx), {
+    "DynamoDB.PutItem": 1,
+    "EC2.CreateLaunchTemplateVersion": 1,
+    "EC2.ModifyLaunchTemplate": 1,
+  });
   const current = await defaultVersion(ctx);
   assert.equal(current.VersionNumber, 3);
   assert.equal(current.LaunchTemplateData!.InstanceType, "m7i.large");
