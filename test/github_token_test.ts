@@ -277,11 +277,12 @@ Deno.test("github-token runs the App flow: JWT, installation look-up, installati
   assert.equal(s.ctx.counter.total((op) => op.startsWith("GitHub.")), 3);
 });
 
-Deno.test("github-token skips the installation look-up when the installation id is given", async () => {
+Deno.test("github-token skips the installation look-up when the installation id is given, key with \\n escapes", async () => {
   await using s = await setup(
     [...ORG_ARGS, "--github-app-id", APP.id, "--github-app-installation-id", "678"],
     {
-      env: { GITHUB_APP_PRIVATE_KEY: APP_KEY.privateKey },
+      // As a key pasted on one line into a secret, newlines written as \n.
+      env: { GITHUB_APP_PRIVATE_KEY: APP_KEY.privateKey.replace(/\n/g, "\\n") },
       github: { tokens: [], app: APP },
       ownArgs: true,
     },
