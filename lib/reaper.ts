@@ -184,8 +184,7 @@ export async function reapInstances(
   }
 
   // Phase 1: lock. Expired records with DESIGN.md's condition; lost ones only if unchanged.
-  const locked: string[] = [];
-  const lockedLost: string[] = [];
+  const won = new Set<string>();
   const tick = progress(log, "locked", expired.length + lost.length);
   await forEachLimit(
     [...expired.map((r) => [r, true] as const), ...lost.map((r) => [r, false] as const)],
@@ -193,7 +192,7 @@ export async function reapInstances(
     async ([r, isExpired]) => {
       try {
         await lock(ddb, table, r, isExpired, nowText, expiresAt);
-        (isExpired ? locked : lockedLost).push(r.id);
+        won.add(r.id);
       } catch (error) {
         if ((error as Error).name === "ConditionalCheckFailedException") {
           counts.lostRace++;
@@ -203,6 +202,9 @@ export async function reapInstances(
       tick();
     },
   );
+  // In the order read, so the report is stable.
+  const locked = expired.filter((r) => won.has(r.id)).map((r) => r.id);
+  const lockedLost = lost.filter((r) => won.has(r.id)).map((r) => r.id);
   counts.locked = locked.length;
   counts.lost = lockedLost.length;
 

@@ -1,0 +1,566 @@
+import assert from "node:assert/strict";
+import {
+  DescribeInstancesCommand,
+  type EC2Client,
+  ModifyInstanceAttributeCommand,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import {
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  UpdateCommand,
+} from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
+import { type ReaperCounts, reapInstances } from "../lib/reaper.ts";
+import { reconcileTable } from "../lib/table.ts";
+import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
+import { desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
+
+const TABLE = "acme-widgets-ci-table";
+const AMI = "ami-1e749f67";
+const MIN = 60_000;
+
+/**
+ * A context for the reaper on a fresh table, with GitHub pointed at the fake server; the clock is
+ * an hour past the real one (moto stamps launch times with the real clock).
+ */
+async function setup(gh: FakeGithub, args: string[] = []): Promise<TestContext> {
+  const ctx = await testContext(
+    desiredFrom(["--only", "reaper", "--github-api-url", gh.url, ...args]),
+  );
+  await reconcileTable({ ...ctx, dryRun: false });
+  ctx.setNow(new Date(Date.now() + 60 * MIN));
+  ctx.counter.reset();
+  return ctx;
+}
+
+/** Launches instances in moto, tagged as the pool's unless `tagged` is false. */
+async function launch(ctx: TestContext, count: number, tagged = true): Promise<string[]> {
+  const out = await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      ImageId: AMI,
+      MinCount: count,
+      MaxCount: count,
+      InstanceType: "t3.micro",
+      ...(tagged
+        ? {
+          TagSpecifications: [{
+            ResourceType: "instance",
+            Tags: [{ Key: OWNER_TAG, Value: TABLE }],
+          }],
+        }
+        : {}),
+    }),
+  );
+  return out.Instances!.map((i) => i.InstanceId!);
+}
+
+function at(ctx: TestContext, minutes: number): string {
+  return timestamp(new Date(ctx.now().getTime() + minutes * MIN));
+}
+
+/** Writes an instance record with its heartbeat and worker signal. */
+async function seed(
+  ctx: TestContext,
+  id: string,
+  state: string,
+  thresholdMin: number,
+  runId = "",
+  updatedMin = -30,
+): Promise<void> {
+  const updated = new Date(ctx.now().getTime() + updatedMin * MIN);
+  const put = (entity: "INSTANCE" | "HEARTBEAT" | "WS", attributes: Record<string, unknown>) =>
+    ctx.clients.ddb.send(
+      new PutCommand({ TableName: TABLE, Item: item(entity, id, updated, attributes) }),
+    );
+  await put("INSTANCE", {
+    state,
+    threshold: at(ctx, thresholdMin),
+    runId,
+    resourceClass: "large",
+    instanceType: "t3.micro",
+    usageClass: "on-demand",
+  });
+  await put("HEARTBEAT", { value: "PING" });
+  await put("WS", { value: { state, runId } });
+}
+
+async function ec2States(ec2: EC2Client, ids: string[]): Promise<Record<string, string>> {
+  const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: ids }));
+  return Object.fromEntries(
+    out.Reservations!.flatMap((r) => r.Instances!).map((i) => [i.InstanceId!, i.State!.Name!]),
+  );
+}
+
+/** The ids stored under an entity. */
+async function stored(ctx: TestContext, entity: string): Promise<string[]> {
+  const out = await ctx.clients.ddb.send(
+    new QueryCommand({
+      TableName: TABLE,
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: { ":pk": `TYPE#${entity}` },
+    }),
+  );
+  return out.Items!.map((i) => i.identifier).sort();
+}
+
+async function record(ctx: TestContext, id: string) {
+  const out = await ctx.clients.ddb.send(
+    new GetCommand({ TableName: TABLE, Key: { PK: "TYPE#INSTANCE", SK: `ID#${id}` } }),
+  );
+  return out.Item;
+}
+
+/** Records the instance ids of every TerminateInstances call. */
+function watchTerminations(ctx: TestContext): string[][] {
+  const calls: string[][] = [];
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "TerminateInstancesCommand") {
+        calls.push([...(args.input as { InstanceIds: string[] }).InstanceIds]);
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "watchTerminations" },
+  );
+  return calls;
+}
+
+const counts = (found: Record<string, unknown>) => found as unknown as ReaperCounts;
+const sorted = (ids: string[]) => [...ids].sort();
+
+Deno.test("reaper terminates expired instances of every live state and touches no live one", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 8);
+  const [idleOld, claimedOld, runningOld, createdOld, idleNew, claimedNew, runningNew, createdNew] =
+    ids;
+  await seed(ctx, idleOld, "idle", -1);
+  await seed(ctx, claimedOld, "claimed", -5, "run-1");
+  await seed(ctx, runningOld, "running", -60, "run-2");
+  await seed(ctx, createdOld, "created", -2);
+  await seed(ctx, idleNew, "idle", 5);
+  await seed(ctx, claimedNew, "claimed", 1, "run-3");
+  await seed(ctx, runningNew, "running", 30, "run-4");
+  await seed(ctx, createdNew, "created", 10);
+  const expired = [idleOld, claimedOld, runningOld, createdOld];
+  const live = [idleNew, claimedNew, runningNew, createdNew];
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.records, 8);
+  assert.equal(found.expired, 4);
+  assert.equal(found.locked, 4);
+  assert.equal(found.terminated, 4);
+  assert.equal(found.expunged, 4);
+  assert.equal(found.itemsDeleted, 12);
+  assert.equal(found.lostRace, 0);
+  assert.deepEqual(terminations.map(sorted), [sorted(expired)]);
+  const states = await ec2States(ctx.clients.ec2, ids);
+  for (const id of expired) assert.equal(states[id], "terminated", id);
+  for (const id of live) assert.equal(states[id], "running", id);
+  for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+    assert.deepEqual(await stored(ctx, entity), sorted(live), entity);
+  }
+  assert.equal((await record(ctx, claimedNew))?.runId, "run-3");
+  assert.deepEqual(
+    outcome.changes.map((c) => [c.action, c.target]),
+    sorted(expired).map((id) => ["terminate", `instance ${id}`]),
+  );
+  const claimed = outcome.changes.find((c) => c.target === `instance ${claimedOld}`);
+  assert.match(claimed!.detail!, /^expired claimed \(threshold /);
+  assert.match(outcome.summary, /4 expired, 4 locked, 4 terminated, 4 expunged \(12 items\)/);
+});
+
+Deno.test("reaper skips an instance claimed between the read and the lock, which keeps running", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [raced, reaped] = await launch(ctx, 2);
+  await seed(ctx, raced, "idle", -1);
+  await seed(ctx, reaped, "idle", -1);
+  // provision claims `raced` right before the reaper's first conditional update reaches DynamoDB.
+  let claimed = false;
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (!claimed && /^Update/.test(context.commandName ?? "")) {
+        claimed = true;
+        await ctx.clients.ddb.send(
+          new UpdateCommand({
+            TableName: TABLE,
+            Key: { PK: "TYPE#INSTANCE", SK: `ID#${raced}` },
+            UpdateExpression: "SET #s = :claimed, runId = :run, threshold = :t",
+            ExpressionAttributeNames: { "#s": "state" },
+            ExpressionAttributeValues: {
+              ":claimed": "claimed",
+              ":run": "run-9",
+              ":t": at(ctx, 30),
+            },
+          }),
+        );
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "provisionClaims" },
+  );
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(withConcurrency(ctx, 1));
+
+  const found = counts(outcome.found);
+  assert.equal(found.expired, 2);
+  assert.equal(found.lostRace, 1);
+  assert.equal(found.locked, 1);
+  assert.deepEqual(terminations, [[reaped]]);
+  assert.deepEqual(await ec2States(ctx.clients.ec2, [raced, reaped]), {
+    [raced]: "running",
+    [reaped]: "terminated",
+  });
+  const kept = await record(ctx, raced);
+  assert.equal(kept?.state, "claimed");
+  assert.equal(kept?.runId, "run-9");
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), [raced]);
+  assert.match(outcome.summary, /1 lost to another writer/);
+});
+
+/** The first update above must be the raced one: lock one record at a time. */
+function withConcurrency(ctx: TestContext, concurrency: number): TestContext {
+  const desired = { ...ctx.desired, reaper: { ...ctx.desired.reaper, concurrency } };
+  return { ...ctx, desired };
+}
+
+Deno.test("reaper reads every page when expired records outnumber one page", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 6);
+  for (const id of ids) await seed(ctx, id, "idle", -1);
+  const [live] = await launch(ctx, 1);
+  await seed(ctx, live, "running", 20, "run-1");
+
+  const outcome = await reapInstances(ctx, { pageSize: 2 });
+
+  const found = counts(outcome.found);
+  assert.equal(found.pages, 4);
+  assert.equal(found.records, 7);
+  assert.equal(found.itemsRead, 7);
+  assert.equal(found.terminated, 6);
+  assert.equal(ctx.counter.counts.get("DynamoDB.Query"), 4);
+  assert.deepEqual(await stored(ctx, "INSTANCE"), [live]);
+  assert.ok(ctx.lines.some((l) => /read 6 instance records \(3 pages\)/.test(l)), ctx.lines.join());
+});
+
+Deno.test("reaper's lock sets DESIGN.md's fields and a TTL; a crash before termination is healed next run", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--terminated-retention-hours", "48"]);
+  const [id] = await launch(ctx, 1);
+  await seed(ctx, id, "running", -3, "run-7");
+  // The first run dies between the phases: TerminateInstances never reaches EC2.
+  let crash = true;
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      if (crash && context.commandName === "TerminateInstancesCommand") {
+        throw new Error("connection reset");
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "crash" },
+  );
+
+  await assert.rejects(reapInstances(ctx), /1 locked.*1 operations failed.*connection reset/);
+
+  const now = ctx.now();
+  const locked = await record(ctx, id);
+  assert.equal(locked?.state, "terminated");
+  assert.equal(locked?.threshold, timestamp(now));
+  assert.equal(locked?.runId, "");
+  assert.equal(locked?.updatedAt, timestamp(now));
+  assert.equal(locked?.expiresAt, Math.floor(now.getTime() / 1000) + 48 * 3600);
+  assert.equal((await ec2States(ctx.clients.ec2, [id]))[id], "running");
+
+  crash = false;
+  ctx.setNow(new Date(now.getTime() + 10 * MIN));
+  const outcome = await reapInstances(ctx);
+  const found = counts(outcome.found);
+  assert.equal(found.unfinished, 1);
+  assert.equal(found.terminated, 1);
+  assert.equal(found.locked, 0);
+  assert.equal((await ec2States(ctx.clients.ec2, [id]))[id], "terminated");
+  assert.deepEqual(await stored(ctx, "INSTANCE"), []);
+  assert.deepEqual(await stored(ctx, "WS"), []);
+  assert.match(outcome.changes[0].detail!, /record already terminated, instance still alive/);
+});
+
+Deno.test("reaper terminates tagged orphans past the grace period and spares young or foreign ones", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--orphan-grace-min", "20"]);
+  const [orphan, young] = await launch(ctx, 2);
+  const [foreign] = await launch(ctx, 1, false);
+  const [pooled] = await launch(ctx, 1);
+  await seed(ctx, pooled, "idle", 5);
+  // `young` launched 15 minutes ago by the clock: under the 20-minute grace period.
+  const launchTimes = await ec2LaunchTimes(ctx.clients.ec2, [orphan, young]);
+  ctx.setNow(new Date(launchTimes[young] + 15 * MIN));
+  const first = await reapInstances(ctx);
+  assert.equal(counts(first.found).orphans, 0);
+  assert.deepEqual(first.changes, []);
+
+  ctx.setNow(new Date(launchTimes[orphan] + 21 * MIN));
+  await seed(ctx, pooled, "idle", 5);
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.orphans, 2);
+  assert.deepEqual(
+    await ec2States(ctx.clients.ec2, [orphan, young, foreign, pooled]),
+    { [orphan]: "terminated", [young]: "terminated", [foreign]: "running", [pooled]: "running" },
+  );
+  assert.match(outcome.changes[0].detail!, /^orphan: no record, launched /);
+  assert.deepEqual(await stored(ctx, "INSTANCE"), [pooled]);
+});
+
+async function ec2LaunchTimes(ec2: EC2Client, ids: string[]): Promise<Record<string, number>> {
+  const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: ids }));
+  return Object.fromEntries(
+    out.Reservations!.flatMap((r) => r.Instances!).map((
+      i,
+    ) => [i.InstanceId!, i.LaunchTime!.getTime()]),
+  );
+}
+
+Deno.test("reaper marks records of vanished instances terminated and deletes them", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [vanished, alive] = await launch(ctx, 2);
+  const [untagged] = await launch(ctx, 1, false);
+  await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [vanished] }));
+  const never = "i-0123456789abcdef0";
+  const fresh = "i-0fedcba9876543210";
+  await seed(ctx, vanished, "idle", 5);
+  await seed(ctx, never, "running", 20, "run-1");
+  await seed(ctx, fresh, "created", 5, "", -2); // written 2 minutes ago: EC2 may not list it yet
+  await seed(ctx, alive, "idle", 5);
+  await seed(ctx, untagged, "claimed", 5, "run-2");
+  ctx.counter.reset();
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.lost, 2);
+  assert.equal(found.terminated, 0);
+  assert.equal(ctx.counter.counts.get("EC2.TerminateInstances"), undefined);
+  assert.deepEqual(await stored(ctx, "INSTANCE"), sorted([fresh, alive, untagged]));
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), sorted([fresh, alive, untagged]));
+  assert.deepEqual(
+    sorted(outcome.changes.map((c) => c.target)),
+    sorted([`instance ${vanished}`, `instance ${never}`]),
+  );
+  assert.ok(outcome.changes.every((c) => c.action === "expunge"));
+  assert.equal((await ec2States(ctx.clients.ec2, [untagged]))[untagged], "running");
+});
+
+Deno.test("reaper retries a batch without the ids EC2 does not know or may not terminate", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 3);
+  const [protectedId] = await ec2RunProtected(ctx);
+  const unknown = ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"];
+  for (const id of [...ids, ...unknown, protectedId]) await seed(ctx, id, "idle", -1);
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.terminated, 3);
+  assert.equal(found.notFound, 2);
+  assert.equal(found.refused, 1);
+  assert.equal(terminations.length, 3);
+  assert.deepEqual(sorted(terminations.at(-1)!), sorted(ids));
+  for (const state of Object.values(await ec2States(ctx.clients.ec2, ids))) {
+    assert.equal(state, "terminated");
+  }
+  assert.equal((await ec2States(ctx.clients.ec2, [protectedId]))[protectedId], "running");
+  assert.deepEqual(await stored(ctx, "INSTANCE"), [protectedId]);
+  assert.equal((await record(ctx, protectedId))?.state, "terminated");
+  assert.ok(outcome.warnings?.some((w) => w.startsWith(`${protectedId}: EC2 refused`)));
+});
+
+async function ec2RunProtected(ctx: TestContext): Promise<string[]> {
+  const out = await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      ImageId: AMI,
+      MinCount: 1,
+      MaxCount: 1,
+      TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: OWNER_TAG, Value: TABLE }] }],
+    }),
+  );
+  const id = out.Instances![0].InstanceId!;
+  await ctx.clients.ec2.send(
+    new ModifyInstanceAttributeCommand({ InstanceId: id, DisableApiTermination: { Value: true } }),
+  );
+  return [id];
+}
+
+Deno.test("reaper retries unprocessed BatchWriteItem items with growing backoff", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 2);
+  for (const id of ids) await seed(ctx, id, "idle", -1);
+  // DynamoDB processes one request of the first two batch writes and hands the rest back.
+  let throttled = 2;
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (throttled === 0 || !/^BatchWrite/.test(context.commandName ?? "")) return next(args);
+      throttled--;
+      const input = args.input as { RequestItems: Record<string, unknown[]> };
+      const requests = input.RequestItems[TABLE];
+      const result = await next({
+        ...args,
+        input: { ...input, RequestItems: { [TABLE]: requests.slice(0, 1) } },
+      });
+      (result.output as { UnprocessedItems: unknown }).UnprocessedItems = {
+        [TABLE]: requests.slice(1),
+      };
+      return result;
+    },
+    { step: "serialize", name: "throttle", priority: "high" },
+  );
+  const waits: number[] = [];
+
+  const outcome = await reapInstances(ctx, {
+    sleep: (ms) => {
+      waits.push(ms);
+      return Promise.resolve();
+    },
+  });
+
+  assert.equal(counts(outcome.found).itemsDeleted, 6);
+  assert.equal(ctx.counter.counts.get("DynamoDB.BatchWriteItem"), 3);
+  assert.equal(waits.length, 2);
+  assert.ok(waits[0] >= 50 && waits[0] <= 150, `${waits}`);
+  assert.ok(waits[1] >= 100 && waits[1] <= 300, `${waits}`);
+  for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+    assert.deepEqual(await stored(ctx, entity), [], entity);
+  }
+});
+
+Deno.test("reaper deletes runner registrations of terminated instances and leaves busy ones", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await setup(gh);
+  const [a, b, c, live] = await launch(ctx, 4);
+  for (const id of [a, b, c]) await seed(ctx, id, "running", -1, "run-1");
+  await seed(ctx, live, "running", 10, "run-2");
+  runners.push(
+    { id: 1, name: `${a}-large`, status: "offline", busy: false },
+    { id: 2, name: b, status: "online", busy: false }, // DELETE answers 422 below
+    { id: 3, name: `${c}-xlarge`, status: "online", busy: true },
+    { id: 4, name: `${live}-large`, status: "online", busy: true },
+    { id: 5, name: `${a}0-large`, status: "offline", busy: false }, // another id, not a prefix match
+    { id: 6, name: "laptop", status: "offline", busy: false },
+  );
+  for (let i = 7; i < 130; i++) {
+    runners.push({ id: i, name: `other-${i}`, status: "offline", busy: false });
+  }
+  runners.push({ id: 200, name: `${c}-2`, status: "offline", busy: false }); // on the second page
+  gh.fail(/^DELETE .*\/actions\/runners\/2$/, {
+    status: 422,
+    body: { message: "Bad request - Runner is currently running a job" },
+  });
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.terminated, 3);
+  assert.equal(found.runnersDeleted, 2);
+  assert.equal(found.runnersBusy, 2);
+  assert.deepEqual(runners.filter((r) => r.id < 7 || r.id === 200).map((r) => r.id), [
+    2,
+    3,
+    4,
+    5,
+    6,
+  ]);
+  assert.deepEqual(
+    gh.requests.filter((r) => r.method === "DELETE").map((r) => r.path),
+    [1, 2, 200].map((id) => `/repos/acme/widgets/actions/runners/${id}`),
+  );
+  assert.equal(gh.requests.filter((r) => r.method === "GET").length, 2);
+  assert.deepEqual(
+    outcome.changes.filter((ch) => ch.action === "delete-runner").map((ch) => ch.target),
+    [`runner ${a}-large (#1)`, `runner ${c}-2 (#200)`],
+  );
+  assert.equal(outcome.warnings?.filter((w) => /is busy; left alone/.test(w)).length, 2);
+});
+
+Deno.test("reaper under dry-run lists what it would lock, terminate and delete, and writes nothing", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await setup(gh, ["--dry-run"]);
+  const [expired, live, orphan] = await launch(ctx, 3);
+  const vanished = "i-0123456789abcdef0";
+  await seed(ctx, expired, "idle", -1);
+  await seed(ctx, live, "idle", 5);
+  await seed(ctx, vanished, "idle", 5);
+  runners.push({ id: 1, name: expired, status: "offline", busy: false });
+  ctx.counter.reset();
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(ctx.counter.writes(), 0);
+  assert.deepEqual(
+    outcome.changes.map((ch) => [ch.action, ch.target]),
+    [
+      ["terminate", `instance ${expired}`],
+      ["terminate", `instance ${orphan}`],
+      ["expunge", `instance ${vanished}`],
+      ["delete-runner", `runner ${expired} (#1)`],
+    ],
+  );
+  assert.match(outcome.summary, /^4 changes would be made: 1 expired, 1 orphans, 1 records/);
+  assert.deepEqual(
+    await ec2States(ctx.clients.ec2, [expired, live, orphan]),
+    { [expired]: "running", [live]: "running", [orphan]: "running" },
+  );
+  assert.equal((await record(ctx, expired))?.state, "idle");
+  assert.equal(runners.length, 1);
+  assert.deepEqual(gh.requests.map((r) => r.method), ["GET"]);
+});
+
+Deno.test("reaper's second run writes nothing and reads no terminated record", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 6);
+  for (const [i, id] of ids.entries()) await seed(ctx, id, "idle", i < 4 ? -1 : 10);
+  await launch(ctx, 1); // an orphan
+  const first = await reapInstances(ctx);
+  assert.equal(counts(first.found).terminated, 5);
+  ctx.counter.reset();
+  const requests = gh.requests.length;
+
+  const second = await reapInstances(ctx);
+
+  assert.equal(ctx.counter.writes(), 0);
+  assert.deepEqual(second.changes, []);
+  assert.equal(counts(second.found).itemsRead, 2);
+  assert.equal(second.summary, "nothing to reap (2 records, 2 instances alive)");
+  assert.deepEqual(ctx.counter.toJSON(), { "DynamoDB.Query": 1, "EC2.DescribeInstances": 1 });
+  assert.equal(gh.requests.length, requests);
+});
+
+Deno.test("reaper reaps without a GitHub token and warns that runners were not cleaned", async () => {
+  const ctx = await testContext(desiredFrom(["--only", "reaper"], {}));
+  await reconcileTable(ctx);
+  ctx.setNow(new Date(Date.now() + 60 * MIN));
+  const [id] = await launch(ctx, 1);
+  await seed(ctx, id, "idle", -1);
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(counts(outcome.found).terminated, 1);
+  assert.deepEqual(outcome.warnings, [
+    "no GitHub token: runner registrations of 1 terminated instances not deleted",
+  ]);
+});
