@@ -1,0 +1,183 @@
+/**
+ * Benchmark of the reaper at scale, against its own moto server:
+ *
+ *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
+ *       --allow-run --allow-sys=osRelease,homedir bench/reaper_bench.ts [--instances 6000]
+ *
+ * It seeds N instance records (one third expired), each with a real moto instance tagged as the
+ * pool's, a heartbeat and a worker signal, then runs refresh's entry (`main`, `--only reaper`)
+ * twice and prints wall time, calls by operation and items read, checking the issue's targets:
+ * every expired instance reaped in one run, TerminateInstances calls = ceil(expired / 1000), a
+ * second run that reads no terminated record and writes nothing, and total calls within 10% of
+ * the minimum. Exits 1 when a target is missed.
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { CallCounter } from "../lib/calls.ts";
+import { parseDesiredState } from "../lib/config.ts";
+import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
+import type { ReaperCounts } from "../lib/reaper.ts";
+import type { RunReport } from "../lib/report.ts";
+import { buildClients, main } from "../refresh.ts";
+import { AWS_ENV } from "../test/support/moto.ts";
+
+const { values } = parseArgs({ args: Deno.args, options: { instances: { type: "string" } } });
+const total = Number(values.instances ?? 6000);
+if (!Number.isSafeInteger(total) || total < 3) {
+  throw new RangeError(`--instances: expected a whole number >= 3, got ${values.instances}`);
+}
+// The SDK's default credential chain reads the process environment.
+for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
+
+const TABLE = "bench-pool-ci-table";
+const ARGS = ["--region", "us-east-1", "--table", TABLE];
+const desired = parseDesiredState({
+  args: [...ARGS, "--only", "reaper"],
+  env: {},
+  readTextFile: Deno.readTextFileSync,
+});
+if (desired === "help") throw new Error("unexpected help");
+const { ec2, ddb } = buildClients(desired, AWS_ENV, new CallCounter());
+
+async function refresh(only: string): Promise<RunReport> {
+  let out = "";
+  const code = await main([...ARGS, "--only", only, "--json"], AWS_ENV, {
+    stdout: (text) => out += text,
+    stderr: (text) => console.error(text),
+    readTextFile: Deno.readTextFileSync,
+  });
+  const report = JSON.parse(out) as RunReport;
+  if (code !== 0) throw new Error(`refresh --only ${only} exited ${code}: ${out}`);
+  return report;
+}
+
+async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  return Array.from(
+    { length: Math.ceil(items.length / size) },
+    (_, i) => items.slice(i * size, (i + 1) * size),
+  );
+}
+
+// Seed.
+const seedStart = performance.now();
+await refresh("table");
+const ids: string[] = [];
+await forEachLimit(chunks(Array.from({ length: total }), 500), 4, async (batch) => {
+  const out = await ec2.send(
+    new RunInstancesCommand({
+      ImageId: "ami-1e749f67",
+      InstanceType: "t3.micro",
+      MinCount: batch.length,
+      MaxCount: batch.length,
+      TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: OWNER_TAG, Value: TABLE }] }],
+    }),
+  );
+  ids.push(...out.Instances!.map((i) => i.InstanceId!));
+});
+const now = new Date();
+const expired = Math.floor(total / 3);
+const items = ids.flatMap((id, i) => {
+  const state = i < expired ? "idle" : i % 2 ? "running" : "idle";
+  const threshold = timestamp(new Date(now.getTime() + (i < expired ? -3600_000 : 3600_000)));
+  const runId = state === "running" ? `run-${i}` : "";
+  return [
+    item("INSTANCE", id, now, {
+      state,
+      threshold,
+      runId,
+      resourceClass: "large",
+      instanceType: "t3.micro",
+      usageClass: "on-demand",
+    }),
+    item("HEARTBEAT", id, now, { value: "PING" }),
+    item("WS", id, now, { value: { state, runId } }),
+  ];
+});
+await forEachLimit(chunks(items, 25), 8, async (batch) => {
+  let pending = batch.map((Item) => ({ PutRequest: { Item } }));
+  while (pending.length) {
+    const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
+    pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
+  }
+});
+console.error(
+  `seeded ${total} instances (${expired} expired), ${items.length} items in ${
+    ((performance.now() - seedStart) / 1000).toFixed(1)
+  } s`,
+);
+
+// Measure.
+async function run(label: string) {
+  const started = performance.now();
+  const report = await refresh("reaper");
+  const seconds = (performance.now() - started) / 1000;
+  const result = report.results[0];
+  const found = result.found as unknown as ReaperCounts;
+  const calls = Object.values(report.calls).reduce((a, b) => a + b, 0);
+  console.log(
+    `\n${label}: ${seconds.toFixed(1)} s wall, ${calls} calls, ${report.writeCalls} writes`,
+  );
+  console.log(`  ${result.status}: ${result.summary}`);
+  for (const [op, n] of Object.entries(report.calls)) console.log(`  ${op.padEnd(30)} ${n}`);
+  console.log(`  items read (ScannedCount)      ${found.itemsRead} in ${found.pages} pages`);
+  return { report, found, calls };
+}
+
+const first = await run("first run");
+const second = await run("second run");
+const left = await ddb.send(
+  new QueryCommand({
+    TableName: TABLE,
+    KeyConditionExpression: "PK = :pk",
+    ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
+    Select: "COUNT",
+  }),
+);
+
+const live = total - expired;
+const op = (report: RunReport, name: string) => report.calls[name] ?? 0;
+const minimum = expired + Math.ceil(expired / 1000) + Math.ceil((3 * expired) / 25) +
+  first.found.pages + Math.ceil(total / 1000);
+const checks: [string, boolean][] = [
+  [
+    `every expired instance reaped in one run (${first.found.terminated} of ${expired} terminated, ${
+      left.Count ?? 0
+    } records left, ${live} live)`,
+    first.found.locked === expired && first.found.terminated === expired &&
+    first.found.expunged === expired && left.Count === live,
+  ],
+  [
+    `TerminateInstances calls = ceil(${expired} / 1000) = ${Math.ceil(expired / 1000)}: ${
+      op(first.report, "EC2.TerminateInstances")
+    }`,
+    op(first.report, "EC2.TerminateInstances") === Math.ceil(expired / 1000),
+  ],
+  [
+    `second run reads no terminated record (${second.found.itemsRead} items read, ${live} live) and writes nothing (${second.report.writeCalls})`,
+    second.found.itemsRead === live && second.report.writeCalls === 0,
+  ],
+  [
+    `total calls ${first.calls} within 10% of the minimum ${minimum} (${expired} UpdateItem + ${
+      Math.ceil(expired / 1000)
+    } TerminateInstances + ${
+      Math.ceil((3 * expired) / 25)
+    } BatchWriteItem + ${first.found.pages} Query pages + ${
+      Math.ceil(total / 1000)
+    } DescribeInstances pages)`,
+    first.calls <= minimum * 1.1,
+  ],
+];
+console.log("\ntargets:");
+for (const [text, ok] of checks) console.log(`  ${ok ? "ok  " : "MISS"} ${text}`);
+Deno.exit(checks.every(([, ok]) => ok) ? 0 : 1);
