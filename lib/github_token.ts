@@ -305,6 +305,10 @@ function explainFailure(error: unknown, github: Github, scope: Scope): string {
   const url = request.url ?? "";
   const path =
     (url.startsWith(github.apiUrl) ? url.slice(github.apiUrl.length) : url).split("?")[0];
+  if (!response) {
+    return `cannot reach GitHub at ${github.apiUrl} (${request.method} ${path}): ` +
+      `${failure.message}; check --github-api-url and the network`;
+  }
   const said = (response?.data as { message?: unknown } | undefined)?.message;
   const head = `GitHub answered ${status} to ${request.method} ${path}` +
     (typeof said === "string" && said ? ` ("${said.slice(0, 200)}")` : "");

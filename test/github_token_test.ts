@@ -386,6 +386,28 @@ Deno.test("github-token names a wrong repository on 404", async () => {
   assert.match(message, /check --repo and --github-api-url/);
 });
 
+Deno.test("github-token retries a server error and then succeeds", async () => {
+  await using s = await setup();
+  s.gh.fail(/registration-token$/, { status: 502, body: { message: "Server Error" } });
+  await s.run();
+  assert.equal(s.gh.requests.length, 2);
+  assert.equal((await s.stored())?.token, s.gh.issued[0]);
+});
+
+Deno.test("github-token says the App key cannot sign when it is not a usable key", async () => {
+  const broken =
+    "-----BEGIN RSA PRIVATE KEY-----\nbm90IGEga2V5IGF0IGFsbA==\n-----END RSA PRIVATE KEY-----";
+  secrets.add("bm90IGEga2V5IGF0IGFsbA==");
+  await using s = await setup(["--github-app-id", APP.id], {
+    env: { GITHUB_APP_PRIVATE_KEY: broken },
+    github: { tokens: [], app: APP },
+  });
+  const message = await s.fail();
+  assert.match(message, /^cannot authenticate as GitHub App 12345: /);
+  assert.match(message, /check that GITHUB_APP_PRIVATE_KEY is the App's PEM private key$/);
+  assert.equal(s.gh.requests.length, 0);
+});
+
 Deno.test("github-token waits out a rate limit and then succeeds", async () => {
   await using s = await setup();
   const reset = String(Math.floor(Date.now() / 1000) - 5); // already lifted: retried at once
