@@ -61,7 +61,7 @@ export const INPUTS: InputSpec[] = [
     name: "org",
     env: ["REFRESH_ORG"],
     kind: "string",
-    help: "organization: register runners at organization level (names default to <org>-…)",
+    help: "register runners at organization level (names default to <org>-… when no --repo)",
   },
   {
     name: "table",
@@ -894,9 +894,6 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   } else if (token !== undefined) {
     auth = { kind: "token", token };
   }
-  if (repo && org) {
-    problems.push("org: set either --repo or --org for runner registration, not both");
-  }
 
   // Reaper.
   const orphanGraceMin = r.int("orphan-grace-min", 1);
@@ -941,7 +938,8 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     },
     github: {
       apiUrl,
-      scope: repo ? { repo } : org ? { org } : undefined,
+      // --org registers at organization level; names still come from the repository when given.
+      scope: org ? { org } : repo ? { repo } : undefined,
       auth,
       marginMin: marginMin!,
     },

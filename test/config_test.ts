@@ -151,6 +151,15 @@ Deno.test("config derives names from --org when no repository is given", () => {
   assert.deepEqual(d.github.scope, { org: "acme" });
 });
 
+Deno.test("config registers at organization level with --org while names follow the repository", () => {
+  const d = parse([...BASE_ARGS, "--org", "acme-org"], {
+    GITHUB_TOKEN: TEST_PAT,
+    GITHUB_REPOSITORY: "acme/other",
+  });
+  assert.equal(d.table, "acme-widgets-ci-table");
+  assert.deepEqual(d.github.scope, { org: "acme-org" });
+});
+
 Deno.test("config reads an explicit table name", () => {
   const d = parse([...BASE_ARGS, "--table", "shared-runner-table"], { GITHUB_TOKEN: TEST_PAT });
   assert.equal(d.table, "shared-runner-table");
