@@ -16,7 +16,9 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { type ReaperCounts, reapInstances } from "../lib/reaper.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
-import { desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
+import { BASE_ARGS, desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
+import { AWS_ENV } from "./support/moto.ts";
+import { main } from "../refresh.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const AMI = "ami-1e749f67";
@@ -563,4 +565,45 @@ Deno.test("reaper reaps without a GitHub token and warns that runners were not c
   assert.deepEqual(outcome.warnings, [
     "no GitHub token: runner registrations of 1 terminated instances not deleted",
   ]);
+});
+
+Deno.test("refresh --only reaper reaps through the entry and prints counts without secrets", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await setup(gh);
+  ctx.setNow(new Date()); // main() runs on the real clock
+  const [old, young] = await launch(ctx, 2);
+  await seed(ctx, old, "idle", -60);
+  await seed(ctx, young, "running", 60, "run-1");
+  runners.push({ id: 1, name: `${old}-large`, status: "offline", busy: false });
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+
+  const code = await main(
+    [...BASE_ARGS, "--only", "reaper", "--github-api-url", gh.url],
+    { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT },
+    {
+      stdout: (t) => stdout.push(t),
+      stderr: (t) => stderr.push(t),
+      readTextFile: () => "",
+    },
+  );
+
+  const out = stdout.join("\n");
+  assert.equal(code, 0, stderr.join("\n"));
+  assert.match(
+    out,
+    /^reaper +changed +1 expired, 1 locked, 1 terminated, 1 expunged \(3 items\), 1 runners deleted$/m,
+  );
+  assert.match(out, new RegExp(`^  terminate instance ${old}: expired idle \\(threshold `, "m"));
+  assert.match(
+    out,
+    new RegExp(`^  delete-runner runner ${old}-large \\(#1\\): instance ${old} is gone$`, "m"),
+  );
+  assert.match(stderr.join("\n"), /reaper: 2 instance records, 2 tagged instances alive/);
+  assert.ok(!`${out}${stderr}`.includes(TEST_PAT));
+  assert.deepEqual(await ec2States(ctx.clients.ec2, [old, young]), {
+    [old]: "terminated",
+    [young]: "running",
+  });
 });
