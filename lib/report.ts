@@ -30,15 +30,23 @@ const MARK: Record<TaskResult["status"], string> = {
   failed: "FAILED",
 };
 
+/** Changes listed per task in text; a reaper run may change thousands of instances. */
+export const MAX_CHANGE_LINES = 50;
+
 /** One block per task: status and summary, then each change, warning or error indented. */
 export function renderText(report: RunReport): string {
   const lines: string[] = [];
   if (report.dryRun) lines.push("dry run: nothing was written");
   for (const r of report.results) {
     lines.push(`${r.task.padEnd(16)} ${MARK[r.status].padEnd(8)} ${r.summary}`);
-    for (const c of r.changes) {
+    for (const c of r.changes.slice(0, MAX_CHANGE_LINES)) {
       const verb = report.dryRun ? `would ${c.action}` : c.action;
       lines.push(`  ${verb} ${c.target}${c.detail ? `: ${c.detail}` : ""}`);
+    }
+    if (r.changes.length > MAX_CHANGE_LINES) {
+      lines.push(
+        `  … and ${r.changes.length - MAX_CHANGE_LINES} more changes (all of them in --json)`,
+      );
     }
     for (const w of r.warnings) lines.push(`  warning: ${w}`);
     if (r.error) lines.push(`  error: ${r.error}`);

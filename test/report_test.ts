@@ -1,0 +1,98 @@
+import assert from "node:assert/strict";
+import {
+  exitCodeOf,
+  MAX_CHANGE_LINES,
+  renderJson,
+  renderText,
+  type RunReport,
+} from "../lib/report.ts";
+import type { TaskResult } from "../lib/task.ts";
+
+function result(overrides: Partial<TaskResult>): TaskResult {
+  return {
+    task: "parameters",
+    status: "unchanged",
+    summary: "all parameters match",
+    found: {},
+    changes: [],
+    warnings: [],
+    durationMs: 1,
+    ...overrides,
+  };
+}
+
+function report(results: TaskResult[], dryRun = false): RunReport {
+  return {
+    version: 1,
+    dryRun,
+    region: "us-east-1",
+    table: "t",
+    results,
+    calls: { "DynamoDB.GetItem": 3, "DynamoDB.PutItem": 1 },
+    writeCalls: 1,
+    exitCode: exitCodeOf(results),
+  };
+}
+
+Deno.test("report text gives one block per task with changes, warnings and errors", () => {
+  const text = renderText(report([
+    result({
+      task: "parameters",
+      status: "changed",
+      summary: "1 of 3 parameters written",
+      changes: [{ action: "write", target: "metadata idle_time_sec", detail: "300 (was missing)" }],
+    }),
+    result({
+      task: "table",
+      status: "unchanged",
+      summary: "t is ACTIVE",
+      warnings: ["ttl elsewhere"],
+    }),
+    result({ task: "reaper", status: "failed", summary: "failed", error: "AccessDenied: no" }),
+  ]));
+  assert.equal(
+    text,
+    [
+      "parameters       changed  1 of 3 parameters written",
+      "  write metadata idle_time_sec: 300 (was missing)",
+      "table            ok       t is ACTIVE",
+      "  warning: ttl elsewhere",
+      "reaper           FAILED   failed",
+      "  error: AccessDenied: no",
+      "result: 1 failed, 1 changed, 1 unchanged; 4 API calls, 1 writes",
+    ].join("\n"),
+  );
+});
+
+Deno.test("report text says 'would' for every change under dry-run", () => {
+  const text = renderText(report([
+    result({ status: "planned", changes: [{ action: "create", target: "queue q" }] }),
+  ], true));
+  assert.match(text, /^dry run: nothing was written$/m);
+  assert.match(text, /^ {2}would create queue q$/m);
+});
+
+Deno.test("report text lists at most MAX_CHANGE_LINES changes per task when there are thousands", () => {
+  const changes = Array.from(
+    { length: 2000 },
+    (_, i) => ({ action: "terminate", target: `i-${i}` }),
+  );
+  const text = renderText(report([result({ task: "reaper", status: "changed", changes })]));
+  assert.equal(
+    text.split("\n").filter((l) => l.startsWith("  terminate")).length,
+    MAX_CHANGE_LINES,
+  );
+  assert.match(
+    text,
+    new RegExp(`… and ${2000 - MAX_CHANGE_LINES} more changes \\(all of them in --json\\)`),
+  );
+  assert.equal(
+    JSON.parse(renderJson(report([result({ changes })]))).results[0].changes.length,
+    2000,
+  );
+});
+
+Deno.test("exit code is 1 when any task failed and 0 otherwise", () => {
+  assert.equal(exitCodeOf([result({}), result({ status: "failed" })]), 1);
+  assert.equal(exitCodeOf([result({}), result({ status: "changed" })]), 0);
+});
