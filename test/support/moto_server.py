@@ -2,12 +2,218 @@
 
 Prints the chosen port on stdout, then serves until its standard input closes, so the server
 never outlives the Deno process that started it.
+
+moto 5.2.5 lacks EC2 DeleteLaunchTemplateVersions (it answers HTTP 500), which the
+launch-template task calls to prune old versions. `add_delete_launch_template_versions` adds it
+before the server starts, as the EC2 API reference describes it:
+
+- LaunchTemplateId or LaunchTemplateName (not both) and LaunchTemplateVersion.N, 1 to 200
+  version numbers;
+- each version is deleted or refused on its own: refusals go in
+  unsuccessfullyDeletedLaunchTemplateVersionSet with a ResponseError code,
+  `launchTemplateVersionDoesNotExist` for an unknown version,
+  `launchTemplateVersionIsDefaultVersion` for the default one (EC2 never deletes it), and
+  `launchTemplateIdDoesNotExist` / `launchTemplateNameDoesNotExist` for an unknown template;
+- version numbers are never reused, and the remaining versions keep their numbers.
+
+moto finds versions by list position (number - 1), which deleting would break, so version
+lookups, numbering and DescribeLaunchTemplateVersions' MinVersion/MaxVersion are patched to go
+by number. The patch checks the moto internals it relies on and exercises itself at start: if
+moto changes, the server fails to start instead of answering wrongly. Should moto implement the
+action itself, the server also refuses to start: then remove this patch.
 """
 
 import sys
 
+from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult
+from moto.ec2.exceptions import (
+    InvalidLaunchTemplateVersionNotFound,
+    InvalidParameterCombination,
+    InvalidParameterValue,
+    MissingParameter,
+)
+from moto.ec2.models import ec2_backends
+from moto.ec2.models.launch_templates import (
+    LaunchTemplate,
+    LaunchTemplateBackend,
+    LaunchTemplateVersion,
+)
+from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.server import ThreadedMotoServer
 
+DEFAULT_VERSION_CODE = "launchTemplateVersionIsDefaultVersion"
+MAX_VERSIONS = 200
+
+
+def create_version(self, data, description):
+    # Counts every version ever made, so a deleted number is never reused.
+    self.highest_version_number = getattr(self, "highest_version_number", 0) + 1
+    version = LaunchTemplateVersion(self, self.highest_version_number, data, description)
+    self.versions.append(version)
+    return version
+
+
+def get_version(self, num):
+    if str(num).lower() == "$latest":
+        return self.latest_version()
+    if str(num).lower() == "$default":
+        return self.default_version()
+    found = [v for v in self.versions if str(v.number) == str(num)]
+    if not found:
+        raise InvalidLaunchTemplateVersionNotFound(template_id=self.id, version=num)
+    return found[0]
+
+
+def default_version(self):
+    return self.get_version(self.default_version_number)
+
+
+def describe_versions_by_number(original):
+    def describe(self, template_name, template_id, versions, min_version, max_version, max_results):
+        if versions or not (min_version or max_version) or not (template_name or template_id):
+            return original(
+                self, template_name, template_id, versions, min_version, max_version, max_results
+            )
+        template = (
+            self.get_launch_template_by_name(template_name)
+            if template_name
+            else self.get_launch_template(template_id)
+        )
+        chosen = [
+            (template, v)
+            for v in template.versions
+            if (not min_version or v.number >= min_version)
+            and (not max_version or v.number <= max_version)
+        ]
+        return chosen[:max_results]
+
+    return describe
+
+
+def delete_versions(self, template_name, template_id, versions):
+    """Deletes each version it can; returns both result sets, as EC2 answers."""
+    if template_name:
+        template = self.launch_templates.get(self.launch_template_name_to_ids.get(template_name))
+        missing = "launchTemplateNameDoesNotExist", f"Launch template {template_name} not found."
+    else:
+        template = self.launch_templates.get(template_id)
+        missing = "launchTemplateIdDoesNotExist", f"Launch template {template_id} not found."
+    names = {"LaunchTemplateId": template_id, "LaunchTemplateName": template_name}
+    if template:
+        names = {"LaunchTemplateId": template.id, "LaunchTemplateName": template.name}
+    names = {k: v for k, v in names.items() if v}
+    deleted, refused = [], []
+    for number in map(int, versions):
+        found = [v for v in template.versions if v.number == number] if template else []
+        if template is None:
+            code, message = missing
+        elif not found:
+            code = "launchTemplateVersionDoesNotExist"
+            message = f"Version {number} of launch template {template.id} does not exist."
+        elif template.is_default(found[0]):
+            code = DEFAULT_VERSION_CODE
+            message = f"Version {number} is the default version of {template.id}."
+        else:
+            template.versions.remove(found[0])
+            deleted.append({**names, "VersionNumber": number})
+            continue
+        error = {"Code": code, "Message": message}
+        refused.append({**names, "VersionNumber": number, "ResponseError": error})
+    return {
+        "SuccessfullyDeletedLaunchTemplateVersions": deleted,
+        "UnsuccessfullyDeletedLaunchTemplateVersions": refused,
+    }
+
+
+def delete_launch_template_versions(self):
+    name = self._get_param("LaunchTemplateName")
+    template_id = self._get_param("LaunchTemplateId")
+    versions = self._get_param("Versions", [])
+    if name and template_id:
+        raise InvalidParameterCombination(
+            "Specify either the launch template ID or the launch template name, not both."
+        )
+    if not name and not template_id:
+        raise MissingParameter("The request must contain LaunchTemplateId or LaunchTemplateName")
+    if not versions:
+        raise MissingParameter("The request must contain the parameter LaunchTemplateVersion")
+    if len(versions) > MAX_VERSIONS:
+        raise InvalidParameterValue(
+            f"LaunchTemplateVersion: {len(versions)} versions; at most {MAX_VERSIONS} per request"
+        )
+    malformed = [v for v in versions if not str(v).isdigit()]
+    if malformed:
+        raise InvalidParameterValue(
+            f"LaunchTemplateVersion: {', '.join(malformed)} is not a version number"
+        )
+    self.error_on_dryrun()
+    result = self.ec2_backend.delete_launch_template_versions(name, template_id, versions)
+    return ActionResult(result)
+
+
+def add_delete_launch_template_versions():
+    needed = {
+        LaunchTemplate: [
+            "create_version",
+            "get_version",
+            "default_version",
+            "latest_version",
+            "is_default",
+        ],
+        LaunchTemplateBackend: [
+            "describe_launch_template_versions",
+            "get_launch_template",
+            "get_launch_template_by_name",
+        ],
+        LaunchTemplates: ["_get_param", "error_on_dryrun"],
+    }
+    missing = [f"{c.__name__}.{m}" for c, ms in needed.items() for m in ms if not hasattr(c, m)]
+    if missing:
+        raise RuntimeError(f"moto lacks {', '.join(missing)}: update {__file__}")
+    if hasattr(LaunchTemplates, "delete_launch_template_versions"):
+        raise RuntimeError(f"moto has DeleteLaunchTemplateVersions: drop the patch in {__file__}")
+    LaunchTemplate.create_version = create_version
+    LaunchTemplate.get_version = get_version
+    LaunchTemplate.default_version = default_version
+    LaunchTemplateBackend.describe_launch_template_versions = describe_versions_by_number(
+        LaunchTemplateBackend.describe_launch_template_versions
+    )
+    LaunchTemplateBackend.delete_launch_template_versions = delete_versions
+    LaunchTemplates.delete_launch_template_versions = delete_launch_template_versions
+    check()
+
+
+def check():
+    """Deletes versions of a scratch template and checks what remains, or raises."""
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    template = backend.create_launch_template("moto-server-check", "", {}, {})
+    try:
+        for _ in range(3):
+            template.create_version({}, "")
+        backend.modify_launch_template("3", template_id=template.id)
+        result = backend.delete_launch_template_versions(None, template.id, ["2", "3", "4", "9"])
+        template.create_version({}, "")
+        refused = result["UnsuccessfullyDeletedLaunchTemplateVersions"]
+        actual = (
+            [v["VersionNumber"] for v in result["SuccessfullyDeletedLaunchTemplateVersions"]],
+            [e["ResponseError"]["Code"] for e in refused],
+            [v.number for v in template.versions],
+            [template.get_version(n).number for n in ("1", "$Default", "$Latest")],
+        )
+        expected = (
+            [2, 4],
+            [DEFAULT_VERSION_CODE, "launchTemplateVersionDoesNotExist"],
+            [1, 3, 5],
+            [1, 3, 5],
+        )
+        if actual != expected:
+            raise RuntimeError(f"{__file__} self-check: got {actual}, expected {expected}")
+    finally:
+        backend.delete_launch_template(None, template.id)
+
+
+add_delete_launch_template_versions()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 server.start()

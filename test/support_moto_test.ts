@@ -1,0 +1,182 @@
+import assert from "node:assert/strict";
+import {
+  CreateLaunchTemplateCommand,
+  CreateLaunchTemplateVersionCommand,
+  DeleteLaunchTemplateVersionsCommand,
+  DescribeLaunchTemplatesCommand,
+  DescribeLaunchTemplateVersionsCommand,
+  type DescribeLaunchTemplateVersionsRequest,
+  EC2Client,
+  ModifyLaunchTemplateCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
+
+const NAME = "moto-extension-template";
+
+const ec2 = new EC2Client({
+  endpoint: MOTO_URL,
+  region: AWS_ENV.AWS_REGION,
+  credentials: {
+    accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID,
+    secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY,
+  },
+});
+
+/** A fresh template with versions 1..count (each a distinct AMI id), `defaultVersion` default. */
+async function template(count: number, defaultVersion: number): Promise<string> {
+  await resetMoto();
+  const data = (n: number) => ({ ImageId: `ami-${String(n).padStart(8, "0")}` });
+  const { LaunchTemplate } = await ec2.send(
+    new CreateLaunchTemplateCommand({ LaunchTemplateName: NAME, LaunchTemplateData: data(1) }),
+  );
+  for (let n = 2; n <= count; n++) {
+    await ec2.send(
+      new CreateLaunchTemplateVersionCommand({
+        LaunchTemplateName: NAME,
+        LaunchTemplateData: data(n),
+      }),
+    );
+  }
+  await ec2.send(
+    new ModifyLaunchTemplateCommand({
+      LaunchTemplateName: NAME,
+      DefaultVersion: `${defaultVersion}`,
+    }),
+  );
+  return LaunchTemplate!.LaunchTemplateId!;
+}
+
+/** Version numbers, with their AMI's number, that DescribeLaunchTemplateVersions lists. */
+async function describe(input: DescribeLaunchTemplateVersionsRequest = {}): Promise<string[]> {
+  const out = await ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, ...input }),
+  );
+  return out.LaunchTemplateVersions!.map((v) =>
+    `${v.VersionNumber}:${Number(v.LaunchTemplateData!.ImageId!.slice(4))}${
+      v.DefaultVersion ? " default" : ""
+    }`
+  );
+}
+
+Deno.test("moto extension deletes launch template versions like EC2 when they are not the default", async () => {
+  const id = await template(5, 4);
+  const out = await ec2.send(
+    new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: id, Versions: ["2", "5"] }),
+  );
+
+  assert.deepEqual(out.SuccessfullyDeletedLaunchTemplateVersions, [
+    { LaunchTemplateId: id, LaunchTemplateName: NAME, VersionNumber: 2 },
+    { LaunchTemplateId: id, LaunchTemplateName: NAME, VersionNumber: 5 },
+  ]);
+  assert.deepEqual(out.UnsuccessfullyDeletedLaunchTemplateVersions, []);
+  assert.deepEqual(await describe(), ["1:1", "3:3", "4:4 default"]);
+  assert.deepEqual(await describe({ Versions: ["3", "$Default", "$Latest"] }), [
+    "3:3",
+    "4:4 default",
+    "4:4 default",
+  ]);
+  assert.deepEqual(await describe({ MinVersion: "2", MaxVersion: "3" }), ["3:3"]);
+  await assert.rejects(
+    ec2.send(
+      new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, Versions: ["2"] }),
+    ),
+    { name: "InvalidLaunchTemplateId.VersionNotFound" },
+  );
+
+  const made = await ec2.send(
+    new CreateLaunchTemplateVersionCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: { ImageId: "ami-00000009" },
+    }),
+  );
+  assert.equal(made.LaunchTemplateVersion!.VersionNumber, 6, "a deleted number is never reused");
+  await ec2.send(
+    new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "3" }),
+  );
+  assert.deepEqual(await describe(), ["1:1", "3:3 default", "4:4", "6:9"]);
+  const [listed] = (await ec2.send(new DescribeLaunchTemplatesCommand({ LaunchTemplateIds: [id] })))
+    .LaunchTemplates!;
+  assert.deepEqual([listed.DefaultVersionNumber, listed.LatestVersionNumber], [3, 6]);
+});
+
+Deno.test("moto extension deletes launch template versions like EC2 when some are the default or unknown, refusing only those", async () => {
+  const id = await template(3, 2);
+  const out = await ec2.send(
+    new DeleteLaunchTemplateVersionsCommand({
+      LaunchTemplateName: NAME,
+      Versions: ["1", "2", "7"],
+    }),
+  );
+
+  assert.deepEqual(out.SuccessfullyDeletedLaunchTemplateVersions, [
+    { LaunchTemplateId: id, LaunchTemplateName: NAME, VersionNumber: 1 },
+  ]);
+  assert.deepEqual(
+    out.UnsuccessfullyDeletedLaunchTemplateVersions!.map((f) => [
+      f.LaunchTemplateId,
+      f.LaunchTemplateName,
+      f.VersionNumber,
+      f.ResponseError!.Code,
+    ]),
+    [
+      [id, NAME, 2, "launchTemplateVersionIsDefaultVersion"],
+      [id, NAME, 7, "launchTemplateVersionDoesNotExist"],
+    ],
+  );
+  for (const failed of out.UnsuccessfullyDeletedLaunchTemplateVersions!) {
+    assert.match(failed.ResponseError!.Message!, new RegExp(`Version ${failed.VersionNumber} `));
+  }
+  assert.deepEqual(await describe(), ["2:2 default", "3:3"]);
+
+  const again = await ec2.send(
+    new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, Versions: ["1"] }),
+  );
+  assert.deepEqual(
+    again.UnsuccessfullyDeletedLaunchTemplateVersions!.map((f) => f.ResponseError!.Code),
+    ["launchTemplateVersionDoesNotExist"],
+    "a deleted version is gone",
+  );
+});
+
+Deno.test("moto extension deletes launch template versions like EC2 when the template is unknown, refusing each version", async () => {
+  await resetMoto();
+  const out = await ec2.send(
+    new DeleteLaunchTemplateVersionsCommand({
+      LaunchTemplateId: "lt-0123456789abcdef0",
+      Versions: ["1", "2"],
+    }),
+  );
+  assert.deepEqual(out.SuccessfullyDeletedLaunchTemplateVersions, []);
+  assert.deepEqual(
+    out.UnsuccessfullyDeletedLaunchTemplateVersions!.map((
+      f,
+    ) => [f.VersionNumber, f.ResponseError!.Code]),
+    [[1, "launchTemplateIdDoesNotExist"], [2, "launchTemplateIdDoesNotExist"]],
+  );
+});
+
+Deno.test("moto extension deletes launch template versions like EC2 when the request is invalid, by refusing it whole", async () => {
+  const id = await template(2, 1);
+  const tooMany = Array.from({ length: 201 }, (_, i) => `${i + 2}`);
+  await assert.rejects(
+    ec2.send(new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: id, Versions: tooMany })),
+    { name: "InvalidParameterValue", message: /201 versions; at most 200/ },
+  );
+  await assert.rejects(
+    ec2.send(
+      new DeleteLaunchTemplateVersionsCommand({
+        LaunchTemplateId: id,
+        LaunchTemplateName: NAME,
+        Versions: ["2"],
+      }),
+    ),
+    { name: "InvalidParameterCombination" },
+  );
+  await assert.rejects(
+    ec2.send(
+      new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: id, Versions: ["$Latest"] }),
+    ),
+    { name: "InvalidParameterValue", message: /\$Latest is not a version number/ },
+  );
+  assert.deepEqual(await describe(), ["1:1 default", "2:2"], "nothing was deleted");
+});
