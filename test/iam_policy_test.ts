@@ -128,7 +128,7 @@ Deno.test("iam-policy.json lists every AWS action the code calls", () => {
 
 Deno.test("iam-policy.json lists no action the code does not call", () => {
   const called = calledActions();
-  const unused = listedActions().filter((a) => !called.has(a));
+  const unused = [...new Set(listedActions())].filter((a) => !called.has(a));
   assert.deepEqual(unused, [], `remove from iam-policy.json: ${unused.join(", ")}`);
 });
 
@@ -137,8 +137,9 @@ Deno.test("iam-policy.json is a valid allow-only policy without wildcard actions
   assert.equal(doc.Version, "2012-10-17");
   assert.ok(doc.Statement.length > 0);
   const actions = listedActions();
-  assert.equal(new Set(actions).size, actions.length, "each action is listed once");
   for (const s of doc.Statement) {
+    const own = typeof s.Action === "string" ? [s.Action] : s.Action;
+    assert.equal(new Set(own).size, own.length, `statement ${s.Sid} lists each action once`);
     assert.equal(s.Effect, "Allow");
     assert.ok(s.Resource && s.Resource.length > 0, `statement ${s.Sid} has a resource`);
   }
