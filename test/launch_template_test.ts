@@ -5,10 +5,9 @@ import {
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
   DeleteLaunchTemplateCommand,
-  type DeleteLaunchTemplateVersionsResult,
+  DeleteLaunchTemplateVersionsCommand,
   DescribeLaunchTemplatesCommand,
   DescribeLaunchTemplateVersionsCommand,
-  type DescribeLaunchTemplateVersionsResult,
   DescribeTagsCommand,
   EC2Client,
   ModifyLaunchTemplateCommand,
@@ -43,63 +42,6 @@ const BASE_WITHOUT_AMI = BASE_ARGS.filter((a, i) => a !== "--ami" && BASE_ARGS[i
 /** Desired state with the test user data; `args` override the base flags. */
 function desired(args: string[] = [], files: Record<string, string> = FILES) {
   return desiredFrom([...ARGS, ...args], undefined, files);
-}
-
-/**
- * moto 5.2.5 has no DeleteLaunchTemplateVersions (it answers 500). This middleware answers it the
- * way EC2 does — an unknown version is refused with `launchTemplateVersionDoesNotExist`; asking
- * for the default version fails the test, since refresh must never — and hides deleted versions from
- * DescribeLaunchTemplateVersions. Like EC2 (and moto), version numbers are never reused.
- * Versions in `raced` play ones a concurrent run deleted after this one listed them: still
- * listed, refused as gone. The call counter still sees every call.
- */
-function emulateVersionDeletion(ctx: TestContext, raced: number[] = []): Set<number> {
-  const deleted = new Set<number>();
-  const lookup = new EC2Client({ region: "us-east-1", endpoint: ctx.clients.ec2.config.endpoint });
-  ctx.clients.ec2.middlewareStack.add(
-    (next, context) => async (args) => {
-      const input = args.input as Record<string, unknown>;
-      if (context.commandName === "DeleteLaunchTemplateVersionsCommand") {
-        const id = input.LaunchTemplateId as string;
-        const [template] = (await lookup.send(
-          new DescribeLaunchTemplatesCommand({ LaunchTemplateIds: [id] }),
-        )).LaunchTemplates!;
-        const output: DeleteLaunchTemplateVersionsResult = {
-          SuccessfullyDeletedLaunchTemplateVersions: [],
-          UnsuccessfullyDeletedLaunchTemplateVersions: [],
-        };
-        for (const v of (input.Versions as string[]).map(Number)) {
-          assert.notEqual(v, template.DefaultVersionNumber, "refresh deletes the default version");
-          const gone = deleted.has(v) || raced.includes(v) || v > template.LatestVersionNumber!;
-          const code = "launchTemplateVersionDoesNotExist";
-          if (gone) {
-            output.UnsuccessfullyDeletedLaunchTemplateVersions!.push({
-              LaunchTemplateId: id,
-              VersionNumber: v,
-              ResponseError: { Code: code, Message: `version ${v}: ${code}` },
-            });
-          } else {
-            deleted.add(v);
-            output.SuccessfullyDeletedLaunchTemplateVersions!.push({
-              LaunchTemplateId: id,
-              VersionNumber: v,
-            });
-          }
-        }
-        return { output: { ...output, $metadata: {} }, response: {} } as never;
-      }
-      const result = await next(args);
-      if (context.commandName === "DescribeLaunchTemplateVersionsCommand") {
-        const out = result.output as DescribeLaunchTemplateVersionsResult;
-        out.LaunchTemplateVersions = out.LaunchTemplateVersions?.filter((v) =>
-          !deleted.has(v.VersionNumber!)
-        );
-      }
-      return result;
-    },
-    { step: "initialize", priority: "low", name: "emulateDeleteLaunchTemplateVersions" },
-  );
-  return deleted;
 }
 
 async function setup(args: string[] = [], files: Record<string, string> = FILES) {
@@ -354,7 +296,6 @@ Deno.test("launch-template makes an earlier equal version the default again when
 
 Deno.test("launch-template prunes to the newest N versions and never deletes the default", async (t) => {
   const ctx = await setup(["--keep-versions", "100"]);
-  const deleted = emulateVersionDeletion(ctx);
   const script = (n: number) => ({ "/user-data.sh": `${SCRIPT}# build ${n}\n` });
   for (let n = 1; n <= 5; n++) {
     await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(n))));
@@ -368,7 +309,6 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
     );
     assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
     assert.equal(outcome.changes[1].detail, "versions 1, 2, 3, 4");
-    assert.deepEqual([...deleted].sort(), [1, 2, 3, 4]);
     assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [5, 6]);
     assert.deepEqual(outcome.warnings, []);
     assert.equal(ctx.counter.total((op) => op === "EC2.DeleteLaunchTemplateVersions"), 1);
@@ -387,6 +327,7 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
     );
     assert.deepEqual(outcome.changes.map((c) => c.action), ["prune", "write"]);
     assert.equal(outcome.changes[0].detail, "versions 6, 7");
+    assert.deepEqual(outcome.warnings, []);
     assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [5, 8]);
     assert.equal((await defaultVersion(ctx)).VersionNumber, 5);
   });
@@ -403,16 +344,31 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
 
 Deno.test("launch-template warns about a version EC2 refuses to delete and still succeeds", async () => {
   const ctx = await setup(["--keep-versions", "1"]);
-  emulateVersionDeletion(ctx, [1]);
   await reconcileLaunchTemplate(ctx);
+  // A concurrent run deletes version 1 after this one listed it, just before this one does.
+  const { endpoint, credentials } = ctx.clients.ec2.config;
+  const other = new EC2Client({ region: "us-east-1", endpoint, credentials });
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (context.commandName === "DeleteLaunchTemplateVersionsCommand") {
+        await other.send(
+          new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, Versions: ["1"] }),
+        );
+      }
+      return await next(args);
+    },
+    { step: "initialize", name: "deleteVersionConcurrently" },
+  );
   const outcome = await reconcileLaunchTemplate(
     withDesired(ctx, desired(["--keep-versions", "1", "--ami", XENIAL])),
   );
   assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
+  const { id, version } = await record(ctx);
   assert.deepEqual(outcome.warnings, [
-    `could not delete version 1 of ${NAME}: launchTemplateVersionDoesNotExist version 1: launchTemplateVersionDoesNotExist`,
+    `could not delete version 1 of ${NAME}: launchTemplateVersionDoesNotExist Version 1 of launch template ${id} does not exist.`,
   ]);
-  assert.equal((await record(ctx)).version, 2);
+  assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [2]);
+  assert.equal(version, 2);
 });
 
 Deno.test("launch-template plans create, new version and prune under dry-run and writes nothing", async (t) => {
@@ -428,7 +384,6 @@ Deno.test("launch-template plans create, new version and prune under dry-run and
 
   await t.step("new version and prune match what a real run then does", async () => {
     const ctx = await setup(["--keep-versions", "1"]);
-    emulateVersionDeletion(ctx);
     await reconcileLaunchTemplate(ctx);
     const change = ["--keep-versions", "1", "--ami", XENIAL];
     ctx.counter.reset();
@@ -440,6 +395,7 @@ Deno.test("launch-template plans create, new version and prune under dry-run and
     const applied = await reconcileLaunchTemplate(withDesired(ctx, desired(change)));
     assert.deepEqual(planned.changes, applied.changes);
     assert.deepEqual(planned.changes.map((c) => c.action), ["new-version", "prune", "write"]);
+    assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [2]);
   });
 });
 
