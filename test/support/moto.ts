@@ -35,7 +35,8 @@ async function start(): Promise<{ url: string; process: Deno.ChildProcess }> {
     const { value, done } = await reader.read();
     if (done) {
       throw new Error(
-        "moto did not start: install it with `sh test/support/tools.sh deno task test`",
+        `moto did not start: run \`${python()} test/support/moto_server.py\` to see why, ` +
+          "or install it with `sh test/support/tools.sh deno task test`",
       );
     }
     text += value;
