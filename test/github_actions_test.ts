@@ -13,6 +13,7 @@ import { actionsOutput, main } from "../refresh.ts";
 import { Redactor } from "../lib/redact.ts";
 import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
+import { startFakeGithub } from "./support/github.ts";
 
 const ONLY = ["--only", "table,parameters"];
 
@@ -213,6 +214,31 @@ Deno.test("refresh writes the job summary, groups and masks when GITHUB_ACTIONS 
     ["✅ no changes", "none"],
     ["✅ no changes", "none"],
   ]);
+});
+
+Deno.test("refresh masks a registration token before any line that could carry it", async () => {
+  await resetMoto();
+  const gh = startFakeGithub({ tokens: [TEST_PAT] });
+  try {
+    const args = [...BASE_ARGS, "--only", "table,github-token", "--github-api-url", gh.url];
+    const run = await runInActions(args);
+    assert.equal(run.code, 0, run.stderr.join("\n"));
+    assert.equal(gh.issued.length, 1);
+    const token = gh.issued[0];
+    const mask = run.stderr.indexOf(`::add-mask::${token}`);
+    assert.ok(mask > 0, "the fetched token is masked");
+    const groups = run.stderr.indexOf("::group::refresh github-token");
+    assert.ok(groups < mask, "masked while its task runs, not after");
+    for (const text of [run.summary, run.stdout, ...run.stderr.filter((_, i) => i !== mask)]) {
+      assert.ok(!text.includes(token), "the token appears only in its add-mask line");
+    }
+    assert.deepEqual(rows(run.summary).map((r) => [r[0], r[1]]), [
+      ["table", "🔧 changed"],
+      ["github-token", "🔧 changed"],
+    ]);
+  } finally {
+    await gh.close();
+  }
 });
 
 Deno.test("refresh annotates each failed task with an error and exits 1", async () => {
