@@ -1,4 +1,4 @@
-#!/usr/bin/env -S deno run --allow-net --allow-env --allow-read
+#!/usr/bin/env -S deno run --allow-net --allow-env --allow-read --allow-sys=osRelease,homedir
 /**
  * refresh: reconciles a pool of self-hosted GitHub Actions runners on EC2 with its desired state.
  *
@@ -6,7 +6,7 @@
  * state; the real clients are built; the tasks in `lib/` run; the report is printed; the exit
  * code is 0 (ok), 1 (a task failed) or 2 (invalid desired state, nothing was called).
  *
- *     deno run --allow-net --allow-env --allow-read refresh.ts --help
+ *     deno run --allow-net --allow-env --allow-read --allow-sys=osRelease,homedir refresh.ts --help
  *
  * @module
  */

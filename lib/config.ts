@@ -364,7 +364,7 @@ export function helpText(): string {
   const lines = [
     "refresh: reconcile a pool of self-hosted GitHub Actions runners on EC2",
     "",
-    "usage: deno run --allow-net --allow-env --allow-read refresh.ts [options]",
+    "usage: deno run --allow-net --allow-env --allow-read --allow-sys=osRelease,homedir refresh.ts [options]",
     "",
     "options (config-file key = flag name; flags win over environment, environment over file):",
   ];
