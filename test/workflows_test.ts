@@ -142,6 +142,29 @@ Deno.test("refresh.yml allows the region's AWS endpoints and the GitHub API host
   assert.equal(ghes.at(-1), "github.example.com");
 });
 
+const PASS_THROUGH = [
+  "PATH",
+  "HOME",
+  "DENO_DIR",
+  "DENO_CERT",
+  "DENO_TLS_CA_STORE",
+  "SSL_CERT_FILE",
+  "SSL_CERT_DIR",
+  "HTTPS_PROXY",
+  "HTTP_PROXY",
+  "NO_PROXY",
+];
+
+/** What Deno itself needs from the environment (cache, certificates, proxies), nothing of AWS's. */
+function passThrough(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const name of PASS_THROUGH) {
+    const value = Deno.env.get(name);
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
+}
+
 Deno.test("refresh reaches only AWS hosts that refresh.yml allows", async () => {
   // No endpoint override and no network but loopback: each task fails on its first call, and the
   // error names the host it tried. The account id would select account-based DynamoDB endpoints
@@ -163,8 +186,7 @@ Deno.test("refresh reaches only AWS hosts that refresh.yml allows", async () => 
     ],
     clearEnv: true,
     env: {
-      PATH: Deno.env.get("PATH") ?? "",
-      HOME: Deno.env.get("HOME") ?? "",
+      ...passThrough(),
       AWS_ACCESS_KEY_ID: "AKIAEXAMPLE",
       AWS_SECRET_ACCESS_KEY: "example",
       AWS_ACCOUNT_ID: "123456789012",
