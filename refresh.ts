@@ -37,7 +37,7 @@ import { reconcileTable } from "./lib/table.ts";
 import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
 
 /** The implementation of each task, in the order of {@link TASKS}. */
-export const IMPLEMENTATIONS: Partial<Record<TaskName, Task>> = {
+export const IMPLEMENTATIONS: Record<TaskName, Task> = {
   "table": reconcileTable,
   "launch-template": reconcileLaunchTemplate,
   "resource-pools": reconcileResourcePools,
@@ -166,12 +166,6 @@ export async function main(
   let desired: DesiredState | "help";
   try {
     desired = parseDesiredState({ args, env, readTextFile: io.readTextFile });
-    if (desired !== "help") {
-      const missing = desired.tasks.filter((t) => !IMPLEMENTATIONS[t]);
-      if (missing.length) {
-        throw new ConfigError(missing.map((t) => `only: task "${t}" is not available`));
-      }
-    }
   } catch (error) {
     if (!(error instanceof ConfigError)) throw error;
     io.stderr(redactor.redact(error.message));
@@ -187,7 +181,7 @@ export async function main(
   const clients = buildClients(desired, env, counter);
   const log = makeLogger(io, redactor, desired.json);
   const results = await runTasks(
-    desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t]!)]),
+    desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t])]),
     {
       desired,
       clients,

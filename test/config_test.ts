@@ -110,8 +110,21 @@ Deno.test("config lets flags win over the environment and the environment over t
     }),
   };
   const d = parse(
-    ["--region", "eu-west-1", "--config", "refresh.json", "--idle-time-sec", "120", "--only", "parameters"],
-    { GITHUB_REPOSITORY: "acme/widgets", REFRESH_IDLE_TIME_SEC: "110", REFRESH_MAX_RUNTIME_MIN: "45" },
+    [
+      "--region",
+      "eu-west-1",
+      "--config",
+      "refresh.json",
+      "--idle-time-sec",
+      "120",
+      "--only",
+      "parameters",
+    ],
+    {
+      GITHUB_REPOSITORY: "acme/widgets",
+      REFRESH_IDLE_TIME_SEC: "110",
+      REFRESH_MAX_RUNTIME_MIN: "45",
+    },
     files,
   );
   assert.equal(d.parameters.idleTimeSec, 120);
@@ -122,7 +135,11 @@ Deno.test("config lets flags win over the environment and the environment over t
 });
 
 Deno.test("config splits lists on commas and spaces like fleet-actions' inputs", () => {
-  const d = parse([...BASE_ARGS, "--subnet-ids", "subnet-0000000000000000a subnet-0000000000000000b,subnet-0000000000000000c"], {
+  const d = parse([
+    ...BASE_ARGS,
+    "--subnet-ids",
+    "subnet-0000000000000000a subnet-0000000000000000b,subnet-0000000000000000c",
+  ], {
     GITHUB_TOKEN: TEST_PAT,
   });
   assert.deepEqual(d.parameters.subnetIds, [
@@ -168,7 +185,12 @@ Deno.test("config reads an explicit table name", () => {
 Deno.test("config selects App auth when an App id is given", () => {
   const key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n";
   const d = parse([...BASE_ARGS, "--github-app-id", "12345"], { GITHUB_APP_PRIVATE_KEY: key });
-  assert.deepEqual(d.github.auth, { kind: "app", appId: "12345", privateKey: key, installationId: undefined });
+  assert.deepEqual(d.github.auth, {
+    kind: "app",
+    appId: "12345",
+    privateKey: key,
+    installationId: undefined,
+  });
 });
 
 Deno.test("config returns help for --help", () => {
@@ -177,33 +199,168 @@ Deno.test("config returns help for --help", () => {
 
 // Each invalid input: the problem names the field, the offending value and what is expected.
 const INVALID: [string, string[], Record<string, string> | undefined, RegExp][] = [
-  ["missing region", ["--repo", "acme/widgets", "--only", "table"], {}, /region: required; set --region or AWS_REGION/],
-  ["malformed region", ["--region", "useast1", "--repo", "a/b", "--only", "table"], {}, /region: "useast1" is not an AWS region name like us-east-1/],
-  ["malformed repository", ["--region", "us-east-1", "--repo", "widgets", "--only", "table"], {}, /repo: "widgets" is not owner\/name/],
-  ["no repository, organization or table", ["--region", "us-east-1", "--only", "table"], {}, /table: required; set --table, or --repo to derive it/],
-  ["malformed subnet", [...BASE_ARGS, "--subnet-ids", "subnet-xyz"], undefined, /subnet-ids: "subnet-xyz" is not a subnet id \(subnet-…\)/],
-  ["duplicate subnet", [...BASE_ARGS, "--subnet-ids", "subnet-0000000000000000a,subnet-0000000000000000a"], undefined, /subnet-ids: "subnet-0000000000000000a" is listed twice/],
-  ["malformed security group", [...BASE_ARGS, "--security-group-ids", "sg-1"], undefined, /security-group-ids: "sg-1" is not a security group id/],
-  ["malformed AMI id", [...BASE_ARGS, "--ami", "ami-zz"], undefined, /ami: "ami-zz" is not an AMI id/],
-  ["both AMI id and name pattern", [...BASE_ARGS, "--ami-name", "ubuntu/*"], undefined, /ami: set either --ami or --ami-name, not both/],
-  ["zero idle time", [...BASE_ARGS, "--idle-time-sec", "0"], undefined, /idle-time-sec: expected a whole number >= 1, got "0"/],
-  ["non-numeric max runtime", [...BASE_ARGS, "--max-runtime-min", "abc"], undefined, /max-runtime-min: expected a whole number >= 1, got "abc"/],
-  ["fractional max runtime", [...BASE_ARGS, "--max-runtime-min", "1.5"], undefined, /max-runtime-min: expected a whole number >= 1, got "1.5"/],
-  ["malformed resource-class JSON", [...BASE_ARGS, "--resource-class-config", "{large:"], undefined, /resource-class-config: malformed JSON/],
-  ["zero cpu", [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":0,"mmem":1024}}'], undefined, /resource-class-config: large.cpu must be a positive whole number, got 0/],
-  ["negative memory", [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2,"mmem":-5}}'], undefined, /resource-class-config: large.mmem must be a positive whole number, got -5/],
-  ["non-integer cpu", [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2.5,"mmem":1024}}'], undefined, /large.cpu must be a positive whole number, got 2.5/],
-  ["unknown task", [...BASE_ARGS, "--only", "table,teardown"], undefined, /only: unknown task "teardown", expected one of table, launch-template/],
-  ["unknown flag", [...BASE_ARGS, "--amii", "ami-1e749f67"], undefined, /flags: Unknown option '--amii'/],
-  ["user data too large", [...BASE_ARGS, "--user-data", "big.sh"], undefined, /user-data: big.sh is 20000 bytes base64-encoded; EC2 allows at most 16384/],
-  ["user data file missing", [...BASE_ARGS, "--user-data", "missing.sh"], undefined, /user-data: cannot read missing.sh: No such file or directory: missing.sh/],
-  ["non-string tag value", [...BASE_ARGS, "--tags", '{"team": 7}'], undefined, /tags: value of "team" must be a string, got 7/],
-  ["App id without private key", [...BASE_ARGS, "--github-app-id", "123"], {}, /github-app-private-key: required with github-app-id; set GITHUB_APP_PRIVATE_KEY/],
-  ["no GitHub credential", BASE_ARGS, {}, /github-token: required by task github-token; set GITHUB_TOKEN or --github-app-id or GITHUB_APP_ID/],
-  ["keep-versions zero", [...BASE_ARGS, "--keep-versions", "0"], undefined, /keep-versions: expected a whole number 1-100, got "0"/],
-  ["secret in config file", [...BASE_ARGS, "--config", "secret.json"], undefined, /config: "github-token" is a secret and is read from GITHUB_TOKEN only, not a file/],
-  ["unknown config key", [...BASE_ARGS, "--config", "typo.json"], undefined, /config: unknown key "idle-time" in typo.json/],
-  ["malformed API URL", [...BASE_ARGS, "--github-api-url", "ftp:/x"], undefined, /github-api-url: "ftp:\/x" is not an http\(s\) URL/],
+  [
+    "missing region",
+    ["--repo", "acme/widgets", "--only", "table"],
+    {},
+    /region: required; set --region or AWS_REGION/,
+  ],
+  [
+    "malformed region",
+    ["--region", "useast1", "--repo", "a/b", "--only", "table"],
+    {},
+    /region: "useast1" is not an AWS region name like us-east-1/,
+  ],
+  [
+    "malformed repository",
+    ["--region", "us-east-1", "--repo", "widgets", "--only", "table"],
+    {},
+    /repo: "widgets" is not owner\/name/,
+  ],
+  [
+    "no repository, organization or table",
+    ["--region", "us-east-1", "--only", "table"],
+    {},
+    /table: required; set --table, or --repo to derive it/,
+  ],
+  [
+    "malformed subnet",
+    [...BASE_ARGS, "--subnet-ids", "subnet-xyz"],
+    undefined,
+    /subnet-ids: "subnet-xyz" is not a subnet id \(subnet-…\)/,
+  ],
+  [
+    "duplicate subnet",
+    [...BASE_ARGS, "--subnet-ids", "subnet-0000000000000000a,subnet-0000000000000000a"],
+    undefined,
+    /subnet-ids: "subnet-0000000000000000a" is listed twice/,
+  ],
+  [
+    "malformed security group",
+    [...BASE_ARGS, "--security-group-ids", "sg-1"],
+    undefined,
+    /security-group-ids: "sg-1" is not a security group id/,
+  ],
+  [
+    "malformed AMI id",
+    [...BASE_ARGS, "--ami", "ami-zz"],
+    undefined,
+    /ami: "ami-zz" is not an AMI id/,
+  ],
+  [
+    "both AMI id and name pattern",
+    [...BASE_ARGS, "--ami-name", "ubuntu/*"],
+    undefined,
+    /ami: set either --ami or --ami-name, not both/,
+  ],
+  [
+    "zero idle time",
+    [...BASE_ARGS, "--idle-time-sec", "0"],
+    undefined,
+    /idle-time-sec: expected a whole number >= 1, got "0"/,
+  ],
+  [
+    "non-numeric max runtime",
+    [...BASE_ARGS, "--max-runtime-min", "abc"],
+    undefined,
+    /max-runtime-min: expected a whole number >= 1, got "abc"/,
+  ],
+  [
+    "fractional max runtime",
+    [...BASE_ARGS, "--max-runtime-min", "1.5"],
+    undefined,
+    /max-runtime-min: expected a whole number >= 1, got "1.5"/,
+  ],
+  [
+    "malformed resource-class JSON",
+    [...BASE_ARGS, "--resource-class-config", "{large:"],
+    undefined,
+    /resource-class-config: malformed JSON/,
+  ],
+  [
+    "zero cpu",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":0,"mmem":1024}}'],
+    undefined,
+    /resource-class-config: large.cpu must be a positive whole number, got 0/,
+  ],
+  [
+    "negative memory",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2,"mmem":-5}}'],
+    undefined,
+    /resource-class-config: large.mmem must be a positive whole number, got -5/,
+  ],
+  [
+    "non-integer cpu",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2.5,"mmem":1024}}'],
+    undefined,
+    /large.cpu must be a positive whole number, got 2.5/,
+  ],
+  [
+    "unknown task",
+    [...BASE_ARGS, "--only", "table,teardown"],
+    undefined,
+    /only: unknown task "teardown", expected one of table, launch-template/,
+  ],
+  [
+    "unknown flag",
+    [...BASE_ARGS, "--amii", "ami-1e749f67"],
+    undefined,
+    /flags: Unknown option '--amii'/,
+  ],
+  [
+    "user data too large",
+    [...BASE_ARGS, "--user-data", "big.sh"],
+    undefined,
+    /user-data: big.sh is 20000 bytes base64-encoded; EC2 allows at most 16384/,
+  ],
+  [
+    "user data file missing",
+    [...BASE_ARGS, "--user-data", "missing.sh"],
+    undefined,
+    /user-data: cannot read missing.sh: No such file or directory: missing.sh/,
+  ],
+  [
+    "non-string tag value",
+    [...BASE_ARGS, "--tags", '{"team": 7}'],
+    undefined,
+    /tags: value of "team" must be a string, got 7/,
+  ],
+  [
+    "App id without private key",
+    [...BASE_ARGS, "--github-app-id", "123"],
+    {},
+    /github-app-private-key: required with github-app-id; set GITHUB_APP_PRIVATE_KEY/,
+  ],
+  [
+    "no GitHub credential",
+    BASE_ARGS,
+    {},
+    /github-token: required by task github-token; set GITHUB_TOKEN or --github-app-id or GITHUB_APP_ID/,
+  ],
+  [
+    "keep-versions zero",
+    [...BASE_ARGS, "--keep-versions", "0"],
+    undefined,
+    /keep-versions: expected a whole number 1-100, got "0"/,
+  ],
+  [
+    "secret in config file",
+    [...BASE_ARGS, "--config", "secret.json"],
+    undefined,
+    /config: "github-token" is a secret and is read from GITHUB_TOKEN only, not a file/,
+  ],
+  [
+    "unknown config key",
+    [...BASE_ARGS, "--config", "typo.json"],
+    undefined,
+    /config: unknown key "idle-time" in typo.json/,
+  ],
+  [
+    "malformed API URL",
+    [...BASE_ARGS, "--github-api-url", "ftp:/x"],
+    undefined,
+    /github-api-url: "ftp:\/x" is not an http\(s\) URL/,
+  ],
 ];
 
 const FILES: Record<string, string> = {
@@ -269,7 +426,9 @@ Deno.test("config lists every problem at once", () => {
 
 Deno.test("config never echoes a secret in its problems", () => {
   const key = "-----BEGIN NOT A KEY-----SuperSecretMaterial";
-  const problems = problemsOf([...BASE_ARGS, "--github-app-id", "12"], { GITHUB_APP_PRIVATE_KEY: key });
+  const problems = problemsOf([...BASE_ARGS, "--github-app-id", "12"], {
+    GITHUB_APP_PRIVATE_KEY: key,
+  });
   assert.match(problems.join("\n"), /GITHUB_APP_PRIVATE_KEY is not a PEM private key/);
   assert.doesNotMatch(problems.join("\n"), /SuperSecretMaterial/);
 });
