@@ -396,6 +396,12 @@ function canonical(data: Data): Record<string, unknown> {
     if (value === undefined || value === null) continue;
     if (key === "UserData") {
       out[key] = sha256(Buffer.from(value as string, "base64").toString("utf8"));
+    } else if (key === "MetadataOptions") {
+      // EC2 answers with the options' rollout `State` (pending, applied), which is not desired data.
+      const { State: _state, ...options } = value as NonNullable<
+        ResponseLaunchTemplateData["MetadataOptions"]
+      >;
+      out[key] = options;
     } else if (key === "SecurityGroupIds") {
       out[key] = [...value as string[]].sort();
     } else if (key === "TagSpecifications") {

@@ -16,7 +16,7 @@ import {
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { ConfigError, parseDesiredState } from "../lib/config.ts";
 import { OWNER_TAG, sha256 } from "../lib/contract.ts";
-import { reconcileLaunchTemplate } from "../lib/launch_template.ts";
+import { differences, reconcileLaunchTemplate, templateData } from "../lib/launch_template.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { main } from "../refresh.ts";
@@ -127,6 +127,28 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
     name: "ubuntu/images/hvm-ssd/ubuntu-trusty-14.04-amd64-server-20170727",
     creationDate: (outcome.found.ami as { creationDate: string }).creationDate,
   });
+});
+
+Deno.test("launch-template sees no drift in EC2's answer that adds the metadata options' state", () => {
+  const d = desired();
+  const data = templateData(d, {
+    ImageId: TRUSTY,
+    RootDeviceType: "ebs",
+    RootDeviceName: "/dev/sda1",
+  });
+  // What EC2's DescribeLaunchTemplateVersions returns for that data: the same, plus the rollout
+  // State of the metadata options and the security groups in another order.
+  const answered = {
+    ...data,
+    SecurityGroupIds: [...data.SecurityGroupIds!].reverse(),
+    MetadataOptions: { ...data.MetadataOptions, State: "applied" as const },
+  };
+  assert.deepEqual(differences(data, answered), []);
+  const hopLimit = {
+    ...answered,
+    MetadataOptions: { ...answered.MetadataOptions, HttpPutResponseHopLimit: 1 },
+  };
+  assert.deepEqual(differences(data, hopLimit), ["MetadataOptions"]);
 });
 
 Deno.test("launch-template makes no write on a second run with the same desired state", async () => {
