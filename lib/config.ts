@@ -656,6 +656,35 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   const { raw, help } = collect(sources, problems);
   if (help) return "help";
   const r = new Reader(raw, problems);
+  const tasks = parseTasks(r);
+  const names = parseNames(r);
+  const desired: DesiredState = {
+    region: names.region,
+    prefix: names.stem,
+    table: names.table,
+    tasks,
+    dryRun: r.bool("dry-run"),
+    json: r.bool("json"),
+    parameters: parseParameters(r),
+    launchTemplate: parseLaunchTemplate(r, names.stem, sources.readTextFile),
+    pools: parsePools(r, names.stem),
+    github: parseGithub(r, names),
+    reaper: {
+      orphanGraceMin: r.int("orphan-grace-min", 1)!,
+      concurrency: r.int("reap-concurrency", 1, 256)!,
+      terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,
+    },
+  };
+  if (problems.length > 0) throw new ConfigError(problems);
+  return desired;
+}
+
+// Each section below reads its inputs and records problems on the reader. Values it returns are
+// used only when no problem was found, so a missing one is never read.
+
+/** `--only`, in run order, and the inputs the selected tasks cannot run without. */
+function parseTasks(r: Reader): TaskName[] {
+  const problems = r.problems;
 
   const tasks = (r.list("only") ?? []) as TaskName[];
   for (const t of tasks) {
@@ -675,7 +704,21 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
       }
     }
   }
+  return TASKS.filter((t) => tasks.includes(t));
+}
 
+interface Names {
+  region: string;
+  repo?: { owner: string; name: string };
+  org?: string;
+  table: string;
+  /** The stem of every default resource name: `owner-repo`, or the organization. */
+  stem: string;
+}
+
+/** Region, repository or organization, and the table name derived from them. */
+function parseNames(r: Reader): Names {
+  const problems = r.problems;
   const region = r.string("region");
   if (region === undefined && !r.has("region")) {
     problems.push("region: required; set --region or AWS_REGION");
@@ -702,8 +745,11 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     problems.push(`table: "${table}" is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)`);
   }
   const stem = prefix ?? table?.replace(/-ci-table$/, "") ?? "refresh";
+  return { region: region!, repo, org, table: table!, stem };
+}
 
-  // Operational parameters.
+function parseParameters(r: Reader): DesiredState["parameters"] {
+  const problems = r.problems;
   const idleTimeSec = r.int("idle-time-sec", 1);
   const maxRuntimeMin = r.int("max-runtime-min", 1);
   const subnetIds = checkIds(
@@ -713,8 +759,19 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     "a subnet id (subnet-…)",
     problems,
   );
+  return {
+    idleTimeSec: idleTimeSec!,
+    maxRuntimeMin: maxRuntimeMin!,
+    subnetIds: subnetIds ?? [],
+  };
+}
 
-  // Launch template.
+function parseLaunchTemplate(
+  r: Reader,
+  stem: string,
+  readTextFile: ConfigSources["readTextFile"],
+): DesiredState["launchTemplate"] {
+  const problems = r.problems;
   const ltName = r.string("launch-template-name") ?? `${stem}-ci-launch-template`;
   if (!/^[a-zA-Z0-9().\-/_]{3,128}$/.test(ltName)) {
     problems.push(
@@ -771,7 +828,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   const userDataPath = r.string("user-data");
   if (userDataPath !== undefined) {
     try {
-      userData = sources.readTextFile(userDataPath);
+      userData = readTextFile(userDataPath);
       const size = base64Length(userData);
       if (size > USER_DATA_MAX_BASE64) {
         problems.push(
@@ -829,9 +886,23 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     }
   }
   const keepVersions = r.int("keep-versions", 1, 100);
+  return {
+    name: ltName,
+    ami,
+    iamInstanceProfile,
+    securityGroupIds: securityGroupIds ?? [],
+    userData,
+    instanceType,
+    keyName,
+    rootVolume: { deviceName: rootDevice, sizeGiB: rootSize, type: rootType },
+    tags,
+    keepVersions: keepVersions!,
+  };
+}
 
-  // Resource pools.
-  const classesText = raw["resource-class-config"];
+function parsePools(r: Reader, stem: string): DesiredState["pools"] {
+  const problems = r.problems;
+  const classesText = r.raw["resource-class-config"];
   const classesValue = r.json("resource-class-config");
   const classes = parseResourceClasses(classesValue, problems);
   if (typeof classesText === "string" && classesValue !== undefined) {
@@ -857,8 +928,17 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   }
   const visibility = r.int("queue-visibility-timeout", 0, 43200);
   const retention = r.int("queue-retention-sec", 60, 1209600);
+  return {
+    classes: classes!,
+    queueNames,
+    visibilityTimeoutSec: visibility!,
+    retentionSec: retention!,
+    prune: r.bool("prune"),
+  };
+}
 
-  // GitHub.
+function parseGithub(r: Reader, { repo, org }: Names): DesiredState["github"] {
+  const problems = r.problems;
   const apiUrl = (r.string("github-api-url") ?? "https://api.github.com").replace(/\/+$/, "");
   try {
     const u = new URL(apiUrl);
@@ -867,10 +947,10 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     problems.push(`github-api-url: "${apiUrl}" is not an http(s) URL`);
   }
   const marginMin = r.int("token-margin-min", 0, 59);
-  const token = raw["github-token"] as string | undefined;
+  const token = r.raw["github-token"] as string | undefined;
   const appId = r.string("github-app-id");
   const installationId = r.string("github-app-installation-id");
-  const privateKey = raw["github-app-private-key"] as string | undefined;
+  const privateKey = r.raw["github-app-private-key"] as string | undefined;
   let auth: GithubAuth = { kind: "none" };
   if (appId !== undefined) {
     if (!/^\d+$/.test(appId)) problems.push(`github-app-id: "${appId}" is not a numeric App id`);
@@ -894,60 +974,12 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   } else if (token !== undefined) {
     auth = { kind: "token", token };
   }
-
-  // Reaper.
-  const orphanGraceMin = r.int("orphan-grace-min", 1);
-  const concurrency = r.int("reap-concurrency", 1, 256);
-  const retentionHours = r.int("terminated-retention-hours", 1, 24 * 365);
-
-  const dryRun = r.bool("dry-run");
-  const json = r.bool("json");
-  const prune = r.bool("prune");
-
-  if (problems.length > 0) throw new ConfigError(problems);
   return {
-    region: region!,
-    prefix: stem,
-    table: table!,
-    tasks: TASKS.filter((t) => tasks.includes(t)),
-    dryRun,
-    json,
-    parameters: {
-      idleTimeSec: idleTimeSec!,
-      maxRuntimeMin: maxRuntimeMin!,
-      subnetIds: subnetIds ?? [],
-    },
-    launchTemplate: {
-      name: ltName,
-      ami,
-      iamInstanceProfile,
-      securityGroupIds: securityGroupIds ?? [],
-      userData,
-      instanceType,
-      keyName,
-      rootVolume: { deviceName: rootDevice, sizeGiB: rootSize, type: rootType },
-      tags,
-      keepVersions: keepVersions!,
-    },
-    pools: {
-      classes: classes!,
-      queueNames,
-      visibilityTimeoutSec: visibility!,
-      retentionSec: retention!,
-      prune,
-    },
-    github: {
-      apiUrl,
-      // --org registers at organization level; names still come from the repository when given.
-      scope: org ? { org } : repo ? { repo } : undefined,
-      auth,
-      marginMin: marginMin!,
-    },
-    reaper: {
-      orphanGraceMin: orphanGraceMin!,
-      concurrency: concurrency!,
-      terminatedRetentionHours: retentionHours!,
-    },
+    apiUrl,
+    // --org registers at organization level; names still come from the repository when given.
+    scope: org ? { org } : repo ? { repo } : undefined,
+    auth,
+    marginMin: marginMin!,
   };
 }
 
