@@ -89,7 +89,15 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
     id,
     version,
   };
-  const { stored, change } = await reconcileMetadata(ctx, METADATA.launchTemplate, record);
+  const { stored, change } = await reconcileMetadata(
+    ctx,
+    METADATA.launchTemplate,
+    record,
+    (value) => {
+      const r = (value ?? {}) as Partial<LaunchTemplateRecord>;
+      return `${r.id} version ${r.version}, ${r.ami}, user data ${r.userDataHash?.slice(0, 12)}…`;
+    },
+  );
   if (change) changes.push(change);
 
   return {

@@ -398,7 +398,7 @@ Deno.test("launch-template plans create, new version and prune under dry-run and
     const ctx = await testContext(desired(["--dry-run"]));
     const outcome = await reconcileLaunchTemplate(ctx);
     assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
-    assert.match(outcome.changes[1].detail!, /"id":"\(new\)","version":1/);
+    assert.match(outcome.changes[1].detail!, /^\(new\) version 1, ami-1e749f67, /);
     assert.equal(ctx.counter.writes(), 0);
     const left = await ctx.clients.ec2.send(new DescribeLaunchTemplatesCommand({}));
     assert.deepEqual(left.LaunchTemplates, []);
@@ -438,6 +438,12 @@ Deno.test("launch-template rewrites the record when it disagrees with EC2, and o
   ctx.counter.reset();
   const outcome = await reconcileLaunchTemplate(ctx);
   assert.deepEqual(outcome.changes.map((c) => c.target), ["metadata launch_template"]);
+  const id = (good as { id: string }).id;
+  assert.equal(
+    outcome.changes[0].detail,
+    `${id} version 7, ${XENIAL}, user data ${sha256(SCRIPT).slice(0, 12)}… -> ` +
+      `${id} version 1, ${TRUSTY}, user data ${sha256(SCRIPT).slice(0, 12)}…`,
+  );
   assert.deepEqual(writes(ctx), { "DynamoDB.PutItem": 1 });
   assert.deepEqual(await record(ctx), good);
 });
