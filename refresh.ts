@@ -34,7 +34,7 @@ import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
-import { type Clients, type Logger, runTasks, type Task } from "./lib/task.ts";
+import { type Clients, describeError, type Logger, runTasks, type Task } from "./lib/task.ts";
 
 /** The implementation of each task, in the order of {@link TASKS}. */
 export const IMPLEMENTATIONS: Record<TaskName, Task> = {
@@ -163,6 +163,22 @@ export async function main(
   const gha = actionsOutput(env, io, redactor);
   gha.secret(env.GITHUB_TOKEN);
   gha.secret(env.GITHUB_APP_PRIVATE_KEY);
+  try {
+    return await run(args, env, io, redactor, gha);
+  } catch (error) {
+    // A bug, not a task failure (those are results): report it without a stack, redacted.
+    io.stderr(redactor.redact(`refresh: unexpected error: ${describeError(error)}`));
+    return 1;
+  }
+}
+
+async function run(
+  args: string[],
+  env: Record<string, string | undefined>,
+  io: Io,
+  redactor: Redactor,
+  gha: ReturnType<typeof actionsOutput>,
+): Promise<number> {
   let desired: DesiredState | "help";
   try {
     desired = parseDesiredState({ args, env, readTextFile: io.readTextFile });

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import type { RunReport } from "../lib/report.ts";
-import { BASE_ARGS } from "./support/aws.ts";
+import { main } from "../refresh.ts";
+import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
 
@@ -112,4 +113,17 @@ Deno.test("refresh exits 2 on a bad desired state and prints every problem", asy
   assert.match(result.stderr, /region: required/);
   assert.match(result.stderr, /repo: "acme" is not owner\/name/);
   assert.match(result.stderr, /subnet-ids: "x" is not a subnet id/);
+});
+
+Deno.test("refresh reports an unexpected error in one redacted line and exits 1", async () => {
+  const err: string[] = [];
+  const code = await main(["--help"], { GITHUB_TOKEN: TEST_PAT }, {
+    stdout: () => {
+      throw new TypeError(`stdout closed while writing ${TEST_PAT}`);
+    },
+    stderr: (text) => err.push(text),
+    readTextFile: () => "",
+  });
+  assert.equal(code, 1);
+  assert.deepEqual(err, ["refresh: unexpected error: TypeError: stdout closed while writing ***"]);
 });
