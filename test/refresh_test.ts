@@ -1,8 +1,19 @@
 import assert from "node:assert/strict";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import {
+  CreateSecurityGroupCommand,
+  DescribeInstancesCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { PutCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { type TaskName, TASKS } from "../lib/config.ts";
+import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import type { RunReport } from "../lib/report.ts";
-import { main } from "../refresh.ts";
-import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
+import { runTasks, type Task } from "../lib/task.ts";
+import { IMPLEMENTATIONS, main } from "../refresh.ts";
+import { BASE_ARGS, desiredFrom, TEST_PAT, testContext } from "./support/aws.ts";
+import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
 
@@ -126,4 +137,102 @@ Deno.test("refresh reports an unexpected error in one redacted line and exits 1"
   });
   assert.equal(code, 1);
   assert.deepEqual(err, ["refresh: unexpected error: TypeError: stdout closed while writing ***"]);
+});
+
+Deno.test("refresh's tasks build a pool whose template-launched instances the reaper later reaps", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  await resetMoto();
+  // RunInstances checks the template's security group exists (as EC2 does): make a real one.
+  const ec2 = new EC2Client({ endpoint: AWS_ENV.AWS_ENDPOINT_URL, region: "us-east-1" });
+  const { GroupId } = await ec2.send(
+    new CreateSecurityGroupCommand({ GroupName: "runners", Description: "runners" }),
+  );
+  ec2.destroy();
+  const ctx = await testContext(
+    // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
+    desiredFrom([
+      "--github-api-url",
+      gh.url,
+      "--security-group-ids",
+      GroupId!,
+      "--root-volume-size",
+      "30",
+    ]),
+    { now: new Date().toISOString(), reset: false },
+  );
+  const all = TASKS.map((t): [TaskName, Task] => [t, IMPLEMENTATIONS[t]]);
+  const built = await runTasks(all, ctx);
+  assert.deepEqual(built.filter((r) => r.status === "failed"), []);
+
+  // provision's part: launch from the template's default version; record one instance, not the other.
+  const launched = await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      LaunchTemplate: {
+        LaunchTemplateName: "acme-widgets-ci-launch-template",
+        Version: "$Default",
+      },
+      MinCount: 2,
+      MaxCount: 2,
+    }),
+  );
+  const [recorded, orphan] = launched.Instances!.map((i) => i.InstanceId!);
+  for (const instance of launched.Instances!) {
+    assert.ok(
+      instance.Tags?.some((t) => t.Key === OWNER_TAG && t.Value === "acme-widgets-ci-table"),
+      `${instance.InstanceId} carries the ownership tag from the template`,
+    );
+  }
+  const threshold = timestamp(new Date(ctx.now().getTime() + 5 * 60_000));
+  for (
+    const [entity, attributes] of [
+      ["INSTANCE", { state: "idle", threshold, runId: "", resourceClass: "large" }],
+      ["HEARTBEAT", { value: "PING" }],
+      ["WS", { value: { state: "idle", runId: "" } }],
+    ] as const
+  ) {
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: "acme-widgets-ci-table",
+        Item: item(entity, recorded, ctx.now(), attributes),
+      }),
+    );
+  }
+  gh.runners.push({ id: 7, name: `${recorded}-large`, status: "offline", busy: false });
+
+  const reap = () => runTasks([["reaper", IMPLEMENTATIONS.reaper]], ctx);
+  const early = (await reap())[0];
+  assert.equal(early.status, "unchanged", "nothing expired, the orphan is within its grace");
+
+  ctx.setNow(new Date(ctx.now().getTime() + 20 * 60_000));
+  const late = (await reap())[0];
+  assert.equal(late.status, "changed", late.error);
+  assert.deepEqual(
+    late.changes.map((c) => [c.action, c.target]).sort(),
+    [
+      ["delete-runner", `runner ${recorded}-large (#7)`],
+      ["terminate", `instance ${orphan}`],
+      ["terminate", `instance ${recorded}`],
+    ],
+  );
+  const states = await ctx.clients.ec2.send(
+    new DescribeInstancesCommand({ InstanceIds: [recorded, orphan] }),
+  );
+  assert.deepEqual(
+    states.Reservations!.flatMap((r) => r.Instances!).map((i) => i.State?.Name),
+    ["terminated", "terminated"],
+  );
+  const left = await ctx.clients.ddb.send(
+    new QueryCommand({
+      TableName: "acme-widgets-ci-table",
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
+    }),
+  );
+  assert.equal(left.Count, 0);
+  assert.deepEqual(gh.runners, []);
+
+  ctx.counter.reset();
+  const again = await runTasks(all, ctx);
+  assert.deepEqual(again.map((r) => r.status), TASKS.map(() => "unchanged"));
+  assert.equal(ctx.counter.writes(), 0);
 });
