@@ -212,7 +212,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
       ["delete-runner", `runner ${recorded}-large (#7)`],
       ["terminate", `instance ${orphan}`],
       ["terminate", `instance ${recorded}`],
-    ],
+    ].sort(),
   );
   const states = await ctx.clients.ec2.send(
     new DescribeInstancesCommand({ InstanceIds: [recorded, orphan] }),
