@@ -85,7 +85,7 @@ Deno.test("config parses a complete desired state with defaults", () => {
   assert.deepEqual(d.parameters, {
     idleTimeSec: 300,
     maxRuntimeMin: 30,
-    subnetIds: ["subnet-0123456789abcdef0"],
+    subnetIds: ["subnet-fb00be22f898114f8"],
   });
   assert.equal(d.launchTemplate.name, "acme-widgets-ci-launch-template");
   assert.deepEqual(d.launchTemplate.ami, { id: "ami-1e749f67" });

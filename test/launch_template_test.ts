@@ -91,7 +91,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
   assert.equal(data.ImageId, TRUSTY);
   assert.equal(data.InstanceType, "m7i.large");
   assert.deepEqual(data.IamInstanceProfile, { Name: "runner-profile" });
-  assert.deepEqual(data.SecurityGroupIds, ["sg-0123456789abcdef0"]);
+  assert.deepEqual(data.SecurityGroupIds, ["sg-9c1e5ca5138ed1de7"]);
   assert.equal(Buffer.from(data.UserData!, "base64").toString("utf8"), SCRIPT);
   assert.deepEqual(data.MetadataOptions, {
     HttpTokens: "required",
@@ -114,7 +114,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
     name: NAME,
     ami: TRUSTY,
     iamInstanceProfile: "runner-profile",
-    securityGroupIds: ["sg-0123456789abcdef0"],
+    securityGroupIds: ["sg-9c1e5ca5138ed1de7"],
     userDataHash: sha256(SCRIPT),
     userData: "",
     userDataBase64: "",

@@ -5,7 +5,7 @@ import { reconcileTable } from "../lib/table.ts";
 import { desiredFrom, testContext, withDesired } from "./support/aws.ts";
 import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 
-const SUBNETS = ["--subnet-ids", "subnet-0123456789abcdef0,subnet-0123456789abcdef1"];
+const SUBNETS = ["--subnet-ids", "subnet-fb00be22f898114f8,subnet-a8baee0e1fe19ba60"];
 
 async function setup(args: string[] = []) {
   const ctx = await testContext(desiredFrom([...SUBNETS, ...args]));
@@ -22,8 +22,8 @@ Deno.test("parameters writes every record when the table is empty", async () => 
   assert.equal(await readMetadata(ddb, ctx.desired.table, "idle_time_sec"), 600);
   assert.equal(await readMetadata(ddb, ctx.desired.table, "max_runtime_min"), 30);
   assert.deepEqual(await readMetadata(ddb, ctx.desired.table, "subnet_ids"), [
-    "subnet-0123456789abcdef0",
-    "subnet-0123456789abcdef1",
+    "subnet-fb00be22f898114f8",
+    "subnet-a8baee0e1fe19ba60",
   ]);
   const item = await ddb.send(
     new GetCommand({

@@ -6,12 +6,15 @@ import { CallCounter } from "../../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../../lib/config.ts";
 import type { Logger, TaskContext } from "../../lib/task.ts";
 import { buildClients } from "../../refresh.ts";
-import { AWS_ENV, resetMoto } from "./moto.ts";
+import { AWS_ENV, NETWORK, resetMoto } from "./moto.ts";
 
 // The SDK's default credential chain reads process.env.
 for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
 
-/** A complete desired state for every task; tests add or override flags after it. */
+/**
+ * A complete desired state for every task, naming the network {@link resetMoto} makes; tests add
+ * or override flags after it.
+ */
 export const BASE_ARGS = [
   "--region",
   "us-east-1",
@@ -22,9 +25,9 @@ export const BASE_ARGS = [
   "--iam-instance-profile",
   "runner-profile",
   "--security-group-ids",
-  "sg-0123456789abcdef0",
+  NETWORK.securityGroupId,
   "--subnet-ids",
-  "subnet-0123456789abcdef0",
+  NETWORK.subnetIds[0],
 ];
 
 /** A PAT-shaped secret used as the GitHub credential in tests. */

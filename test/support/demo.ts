@@ -9,7 +9,7 @@
 import { main } from "../../refresh.ts";
 import { TASKS } from "../../lib/config.ts";
 import { startFakeGithub } from "./github.ts";
-import { AWS_ENV, MOTO_URL } from "./moto.ts";
+import { AWS_ENV, MOTO_URL, NETWORK, resetMoto } from "./moto.ts";
 
 /** A PAT-shaped token the fake GitHub accepts; refresh masks it in everything it prints. */
 const DEMO_PAT = "ghp_DemoPersonalAccessToken00000000000000";
@@ -20,6 +20,8 @@ const bold = (text: string) => Deno.noColor ? text : `\x1b[1m${text}\x1b[22m`;
 // The AWS SDK's credential chain reads the process environment.
 for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 
+// An empty account with a VPC, two subnets and a security group for the runners.
+await resetMoto();
 const github = startFakeGithub({ tokens: [DEMO_PAT] });
 const tasks = [...TASKS];
 const userData = await Deno.makeTempFile({ suffix: ".sh" });
@@ -35,9 +37,9 @@ const args = [
   "--iam-instance-profile",
   "runner-profile",
   "--security-group-ids",
-  "sg-0123456789abcdef0",
+  NETWORK.securityGroupId,
   "--subnet-ids",
-  "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+  NETWORK.subnetIds.join(","),
   "--user-data",
   userData,
   "--github-api-url",

@@ -7,6 +7,12 @@
  * .tools/venv/bin/python, else python3.
  */
 import { fileURLToPath as fromFileUrl } from "node:url";
+import {
+  CreateSecurityGroupCommand,
+  CreateSubnetCommand,
+  CreateVpcCommand,
+  EC2Client,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
 
 const root = fromFileUrl(new URL("../../", import.meta.url));
 
@@ -58,11 +64,73 @@ globalThis.addEventListener("unload", () => {
 /** Base URL of the running moto server. */
 export const MOTO_URL: string = server.url;
 
-/** Forgets every resource moto holds, so each test starts from an empty account. */
-export async function resetMoto(): Promise<void> {
-  const response = await fetch(`${MOTO_URL}/moto-api/reset`, { method: "POST" });
+/**
+ * The network every account has after {@link resetMoto}: a VPC with two subnets and a security
+ * group for runners. moto's random generator is seeded before they are made, so their ids are the
+ * same every time and tests can name them in flags.
+ */
+export const NETWORK = {
+  vpcId: "vpc-9af3739bc4b716148",
+  subnetIds: ["subnet-fb00be22f898114f8", "subnet-a8baee0e1fe19ba60"],
+  securityGroupId: "sg-9c1e5ca5138ed1de7",
+} as const;
+
+async function post(path: string): Promise<void> {
+  const response = await fetch(`${MOTO_URL}${path}`, { method: "POST" });
   await response.body?.cancel();
-  if (!response.ok) throw new Error(`moto reset failed: ${response.status}`);
+  if (!response.ok) throw new Error(`moto ${path} failed: ${response.status}`);
+}
+
+/**
+ * Forgets every resource moto holds, so each test starts from an empty account, then makes
+ * {@link NETWORK} in it.
+ */
+export async function resetMoto(): Promise<void> {
+  // The first reset after a TerminateInstances leaves moto's generator one step off, so the ids
+  // differ once; a second reset is clean. More than that is a real change (a new moto version).
+  let made: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await post("/moto-api/reset");
+    await post("/moto-api/seed?a=42");
+    made = await makeNetwork();
+    if (JSON.stringify(made) === JSON.stringify(NETWORK)) return;
+  }
+  throw new Error(
+    `moto made the test network ${JSON.stringify(made)}; NETWORK in test/support/moto.ts ` +
+      "expects other ids (did the moto version change?)",
+  );
+}
+
+async function makeNetwork() {
+  const ec2 = new EC2Client({
+    endpoint: MOTO_URL,
+    region: "us-east-1",
+    credentials: { accessKeyId: "testing", secretAccessKey: "testing" },
+  });
+  try {
+    const { Vpc } = await ec2.send(new CreateVpcCommand({ CidrBlock: "10.20.0.0/16" }));
+    const subnetIds = [];
+    for (const [i, zone] of ["us-east-1a", "us-east-1b"].entries()) {
+      const { Subnet } = await ec2.send(
+        new CreateSubnetCommand({
+          VpcId: Vpc!.VpcId,
+          CidrBlock: `10.20.${i + 1}.0/24`,
+          AvailabilityZone: zone,
+        }),
+      );
+      subnetIds.push(Subnet!.SubnetId);
+    }
+    const { GroupId } = await ec2.send(
+      new CreateSecurityGroupCommand({
+        VpcId: Vpc!.VpcId,
+        GroupName: "runners",
+        Description: "runners",
+      }),
+    );
+    return { vpcId: Vpc!.VpcId, subnetIds, securityGroupId: GroupId };
+  } finally {
+    ec2.destroy();
+  }
 }
 
 /** Environment for a refresh process (or SDK) pointed at moto with dummy credentials. */
