@@ -1,9 +1,10 @@
 /**
  * Reconciles the EC2 launch template `provision` launches runners from, against EC2 itself.
  *
- * The AMI is resolved first (an id, or the newest available image matching a name pattern). The
- * template's default version is then compared with the desired data, field by field, user data by
- * content. A missing template is created; a drifted one gets a new version carrying the full data,
+ * The AMI is resolved first (an id, or the newest available image matching a name pattern), and
+ * the security groups are checked to exist in one VPC (see lib/network.ts). The template's default
+ * version is then compared with the desired data, field by field, user data by content. A missing
+ * template is created; a drifted one gets a new version carrying the full data,
  * made the default (or an existing equal version is made the default again); an equal one is left
  * alone. Old versions beyond the newest `keepVersions` are deleted, never the default one, and
  * the template itself never is.
@@ -39,6 +40,7 @@ import {
 import type { AmiSource, DesiredState } from "./config.ts";
 import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contract.ts";
 import { reconcileMetadata } from "./metadata.ts";
+import { describeSecurityGroups, requireOneVpc } from "./network.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
 /**
@@ -65,6 +67,9 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
   const lt = ctx.desired.launchTemplate;
   if (!lt.ami) throw new TypeError("launch-template: no AMI in the desired state");
   const { image, matches } = await resolveImage(ec2, lt.ami, ctx.desired.region);
+  // EC2 takes a template naming groups that do not exist; launches from it would all fail.
+  const groups = await describeSecurityGroups(ec2, lt.securityGroupIds);
+  const vpc = requireOneVpc("security-group-ids", lt.securityGroupIds, groups, ctx.desired.region);
   const data = templateData(ctx.desired, image);
   const template = await findTemplate(ec2, lt.name);
   const out: Outcome = { changes: [], warnings: [] };
@@ -111,6 +116,7 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
         creationDate: image.CreationDate,
         ...("namePattern" in lt.ami ? { namePattern: lt.ami.namePattern, matches } : {}),
       },
+      securityGroups: { vpc, ...Object.fromEntries(groups.map((g) => [g.id, g.name])) },
       template: template
         ? {
           id,

@@ -2,10 +2,15 @@
  * Reconciles the operational parameters provision and release read from the table:
  * `idle_time_sec`, `max_runtime_min` and `subnet_ids`, each written only when it differs.
  *
+ * The subnets are checked first (see lib/network.ts): they must exist and share one VPC, the VPC
+ * of the runners' security groups when those are given. Otherwise the task fails and writes
+ * nothing, rather than store subnets provision could never launch into.
+ *
  * @module
  */
 import { METADATA } from "./contract.ts";
 import { reconcileMetadata } from "./metadata.ts";
+import { describeSecurityGroups, describeSubnets, requireOneVpc } from "./network.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
 export async function reconcileParameters(ctx: TaskContext): Promise<TaskOutcome> {
@@ -15,7 +20,27 @@ export async function reconcileParameters(ctx: TaskContext): Promise<TaskOutcome
     [METADATA.maxRuntimeMin, maxRuntimeMin],
     [METADATA.subnetIds, subnetIds],
   ];
-  const found: Record<string, unknown> = {};
+  const { ec2 } = ctx.clients;
+  const { region } = ctx.desired;
+  const subnets = await describeSubnets(ec2, subnetIds);
+  const vpc = requireOneVpc("subnet-ids", subnetIds, subnets, region);
+  const groupIds = ctx.desired.launchTemplate.securityGroupIds;
+  // Groups that do not exist are the launch-template task's to report; here only their VPC counts.
+  for (const group of await describeSecurityGroups(ec2, groupIds)) {
+    if (group.vpc !== vpc) {
+      throw new Error(
+        `subnet-ids: the subnets are in ${vpc} but security group ${group.id} (${group.name}) is in ${group.vpc}; ` +
+          "expected subnets in the security groups' VPC",
+      );
+    }
+  }
+  const warnings = subnets.filter((s) => s.freeIps === 0).map((s) =>
+    `subnet ${s.id} (${s.zone}) has no free IP address: no runner can launch there`
+  );
+  const found: Record<string, unknown> = {
+    vpc,
+    subnets: Object.fromEntries(subnets.map((s) => [s.id, `${s.zone}, ${s.freeIps} free IPs`])),
+  };
   const changes: Change[] = [];
   for (const [id, value] of desired) {
     const { stored, change } = await reconcileMetadata(ctx, id, value);
@@ -28,5 +53,6 @@ export async function reconcileParameters(ctx: TaskContext): Promise<TaskOutcome
       : `${changes.length} of ${desired.length} parameters ${ctx.dryRun ? "would be " : ""}written`,
     found,
     changes,
+    warnings,
   };
 }

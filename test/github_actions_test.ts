@@ -73,11 +73,22 @@ async function runInActions(args: string[], env: Record<string, string> = {}) {
   return { code, stdout: stdout.join("\n"), stderr, summary };
 }
 
-/** A stand-in for DynamoDB that denies every call, as AWS does for a role missing a permission. */
-function denyingDynamo() {
+/**
+ * A stand-in for DynamoDB and EC2 that denies every call, as AWS does for a role missing a
+ * permission (DynamoDB in JSON, EC2 in its query protocol's XML).
+ */
+function denyingAws() {
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
-    const target = req.headers.get("x-amz-target")?.split(".")[1] ?? "?";
+    const target = req.headers.get("x-amz-target")?.split(".")[1];
     await req.body?.cancel();
+    if (!target) {
+      return new Response(
+        "<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>You are not " +
+          "authorized to perform this operation.</Message></Error></Errors>" +
+          "<RequestID>1</RequestID></Response>",
+        { status: 403, headers: { "content-type": "text/xml" } },
+      );
+    }
     return Response.json({
       __type: "com.amazon.coral.service#AccessDeniedException",
       message:
@@ -242,9 +253,9 @@ Deno.test("refresh masks a registration token before any line that could carry i
 });
 
 Deno.test("refresh annotates each failed task with an error and exits 1", async () => {
-  const dynamo = denyingDynamo();
+  const aws = denyingAws();
   try {
-    const run = await runInActions([...BASE_ARGS, ...ONLY], { AWS_ENDPOINT_URL: dynamo.url });
+    const run = await runInActions([...BASE_ARGS, ...ONLY], { AWS_ENDPOINT_URL: aws.url });
     assert.equal(run.code, 1);
     const errors = run.stderr.filter((l) => l.startsWith("::error"));
     assert.equal(errors.length, 2, run.stderr.join("\n"));
@@ -252,7 +263,7 @@ Deno.test("refresh annotates each failed task with an error and exits 1", async 
       errors[0],
       /^::error title=refresh table failed::AccessDeniedException: .*dynamodb:DescribeTable$/,
     );
-    assert.match(errors[1], /^::error title=refresh parameters failed::AccessDeniedException: /);
+    assert.match(errors[1], /^::error title=refresh parameters failed::UnauthorizedOperation: /);
     assert.deepEqual(rows(run.summary).map((r) => [r[0], r[1]]), [
       ["table", "❌ failed"],
       ["parameters", "❌ failed"],
@@ -260,7 +271,7 @@ Deno.test("refresh annotates each failed task with an error and exits 1", async 
     assert.match(run.summary, /^- table: ❌ AccessDeniedException: .*not authorized/m);
     assert.match(run.summary, /Exit code 1\./);
   } finally {
-    await dynamo.close();
+    await aws.close();
   }
 });
 

@@ -1,13 +1,14 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { fileURLToPath } from "node:url";
 import {
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
+  CreateSecurityGroupCommand,
   DeleteLaunchTemplateCommand,
   DeleteLaunchTemplateVersionsCommand,
   DescribeLaunchTemplatesCommand,
   DescribeLaunchTemplateVersionsCommand,
+  DescribeSecurityGroupsCommand,
   DescribeTagsCommand,
   EC2Client,
   ModifyLaunchTemplateCommand,
@@ -27,7 +28,7 @@ import {
   testContext,
   withDesired,
 } from "./support/aws.ts";
-import { AWS_ENV } from "./support/moto.ts";
+import { AWS_ENV, NETWORK, startMoto } from "./support/moto.ts";
 
 const NAME = "acme-widgets-ci-launch-template";
 const TABLE = "acme-widgets-ci-table";
@@ -163,6 +164,7 @@ Deno.test("launch-template makes no write on a second run with the same desired 
     "EC2.DescribeImages": 1,
     "EC2.DescribeLaunchTemplateVersions": 1,
     "EC2.DescribeLaunchTemplates": 1,
+    "EC2.DescribeSecurityGroups": 1,
   });
   assert.match(outcome.summary, /^acme-widgets-ci-launch-template version 1 matches/);
 });
@@ -537,6 +539,43 @@ Deno.test("launch-template fails with no write when the AMI id does not exist", 
   assert.deepEqual(ctx.counter.toJSON(), { "EC2.DescribeImages": 1 });
 });
 
+Deno.test("launch-template fails with no write when a security group does not exist", async () => {
+  const ctx = await setup([
+    "--security-group-ids",
+    `${NETWORK.securityGroupId},sg-0000000000000dead`,
+  ]);
+  await assert.rejects(
+    () => reconcileLaunchTemplate(ctx),
+    new Error(
+      "security-group-ids: sg-0000000000000dead does not exist in us-east-1; expected existing " +
+        "ids in the runners' VPC",
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+  const { LaunchTemplates } = await ctx.clients.ec2.send(new DescribeLaunchTemplatesCommand({}));
+  assert.deepEqual(LaunchTemplates, []);
+});
+
+Deno.test("launch-template fails with no write when the security groups lie in two VPCs", async () => {
+  const ctx = await setup();
+  const { GroupId } = await ctx.clients.ec2.send(
+    new CreateSecurityGroupCommand({ GroupName: "elsewhere", Description: "default VPC" }),
+  );
+  const { SecurityGroups } = await ctx.clients.ec2.send(
+    new DescribeSecurityGroupsCommand({ GroupIds: [GroupId!] }),
+  );
+  ctx.counter.reset();
+  const twoVpcs = desired(["--security-group-ids", `${NETWORK.securityGroupId},${GroupId}`]);
+  await assert.rejects(
+    () => reconcileLaunchTemplate(withDesired(ctx, twoVpcs)),
+    new Error(
+      `security-group-ids: spread over 2 VPCs, ${NETWORK.vpcId} (${NETWORK.securityGroupId}) and ` +
+        `${SecurityGroups![0].VpcId} (${GroupId}); runners launch from one template into one VPC`,
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
 /** Images with distinct creation dates, which moto cannot make by API (it stamps "now"). */
 const IMAGES = [
   ["ami-0a0000000000000a1", "runner-2024-01", "123456789012", "available", "2024-01-10T08:00:00Z"],
@@ -559,31 +598,18 @@ const IMAGES = [
 }));
 
 /** A second moto, private to this test, serving only {@link IMAGES} (MOTO_AMIS_PATH). */
-async function startImageMoto(): Promise<{ url: string } & AsyncDisposable> {
+async function startImageMoto(): Promise<
+  { url: string; securityGroupId: string } & AsyncDisposable
+> {
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/amis.json`, JSON.stringify(IMAGES));
-  const root = fileURLToPath(new URL("../", import.meta.url));
-  const python = Deno.env.get("REFRESH_MOTO_PYTHON") ?? `${root}.tools/venv/bin/python`;
-  const process = new Deno.Command(python, {
-    args: [`${root}test/support/moto_server.py`],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "null",
-    env: { MOTO_ENABLE_AMI_VALIDATION: "true", MOTO_AMIS_PATH: `${dir}/amis.json` },
-  }).spawn();
-  const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("the image moto did not start");
-    text += value;
-  }
-  await reader.cancel();
+  const moto = await startMoto({ MOTO_AMIS_PATH: `${dir}/amis.json` });
+  const { securityGroupId } = await moto.reset();
   return {
-    url: `http://127.0.0.1:${Number(text.trim())}`,
+    url: moto.url,
+    securityGroupId,
     async [Symbol.asyncDispose]() {
-      await process.stdin.close();
-      await process.status;
+      await moto.stop();
       await Deno.remove(dir, { recursive: true });
     },
   };
@@ -593,7 +619,14 @@ Deno.test("launch-template resolves a name pattern to the newest available image
   await using moto = await startImageMoto();
   const context = async (args: string[]) => {
     const parsed = parseDesiredState({
-      args: [...BASE_WITHOUT_AMI, "--only", "launch-template", ...args],
+      args: [
+        ...BASE_WITHOUT_AMI,
+        "--only",
+        "launch-template",
+        "--security-group-ids",
+        moto.securityGroupId,
+        ...args,
+      ],
       env: {},
       readTextFile: () => "",
     });

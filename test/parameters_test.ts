@@ -3,9 +3,17 @@ import { reconcileParameters } from "../lib/parameters.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { desiredFrom, testContext, withDesired } from "./support/aws.ts";
+import { NETWORK } from "./support/moto.ts";
+import {
+  CreateSecurityGroupCommand,
+  CreateSubnetCommand,
+  CreateVpcCommand,
+  DescribeSecurityGroupsCommand,
+  RunInstancesCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 
-const SUBNETS = ["--subnet-ids", "subnet-fb00be22f898114f8,subnet-a8baee0e1fe19ba60"];
+const SUBNETS = ["--subnet-ids", NETWORK.subnetIds.join(",")];
 
 async function setup(args: string[] = []) {
   const ctx = await testContext(desiredFrom([...SUBNETS, ...args]));
@@ -48,7 +56,12 @@ Deno.test("parameters makes no write when every record matches", async () => {
   const outcome = await reconcileParameters(ctx);
   assert.deepEqual(outcome.changes, []);
   assert.equal(ctx.counter.writes(), 0);
-  assert.equal(ctx.counter.total(), 3);
+  // Three records read, and the subnets and security group checked.
+  assert.deepEqual(ctx.counter.toJSON(), {
+    "DynamoDB.GetItem": 3,
+    "EC2.DescribeSecurityGroups": 1,
+    "EC2.DescribeSubnets": 1,
+  });
 });
 
 Deno.test("parameters repairs only the record that drifted", async () => {
@@ -84,4 +97,86 @@ Deno.test("parameters plans every record under dry-run when the table does not e
   const outcome = await reconcileParameters(ctx);
   assert.equal(outcome.changes.length, 3);
   assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("parameters fails without writing when a subnet does not exist", async () => {
+  const ctx = await setup(["--subnet-ids", `${NETWORK.subnetIds[0]},subnet-0000000000000dead`]);
+  await assert.rejects(
+    reconcileParameters(ctx),
+    new Error(
+      "subnet-ids: subnet-0000000000000dead does not exist in us-east-1; expected existing ids in " +
+        "the runners' VPC",
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("parameters fails without writing when the subnets lie in two VPCs", async () => {
+  const ctx = await setup();
+  const { Vpc } = await ctx.clients.ec2.send(new CreateVpcCommand({ CidrBlock: "10.30.0.0/16" }));
+  const { Subnet } = await ctx.clients.ec2.send(
+    new CreateSubnetCommand({ VpcId: Vpc!.VpcId, CidrBlock: "10.30.1.0/24" }),
+  );
+  ctx.counter.reset();
+  const desired = desiredFrom(["--subnet-ids", `${NETWORK.subnetIds[0]},${Subnet!.SubnetId}`]);
+  await assert.rejects(
+    reconcileParameters(withDesired(ctx, desired)),
+    new Error(
+      `subnet-ids: spread over 2 VPCs, ${NETWORK.vpcId} (${NETWORK.subnetIds[0]}) and ` +
+        `${Vpc!.VpcId} (${Subnet!.SubnetId}); runners launch from one template into one VPC`,
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("parameters fails without writing when the security groups are in another VPC", async () => {
+  const ctx = await setup();
+  const { GroupId } = await ctx.clients.ec2.send(
+    new CreateSecurityGroupCommand({ GroupName: "default-vpc-runners", Description: "x" }),
+  );
+  const { SecurityGroups } = await ctx.clients.ec2.send(
+    new DescribeSecurityGroupsCommand({ GroupIds: [GroupId!] }),
+  );
+  ctx.counter.reset();
+  const desired = desiredFrom([...SUBNETS, "--security-group-ids", GroupId!]);
+  await assert.rejects(
+    reconcileParameters(withDesired(ctx, desired)),
+    new Error(
+      `subnet-ids: the subnets are in ${NETWORK.vpcId} but security group ${GroupId} ` +
+        `(default-vpc-runners) is in ${SecurityGroups![0].VpcId}; expected subnets in the ` +
+        "security groups' VPC",
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("parameters reports each subnet's zone and free addresses, and warns when one is full", async () => {
+  const ctx = await setup();
+  // A /28 holds 11 usable addresses once AWS has taken its five.
+  const { Subnet } = await ctx.clients.ec2.send(
+    new CreateSubnetCommand({
+      VpcId: NETWORK.vpcId,
+      CidrBlock: "10.20.9.0/28",
+      AvailabilityZone: "us-east-1c",
+    }),
+  );
+  await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      ImageId: "ami-1e749f67",
+      SubnetId: Subnet!.SubnetId,
+      MinCount: 11,
+      MaxCount: 11,
+    }),
+  );
+  const desired = desiredFrom(["--subnet-ids", `${NETWORK.subnetIds[0]},${Subnet!.SubnetId}`]);
+  const outcome = await reconcileParameters(withDesired(ctx, desired));
+  assert.equal(outcome.found.vpc, NETWORK.vpcId);
+  assert.deepEqual(outcome.found.subnets, {
+    [NETWORK.subnetIds[0]]: "us-east-1a, 251 free IPs",
+    [Subnet!.SubnetId!]: "us-east-1c, 0 free IPs",
+  });
+  assert.deepEqual(outcome.warnings, [
+    `subnet ${Subnet!.SubnetId} (us-east-1c) has no free IP address: no runner can launch there`,
+  ]);
+  assert.equal(outcome.changes.length, 3);
 });

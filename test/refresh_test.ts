@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
-import {
-  CreateSecurityGroupCommand,
-  DescribeInstancesCommand,
-  EC2Client,
-  RunInstancesCommand,
-} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { DescribeInstancesCommand, RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { PutCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { type TaskName, TASKS } from "../lib/config.ts";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
@@ -14,7 +9,7 @@ import { runTasks, type Task } from "../lib/task.ts";
 import { IMPLEMENTATIONS, main } from "../refresh.ts";
 import { BASE_ARGS, desiredFrom, TEST_PAT, testContext } from "./support/aws.ts";
 import { startFakeGithub } from "./support/github.ts";
-import { AWS_ENV, resetMoto } from "./support/moto.ts";
+import { AWS_ENV, NETWORK, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
 
 const ONLY = ["--only", "table,parameters"];
@@ -48,6 +43,8 @@ Deno.test("refresh makes zero write calls when run twice with the same desired s
     "DynamoDB.DescribeTable": 1,
     "DynamoDB.DescribeTimeToLive": 1,
     "DynamoDB.GetItem": 3,
+    "EC2.DescribeSecurityGroups": 1,
+    "EC2.DescribeSubnets": 1,
   });
 });
 
@@ -69,6 +66,8 @@ Deno.test("refresh prints one JSON document with --json", async () => {
     detail: "90 (was missing)",
   });
   assert.deepEqual(parameters.found, {
+    vpc: NETWORK.vpcId,
+    subnets: { [NETWORK.subnetIds[0]]: "us-east-1a, 251 free IPs" },
     idle_time_sec: null,
     max_runtime_min: null,
     subnet_ids: null,
@@ -141,24 +140,10 @@ Deno.test("refresh reports an unexpected error in one redacted line and exits 1"
 
 Deno.test("refresh's tasks build a pool whose template-launched instances the reaper later reaps", async () => {
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
-  await resetMoto();
-  // RunInstances checks the template's security group exists (as EC2 does): make a real one.
-  const ec2 = new EC2Client({ endpoint: AWS_ENV.AWS_ENDPOINT_URL, region: "us-east-1" });
-  const { GroupId } = await ec2.send(
-    new CreateSecurityGroupCommand({ GroupName: "runners", Description: "runners" }),
-  );
-  ec2.destroy();
   const ctx = await testContext(
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    desiredFrom([
-      "--github-api-url",
-      gh.url,
-      "--security-group-ids",
-      GroupId!,
-      "--root-volume-size",
-      "30",
-    ]),
-    { now: new Date().toISOString(), reset: false },
+    desiredFrom(["--github-api-url", gh.url, "--root-volume-size", "30"]),
+    { now: new Date().toISOString() },
   );
   const all = TASKS.map((t): [TaskName, Task] => [t, IMPLEMENTATIONS[t]]);
   const built = await runTasks(all, ctx);
@@ -171,6 +156,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
         LaunchTemplateName: "acme-widgets-ci-launch-template",
         Version: "$Default",
       },
+      SubnetId: NETWORK.subnetIds[0],
       MinCount: 2,
       MaxCount: 2,
     }),

@@ -1,7 +1,8 @@
 /**
  * The AWS emulator for tests: one moto server per test process, started on a free port on
  * 127.0.0.1 when this module is first imported, reset before each test with {@link resetMoto},
- * and stopped when the process ends (it also exits by itself when its stdin closes).
+ * and stopped when the process ends (it also exits by itself when its stdin closes). A test that
+ * needs a moto of its own (other built-in images, say) starts one with {@link startMoto}.
  *
  * moto's Python comes from REFRESH_MOTO_PYTHON (set by test/support/tools.sh), else
  * .tools/venv/bin/python, else python3.
@@ -27,13 +28,38 @@ function python(): string {
   }
 }
 
-async function start(): Promise<{ url: string; process: Deno.ChildProcess }> {
+/**
+ * The network every account has after a reset: a VPC with two subnets and a security group for
+ * runners. moto's random generator is seeded before they are made, so their ids are the same
+ * every time and tests can name them in flags.
+ */
+export const NETWORK = {
+  vpcId: "vpc-9af3739bc4b716148",
+  subnetIds: ["subnet-fb00be22f898114f8", "subnet-a8baee0e1fe19ba60"],
+  securityGroupId: "sg-9c1e5ca5138ed1de7",
+} as const;
+
+export interface Moto extends AsyncDisposable {
+  url: string;
+  /**
+   * Forgets every resource, so a test starts from an empty account, then makes a VPC with two
+   * subnets and a security group, returned (on the shared server, always {@link NETWORK}).
+   */
+  reset(): Promise<Network>;
+  /** Stops the server and waits for it to exit. */
+  stop(): Promise<void>;
+  /** Kills the server at once (when the test process unloads). */
+  kill(): void;
+}
+
+/** Starts a moto server (`env` adds to its environment, e.g. MOTO_AMIS_PATH). */
+export async function startMoto(env: Record<string, string> = {}): Promise<Moto> {
   const process = new Deno.Command(python(), {
     args: [fromFileUrl(new URL("./moto_server.py", import.meta.url))],
     stdin: "piped",
     stdout: "piped",
     stderr: "null",
-    env: { MOTO_ENABLE_AMI_VALIDATION: "true" },
+    env: { MOTO_ENABLE_AMI_VALIDATION: "true", ...env },
   }).spawn();
   const reader = process.stdout.pipeThrough(new TextDecoderStream()).getReader();
   let text = "";
@@ -49,61 +75,41 @@ async function start(): Promise<{ url: string; process: Deno.ChildProcess }> {
   }
   reader.releaseLock();
   process.stdout.cancel().catch(() => {});
-  return { url: `http://127.0.0.1:${Number(text.trim())}`, process };
+  const url = `http://127.0.0.1:${Number(text.trim())}`;
+  const stop = async () => {
+    await process.stdin.close();
+    await process.status;
+  };
+  return {
+    url,
+    reset: () => reset(url),
+    stop,
+    kill: () => process.kill("SIGKILL"),
+    [Symbol.asyncDispose]: stop,
+  };
 }
 
-const server = await start();
-globalThis.addEventListener("unload", () => {
-  try {
-    server.process.kill("SIGKILL");
-  } catch {
-    // already gone
-  }
-});
-
-/** Base URL of the running moto server. */
-export const MOTO_URL: string = server.url;
-
-/**
- * The network every account has after {@link resetMoto}: a VPC with two subnets and a security
- * group for runners. moto's random generator is seeded before they are made, so their ids are the
- * same every time and tests can name them in flags.
- */
-export const NETWORK = {
-  vpcId: "vpc-9af3739bc4b716148",
-  subnetIds: ["subnet-fb00be22f898114f8", "subnet-a8baee0e1fe19ba60"],
-  securityGroupId: "sg-9c1e5ca5138ed1de7",
-} as const;
-
-async function post(path: string): Promise<void> {
-  const response = await fetch(`${MOTO_URL}${path}`, { method: "POST" });
+async function post(url: string, path: string): Promise<void> {
+  const response = await fetch(`${url}${path}`, { method: "POST" });
   await response.body?.cancel();
   if (!response.ok) throw new Error(`moto ${path} failed: ${response.status}`);
 }
 
-/**
- * Forgets every resource moto holds, so each test starts from an empty account, then makes
- * {@link NETWORK} in it.
- */
-export async function resetMoto(): Promise<void> {
-  // The first reset after a TerminateInstances leaves moto's generator one step off, so the ids
-  // differ once; a second reset is clean. More than that is a real change (a new moto version).
-  let made: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    await post("/moto-api/reset");
-    await post("/moto-api/seed?a=42");
-    made = await makeNetwork();
-    if (JSON.stringify(made) === JSON.stringify(NETWORK)) return;
-  }
-  throw new Error(
-    `moto made the test network ${JSON.stringify(made)}; NETWORK in test/support/moto.ts ` +
-      "expects other ids (did the moto version change?)",
-  );
+async function reset(url: string): Promise<Network> {
+  await post(url, "/moto-api/reset");
+  await post(url, "/moto-api/seed?a=42");
+  return await makeNetwork(url);
 }
 
-async function makeNetwork() {
+interface Network {
+  vpcId: string;
+  subnetIds: readonly string[];
+  securityGroupId: string;
+}
+
+async function makeNetwork(url: string): Promise<Network> {
   const ec2 = new EC2Client({
-    endpoint: MOTO_URL,
+    endpoint: url,
     region: "us-east-1",
     credentials: { accessKeyId: "testing", secretAccessKey: "testing" },
   });
@@ -127,10 +133,37 @@ async function makeNetwork() {
         Description: "runners",
       }),
     );
-    return { vpcId: Vpc!.VpcId, subnetIds, securityGroupId: GroupId };
+    return { vpcId: Vpc!.VpcId!, subnetIds: subnetIds as string[], securityGroupId: GroupId! };
   } finally {
     ec2.destroy();
   }
+}
+
+const server = await startMoto();
+globalThis.addEventListener("unload", () => {
+  try {
+    server.kill();
+  } catch {
+    // already gone
+  }
+});
+
+/** Base URL of the running moto server. */
+export const MOTO_URL: string = server.url;
+
+/** Resets the shared moto server: an empty account with {@link NETWORK} in it. */
+export async function resetMoto(): Promise<void> {
+  // The first reset after a TerminateInstances leaves moto's generator one step off, so the ids
+  // differ once; a second reset is clean. More than that is a real change (a new moto version).
+  let made: Network | undefined;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    made = await server.reset();
+    if (JSON.stringify(made) === JSON.stringify(NETWORK)) return;
+  }
+  throw new Error(
+    `moto made the test network ${JSON.stringify(made)}; NETWORK in test/support/moto.ts ` +
+      "expects other ids (did the moto version change?)",
+  );
 }
 
 /** Environment for a refresh process (or SDK) pointed at moto with dummy credentials. */
