@@ -23,7 +23,6 @@ for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 // An empty account with a VPC, two subnets and a security group for the runners.
 await resetMoto();
 const github = startFakeGithub({ tokens: [DEMO_PAT] });
-const tasks = [...TASKS];
 const userData = await Deno.makeTempFile({ suffix: ".sh" });
 await Deno.writeTextFile(userData, "#!/bin/sh\necho 'start the runner here'\n");
 
@@ -44,14 +43,12 @@ const args = [
   userData,
   "--github-api-url",
   github.url,
-  "--only",
-  tasks.join(","),
 ];
 const env = { ...AWS_ENV, GITHUB_TOKEN: DEMO_PAT };
 
 console.log(bold("refresh demo"));
 console.log(dim(`moto (AWS emulator) at ${MOTO_URL}, fake GitHub API at ${github.url}`));
-console.log(dim(`tasks: ${tasks.join(", ")}`));
+console.log(dim(`tasks: ${TASKS.join(", ")}`));
 console.log(dim(`command: refresh.ts ${args.join(" ")}\n`));
 
 async function run(title: string): Promise<{ code: number; writes: number }> {
