@@ -10,12 +10,11 @@
  *
  * @module
  */
-import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { createAppAuth, type StrategyOptions } from "npm:@octokit/auth-app@8.3.1";
 import type { Octokit } from "npm:@octokit/rest@22.0.1";
 import type { DesiredState } from "./config.ts";
 import { METADATA, type RegistrationTokenRecord, timestamp } from "./contract.ts";
-import { readMetadata, writeMetadata } from "./metadata.ts";
+import { readStored, writeMetadata } from "./metadata.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
 type Github = DesiredState["github"];
@@ -150,13 +149,7 @@ export async function reconcileGithubToken(ctx: TaskContext): Promise<TaskOutcom
   }
   const where = describeScope(scope);
   const now = ctx.now();
-  let stored: unknown;
-  try {
-    stored = await readMetadata(ctx.clients.ddb, ctx.desired.table, METADATA.registrationToken);
-  } catch (error) {
-    // Under --dry-run the table may not exist yet: then no token is stored.
-    if (!(ctx.dryRun && error instanceof ResourceNotFoundException)) throw error;
-  }
+  const stored = await readStored(ctx, METADATA.registrationToken);
   const storedToken = (stored as Partial<RegistrationTokenRecord> | undefined)?.token;
   if (typeof storedToken === "string" && storedToken) ctx.secret(storedToken);
 

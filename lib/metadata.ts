@@ -46,25 +46,44 @@ export async function writeMetadata(
 }
 
 /**
+ * The stored `value` of record `id`: undefined when there is none, or under --dry-run when the
+ * table does not exist yet (then every record would be written).
+ */
+export async function readStored(ctx: TaskContext, id: string): Promise<unknown> {
+  try {
+    return await readMetadata(ctx.clients.ddb, ctx.desired.table, id);
+  } catch (error) {
+    if (ctx.dryRun && error instanceof ResourceNotFoundException) return undefined;
+    throw error;
+  }
+}
+
+/** Writes `value` to record `id` unless it equals `stored`; returns the change, if any. */
+export async function updateMetadata(
+  ctx: TaskContext,
+  id: string,
+  stored: unknown,
+  value: unknown,
+  show: (v: unknown) => string = (v) => JSON.stringify(v),
+): Promise<Change | undefined> {
+  if (isDeepStrictEqual(stored, value)) return undefined;
+  const detail = stored === undefined
+    ? `${show(value)} (was missing)`
+    : `${show(stored)} -> ${show(value)}`;
+  return await writeMetadata(ctx, id, value, detail);
+}
+
+/**
  * Makes the record `id` hold `value`: reads it, and writes only when it differs.
- * Returns the change, or undefined when the record already matched.
+ * Returns what was stored and the change, when there was one.
  */
 export async function reconcileMetadata(
   ctx: TaskContext,
   id: string,
   value: unknown,
-  show: (v: unknown) => string = (v) => JSON.stringify(v),
+  show?: (v: unknown) => string,
 ): Promise<{ stored: unknown; change?: Change }> {
-  let stored: unknown;
-  try {
-    stored = await readMetadata(ctx.clients.ddb, ctx.desired.table, id);
-  } catch (error) {
-    // Under --dry-run the table may not exist yet: then every record would be written.
-    if (!(ctx.dryRun && error instanceof ResourceNotFoundException)) throw error;
-  }
-  if (isDeepStrictEqual(stored, value)) return { stored };
-  const detail = stored === undefined
-    ? `${show(value)} (was missing)`
-    : `${show(stored)} -> ${show(value)}`;
-  return { stored, change: await writeMetadata(ctx, id, value, detail) };
+  const stored = await readStored(ctx, id);
+  const change = await updateMetadata(ctx, id, stored, value, show);
+  return change ? { stored, change } : { stored };
 }

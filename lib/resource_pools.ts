@@ -22,7 +22,6 @@ import {
   type SQSClient,
   TagQueueCommand,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
-import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import {
   METADATA,
   OWNER_TAG,
@@ -30,7 +29,7 @@ import {
   queueNamePrefix,
   type ResourceClassRecord,
 } from "./contract.ts";
-import { readMetadata, reconcileMetadata } from "./metadata.ts";
+import { readStored, updateMetadata } from "./metadata.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
 /** Queue URLs by queue name, of every queue whose name starts with `prefix` (paginated). */
@@ -94,23 +93,6 @@ async function tagsOf(sqs: SQSClient, url: string): Promise<Record<string, strin
   return (await sqs.send(new ListQueueTagsCommand({ QueueUrl: url }))).Tags ?? {};
 }
 
-/** The stored record, or `{}` when it is missing (or the table is, under dry-run). */
-async function readRecord(ctx: TaskContext): Promise<ResourceClassRecord> {
-  try {
-    const value = await readMetadata(
-      ctx.clients.ddb,
-      ctx.desired.table,
-      METADATA.resourceClassConfig,
-    );
-    return typeof value === "object" && value !== null && !Array.isArray(value)
-      ? value as ResourceClassRecord
-      : {};
-  } catch (error) {
-    if (ctx.dryRun && error instanceof ResourceNotFoundException) return {};
-    throw error;
-  }
-}
-
 /** A pool queue that exists and is not the queue of any desired class. */
 interface Removed {
   queue: string;
@@ -131,7 +113,12 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
   const attributes = desiredAttributes(ctx);
 
   const listed = await listQueues(sqs, queueNamePrefix(ctx.desired.prefix));
-  const stored = await readRecord(ctx);
+  // Read once: it tells which removed classes to keep, and whether the record must be rewritten.
+  const storedValue = await readStored(ctx, METADATA.resourceClassConfig);
+  const stored: ResourceClassRecord =
+    typeof storedValue === "object" && storedValue !== null && !Array.isArray(storedValue)
+      ? storedValue as ResourceClassRecord
+      : {};
 
   // Read every desired queue first, so a conflict stops the task before any write.
   const plans: {
@@ -263,7 +250,13 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
   // Without --prune nothing is deleted: a removed class keeps its entry in the record.
   if (!prune) { for (const cls of removedClasses) record[cls] = stored[cls]; }
 
-  const { change } = await reconcileMetadata(ctx, METADATA.resourceClassConfig, record, show);
+  const change = await updateMetadata(
+    ctx,
+    METADATA.resourceClassConfig,
+    storedValue,
+    record,
+    show,
+  );
   if (change) changes.push(change);
 
   const queues = (n: number) => `${n} queue${n === 1 ? "" : "s"}`;

@@ -115,7 +115,7 @@ Deno.test("resource-pools makes no write call on a second run with the same desi
   assert.equal(outcome.summary, "7 queues and the record match");
   assert.equal(ctx.counter.writes(), 0);
   assert.deepEqual(ctx.counter.toJSON(), {
-    "DynamoDB.GetItem": 2,
+    "DynamoDB.GetItem": 1,
     "SQS.GetQueueAttributes": 7,
     "SQS.ListQueueTags": 7,
     "SQS.ListQueues": 1,
