@@ -34,7 +34,14 @@ import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
-import { type Clients, describeError, type Logger, runTasks, type Task } from "./lib/task.ts";
+import {
+  type Clients,
+  describeError,
+  type Logger,
+  runBudget,
+  runTasks,
+  type Task,
+} from "./lib/task.ts";
 
 /** The implementation of each task, in the order of {@link TASKS}. */
 export const IMPLEMENTATIONS: Record<TaskName, Task> = {
@@ -45,6 +52,12 @@ export const IMPLEMENTATIONS: Record<TaskName, Task> = {
   "github-token": reconcileGithubToken,
   "reaper": reapInstances,
 };
+
+/**
+ * Minutes after which no task starts (well under the 15 min `timeout-minutes` of
+ * .github/workflows/refresh.yml, so a run reports what it skipped before the job is killed).
+ */
+export const DEADLINE_MIN = 10;
 
 /** Where the entry reads and writes; tests pass their own. */
 export interface Io {
@@ -193,6 +206,8 @@ async function run(
     return 0;
   }
 
+  // Counted from here: flags and files are read, the first request is about to go.
+  const budget = runBudget(DEADLINE_MIN * 60_000);
   const counter = new CallCounter();
   const clients = buildClients(desired, env, counter);
   const log = makeLogger(io, redactor, desired.json);
@@ -205,6 +220,7 @@ async function run(
       log,
       dryRun: desired.dryRun,
       secret: gha.secret,
+      budget,
     },
   );
   const report: RunReport = {

@@ -42,7 +42,7 @@ export function annotation(level: "error" | "warning", title: string, message: s
 export function annotations(report: RunReport): string[] {
   const out: string[] = [];
   for (const r of report.results) {
-    if (r.error) out.push(annotation("error", `refresh ${r.task} failed`, r.error));
+    if (r.error) out.push(annotation("error", `refresh ${r.task} ${r.status}`, r.error));
     for (const w of r.warnings) out.push(annotation("warning", `refresh ${r.task}`, w));
   }
   return out;
@@ -53,6 +53,7 @@ const STATUS: Record<TaskResult["status"], string> = {
   changed: "🔧 changed",
   planned: "📝 would change",
   failed: "❌ failed",
+  skipped: "⏭️ skipped (deadline)",
 };
 
 /** Changes listed in a table cell before the rest is only counted. */
@@ -64,9 +65,16 @@ const CELL_CHANGES = 5;
  */
 export function jobSummary(report: RunReport): string {
   const failed = report.results.filter((r) => r.status === "failed").length;
+  const skipped = report.results.filter((r) => r.status === "skipped").length;
   const changes = report.results.reduce((n, r) => n + r.changes.length, 0);
-  const outcome = failed
-    ? `❌ ${failed} of ${report.results.length} tasks failed`
+  const outcome = failed || skipped
+    ? `❌ ${
+      [
+        failed && `${failed} of ${report.results.length} tasks failed`,
+        skipped &&
+        `${skipped} of ${report.results.length} tasks skipped (the run's deadline passed)`,
+      ].filter(Boolean).join(", ")
+    }`
     : changes === 0
     ? "✅ no changes"
     : report.dryRun

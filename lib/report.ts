@@ -18,9 +18,9 @@ export interface RunReport {
   exitCode: number;
 }
 
-/** 0 when every task succeeded, 1 when any failed. */
+/** 0 when every task succeeded, 1 when any failed or was skipped (the run's deadline passed). */
 export function exitCodeOf(results: TaskResult[]): number {
-  return results.some((r) => r.status === "failed") ? 1 : 0;
+  return results.some((r) => r.status === "failed" || r.status === "skipped") ? 1 : 0;
 }
 
 const MARK: Record<TaskResult["status"], string> = {
@@ -28,6 +28,7 @@ const MARK: Record<TaskResult["status"], string> = {
   changed: "changed",
   planned: "planned",
   failed: "FAILED",
+  skipped: "SKIPPED",
 };
 
 /** Changes listed per task in text; a reaper run may change thousands of instances. */
@@ -54,6 +55,7 @@ export function renderText(report: RunReport): string {
   const count = (s: TaskResult["status"]) => report.results.filter((r) => r.status === s).length;
   const parts = [
     count("failed") && `${count("failed")} failed`,
+    count("skipped") && `${count("skipped")} skipped`,
     count("changed") && `${count("changed")} changed`,
     count("planned") && `${count("planned")} with planned changes`,
     count("unchanged") && `${count("unchanged")} unchanged`,

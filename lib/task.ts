@@ -1,7 +1,8 @@
 /**
- * What every task shares: the context it is given (desired state, clients, clock, logger) and the
- * result it returns as data. {@link runTasks} runs tasks one after another; a task that throws is
- * reported as failed and the others still run.
+ * What every task shares: the context it is given (desired state, clients, clock, logger, the
+ * run's time budget) and the result it returns as data. {@link runTasks} runs tasks one after
+ * another; a task that throws is reported as failed and the others still run; once the run's
+ * deadline has passed, the tasks not yet started are reported as skipped.
  *
  * @module
  */
@@ -25,6 +26,40 @@ export interface Logger {
   warn(message: string): void;
 }
 
+/**
+ * The run's deadline, on a monotonic clock (`performance.now()`), not on {@link TaskContext.now},
+ * which tests freeze and move. A task that does many units of work (the reaper) asks
+ * {@link expired} between them and stops, reporting what it left, once it is true.
+ */
+export interface Budget {
+  /** Whether the deadline has passed: start no new unit of work. */
+  expired(): boolean;
+  /** Milliseconds left before the deadline, 0 once it has passed. */
+  remainingMs(): number;
+  /** The whole budget in milliseconds, for messages ("the run's 10 min deadline"). */
+  readonly totalMs: number;
+}
+
+/** A budget of `totalMs` from now, on `clock` (milliseconds, monotonic; tests pass their own). */
+export function runBudget(
+  totalMs: number,
+  clock: () => number = () => performance.now(),
+): Budget {
+  const end = clock() + totalMs;
+  return {
+    totalMs,
+    expired: () => clock() >= end,
+    remainingMs: () => Math.max(0, end - clock()),
+  };
+}
+
+/** "10 min", "1.5 s": a budget's length for messages. */
+export function describeDuration(ms: number): string {
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000} min`;
+  if (ms >= 1000) return `${Number((ms / 1000).toFixed(1))} s`;
+  return `${Math.round(ms)} ms`;
+}
+
 export interface TaskContext {
   desired: DesiredState;
   clients: Clients;
@@ -34,6 +69,8 @@ export interface TaskContext {
   dryRun: boolean;
   /** Registers a value that must never be printed (the entry masks and redacts it). */
   secret: (value: string) => void;
+  /** The run's deadline: no task starts after it; long tasks check it between units of work. */
+  budget: Budget;
 }
 
 /** One change made, or under `--dry-run` one change that would be made. */
@@ -51,7 +88,8 @@ export interface TaskOutcome {
   warnings?: string[];
 }
 
-export type TaskStatus = "unchanged" | "changed" | "planned" | "failed";
+/** `skipped`: not started because the run's deadline had passed (its `error` says so). */
+export type TaskStatus = "unchanged" | "changed" | "planned" | "failed" | "skipped";
 
 export interface TaskResult {
   task: TaskName;
@@ -66,13 +104,34 @@ export interface TaskResult {
 
 export type Task = (ctx: TaskContext) => Promise<TaskOutcome>;
 
-/** Runs the tasks in order; each result is returned whether the task succeeded or failed. */
+/**
+ * Runs the tasks in order; each result is returned whether the task succeeded or failed. A task
+ * not yet started when the budget has expired is not started: it is reported as `skipped`, with
+ * the reason as its error, so the run exits 1.
+ */
 export async function runTasks(
   tasks: [TaskName, Task][],
   ctx: TaskContext,
 ): Promise<TaskResult[]> {
   const results: TaskResult[] = [];
   for (const [name, task] of tasks) {
+    if (ctx.budget.expired()) {
+      const reason = `not started: the run's ${
+        describeDuration(ctx.budget.totalMs)
+      } deadline had passed (--deadline-min); the next run does it`;
+      ctx.log.warn(`${name}: ${reason}`);
+      results.push({
+        task: name,
+        status: "skipped",
+        summary: "skipped, the run's deadline had passed",
+        found: {},
+        changes: [],
+        warnings: [],
+        error: reason,
+        durationMs: 0,
+      });
+      continue;
+    }
     const started = performance.now();
     try {
       const outcome = await task(ctx);

@@ -293,3 +293,18 @@ Deno.test("refresh prints no workflow commands and writes no summary outside Git
   assert.deepEqual(run.stderr.filter((l) => l.startsWith("::")), []);
   assert.equal(run.summary, "# earlier step\n");
 });
+
+Deno.test("jobSummary and annotations say which tasks the deadline skipped", () => {
+  const skipped = result("reaper", {
+    status: "skipped",
+    summary: "skipped, the run's deadline had passed",
+    error: "not started: the run's 10 min deadline had passed (--deadline-min)",
+  });
+  const r = report([result("table"), skipped], { exitCode: 1 });
+  const md = jobSummary(r);
+  assert.match(md, /^## refresh: ❌ 1 of 2 tasks skipped \(the run's deadline passed\)$/m);
+  assert.deepEqual(rows(md)[1].slice(0, 2), ["reaper", "⏭️ skipped (deadline)"]);
+  assert.deepEqual(annotations(r), [
+    annotation("error", "refresh reaper skipped", skipped.error!),
+  ]);
+});

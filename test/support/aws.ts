@@ -4,7 +4,7 @@
  */
 import { CallCounter } from "../../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../../lib/config.ts";
-import type { Logger, TaskContext } from "../../lib/task.ts";
+import { type Budget, type Logger, runBudget, type TaskContext } from "../../lib/task.ts";
 import { buildClients } from "../../refresh.ts";
 import { AWS_ENV, NETWORK, resetMoto } from "./moto.ts";
 
@@ -62,7 +62,7 @@ export interface TestContext extends TaskContext {
 /** A task context on moto (reset first unless `reset: false`). */
 export async function testContext(
   desired: DesiredState,
-  options: { now?: string; reset?: boolean; env?: Record<string, string> } = {},
+  options: { now?: string; reset?: boolean; env?: Record<string, string>; budget?: Budget } = {},
 ): Promise<TestContext> {
   if (options.reset !== false) await resetMoto();
   const counter = new CallCounter();
@@ -81,6 +81,8 @@ export async function testContext(
     log,
     dryRun: desired.dryRun,
     secret: (v) => secrets.push(v),
+    // Generous: a test that is about the deadline passes its own.
+    budget: options.budget ?? runBudget(10 * 60_000),
     counter,
     lines,
     secrets,
