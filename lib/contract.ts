@@ -118,7 +118,7 @@ export function sha256(text: string): string {
 const QUEUE_MAX = 80;
 /** Every pool queue's name ends with this. */
 export const QUEUE_SUFFIX = "-ci-pool";
-/** Longest class part {@link queueName} keeps (config.ts allows class names of 1-40). */
+/** Longest class part {@link queueName} keeps (resource_pools.ts allows class names of 1-40). */
 const CLASS_MAX = 40;
 const HASH_LENGTH = 8;
 

@@ -12,12 +12,120 @@
  */
 import { createAppAuth, type StrategyOptions } from "npm:@octokit/auth-app@8.3.1";
 import type { Octokit } from "npm:@octokit/rest@22.0.1";
-import type { DesiredState } from "./config.ts";
+import type { Names } from "./config.ts";
 import { METADATA, type RegistrationTokenRecord, timestamp } from "./contract.ts";
+import type { InputSpec, Reader, Requirements } from "./inputs.ts";
 import { readStored, writeMetadata } from "./metadata.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
-type Github = DesiredState["github"];
+/** The github-token task's inputs (GitHub's, also used by the reaper), in `--help` order. */
+export const INPUTS: InputSpec[] = [
+  {
+    name: "github-api-url",
+    env: ["GITHUB_API_URL"],
+    kind: "string",
+    default: "https://api.github.com",
+    help: "GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3)",
+  },
+  {
+    name: "token-margin-min",
+    env: ["REFRESH_TOKEN_MARGIN_MIN"],
+    kind: "int",
+    default: "30",
+    help: "fetch a new registration token when the stored one expires within this many minutes",
+  },
+  {
+    name: "github-app-id",
+    env: ["GITHUB_APP_ID"],
+    kind: "string",
+    help: "GitHub App id (App auth; with GITHUB_APP_PRIVATE_KEY)",
+  },
+  {
+    name: "github-app-installation-id",
+    env: ["GITHUB_APP_INSTALLATION_ID"],
+    kind: "string",
+    help: "installation id of the App (found from the repository/organization when omitted)",
+  },
+  {
+    name: "github-token",
+    env: ["GITHUB_TOKEN"],
+    kind: "string",
+    secret: true,
+    help: "personal access token (environment only)",
+  },
+  {
+    name: "github-app-private-key",
+    env: ["GITHUB_APP_PRIVATE_KEY"],
+    kind: "string",
+    secret: true,
+    help: "PEM private key of the GitHub App (environment only)",
+  },
+];
+
+/** What the github-token task cannot run without. */
+export const REQUIRED: Requirements = ["repo|org", "github-token|github-app-id"];
+
+export type GithubAuth =
+  | { kind: "token"; token: string }
+  | { kind: "app"; appId: string; privateKey: string; installationId?: string }
+  | { kind: "none" };
+
+/** GitHub's section of the desired state (the github-token task's; the reaper uses it too). */
+export interface DesiredGithub {
+  apiUrl: string;
+  scope?: { repo: { owner: string; name: string } } | { org: string };
+  auth: GithubAuth;
+  marginMin: number;
+}
+
+/** Reads the github-token task's inputs, recording problems on the reader. */
+export function parseGithub(r: Reader, { repo, org }: Names): DesiredGithub {
+  const problems = r.problems;
+  const apiUrl = (r.string("github-api-url") ?? "https://api.github.com").replace(/\/+$/, "");
+  try {
+    const u = new URL(apiUrl);
+    if (u.protocol !== "https:" && u.protocol !== "http:") throw new Error("not http(s)");
+  } catch {
+    problems.push(`github-api-url: "${apiUrl}" is not an http(s) URL`);
+  }
+  const marginMin = r.int("token-margin-min", 0, 59);
+  const token = r.raw["github-token"] as string | undefined;
+  const appId = r.string("github-app-id");
+  const installationId = r.string("github-app-installation-id");
+  const privateKey = r.raw["github-app-private-key"] as string | undefined;
+  let auth: GithubAuth = { kind: "none" };
+  if (appId !== undefined) {
+    if (!/^\d+$/.test(appId)) problems.push(`github-app-id: "${appId}" is not a numeric App id`);
+    if (installationId !== undefined && !/^\d+$/.test(installationId)) {
+      problems.push(`github-app-installation-id: "${installationId}" is not a numeric id`);
+    }
+    if (privateKey === undefined) {
+      problems.push(
+        "github-app-private-key: required with github-app-id; set GITHUB_APP_PRIVATE_KEY",
+      );
+    } else if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(privateKey)) {
+      problems.push("github-app-private-key: GITHUB_APP_PRIVATE_KEY is not a PEM private key");
+    }
+    auth = { kind: "app", appId, privateKey: privateKey ?? "", installationId };
+  } else if (privateKey !== undefined || installationId !== undefined) {
+    // Without it the App settings would be ignored, silently, maybe for a PAT also set.
+    const given = privateKey !== undefined
+      ? "GITHUB_APP_PRIVATE_KEY"
+      : "github-app-installation-id";
+    problems.push(`github-app-id: required with ${given}; set --github-app-id or GITHUB_APP_ID`);
+  } else if (token !== undefined) {
+    auth = { kind: "token", token };
+  }
+  return {
+    apiUrl,
+    // --org registers at organization level; names still come from the repository when given.
+    scope: org ? { org } : repo ? { repo } : undefined,
+    auth,
+    marginMin: marginMin!,
+  };
+}
+
+type Github = DesiredGithub;
 type Scope = NonNullable<Github["scope"]>;
 type OctokitOptions = NonNullable<ConstructorParameters<typeof Octokit>[0]>;
 

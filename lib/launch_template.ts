@@ -13,6 +13,9 @@
  * DeleteLaunchTemplateVersions, CreateTags (the ownership tag on an adopted template), and the
  * `ID#launch_template` metadata record.
  *
+ * Its inputs, and the parser of its section of the desired state, are in
+ * lib/launch_template_inputs.ts.
+ *
  * @module
  */
 import { Buffer } from "node:buffer";
@@ -37,8 +40,9 @@ import {
   type ResponseLaunchTemplateData,
   type VolumeType,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import type { AmiSource, DesiredState } from "./config.ts";
+import type { DesiredState } from "./config.ts";
 import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contract.ts";
+import type { AmiSource } from "./launch_template_inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, requireOneVpc } from "./network.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";

@@ -9,9 +9,62 @@
  * @module
  */
 import { METADATA } from "./contract.ts";
+import { checkIds, type InputSpec, type Reader, type Requirements, SUBNET } from "./inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, describeSubnets, requireOneVpc } from "./network.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+
+/** The parameters task's inputs, in `--help` order. */
+export const INPUTS: InputSpec[] = [
+  {
+    name: "idle-time-sec",
+    env: ["REFRESH_IDLE_TIME_SEC"],
+    kind: "int",
+    default: "300",
+    help: "seconds an idle instance may wait in the pool",
+  },
+  {
+    name: "max-runtime-min",
+    env: ["REFRESH_MAX_RUNTIME_MIN"],
+    kind: "int",
+    default: "30",
+    help: "minutes a running instance may live",
+  },
+  {
+    name: "subnet-ids",
+    env: ["REFRESH_SUBNET_IDS"],
+    kind: "list",
+    help: "subnets instances launch in (comma or space separated)",
+  },
+];
+
+/** What the parameters task cannot run without. */
+export const REQUIRED: Requirements = ["subnet-ids"];
+
+/** The parameters task's section of the desired state. */
+export interface DesiredParameters {
+  idleTimeSec: number;
+  maxRuntimeMin: number;
+  subnetIds: string[];
+}
+
+/** Reads the parameters task's inputs, recording problems on the reader. */
+export function parseParameters(r: Reader): DesiredParameters {
+  const idleTimeSec = r.int("idle-time-sec", 1);
+  const maxRuntimeMin = r.int("max-runtime-min", 1);
+  const subnetIds = checkIds(
+    "subnet-ids",
+    r.list("subnet-ids"),
+    SUBNET,
+    "a subnet id (subnet-…)",
+    r.problems,
+  );
+  return {
+    idleTimeSec: idleTimeSec!,
+    maxRuntimeMin: maxRuntimeMin!,
+    subnetIds: subnetIds ?? [],
+  };
+}
 
 export async function reconcileParameters(ctx: TaskContext): Promise<TaskOutcome> {
   const { idleTimeSec, maxRuntimeMin, subnetIds } = ctx.desired.parameters;

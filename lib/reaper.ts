@@ -31,6 +31,7 @@ import {
   UpdateCommand,
 } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { idOf, type InstanceRecord, OWNER_TAG, pk, sk, timestamp } from "./contract.ts";
+import type { InputSpec, Reader } from "./inputs.ts";
 import {
   type Change,
   describeError,
@@ -38,6 +39,47 @@ import {
   type TaskContext,
   type TaskOutcome,
 } from "./task.ts";
+
+/** The reaper's inputs, in `--help` order. */
+export const INPUTS: InputSpec[] = [
+  {
+    name: "orphan-grace-min",
+    env: ["REFRESH_ORPHAN_GRACE_MIN"],
+    kind: "int",
+    default: "15",
+    help: "minutes a tagged instance without a live record may exist before it is terminated",
+  },
+  {
+    name: "reap-concurrency",
+    env: ["REFRESH_REAP_CONCURRENCY"],
+    kind: "int",
+    default: "16",
+    help: "conditional updates in flight at once while locking expired instances",
+  },
+  {
+    name: "terminated-retention-hours",
+    env: ["REFRESH_TERMINATED_RETENTION_HOURS"],
+    kind: "int",
+    default: "24",
+    help: "hours a terminated instance record is kept (DynamoDB TTL) before it expires",
+  },
+];
+
+/** The reaper's section of the desired state. */
+export interface DesiredReaper {
+  orphanGraceMin: number;
+  concurrency: number;
+  terminatedRetentionHours: number;
+}
+
+/** Reads the reaper's inputs, recording problems on the reader. */
+export function parseReaper(r: Reader): DesiredReaper {
+  return {
+    orphanGraceMin: r.int("orphan-grace-min", 1)!,
+    concurrency: r.int("reap-concurrency", 1, 256)!,
+    terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,
+  };
+}
 
 /** States a record can expire from. */
 const LIVE_STATES = new Set(["created", "running", "idle", "claimed"]);

@@ -22,15 +22,170 @@ import {
   type SQSClient,
   TagQueueCommand,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
+import type { Names } from "./config.ts";
 import {
   METADATA,
   OWNER_TAG,
   QUEUE_SUFFIX,
+  queueName,
   queueNamePrefix,
   type ResourceClassRecord,
 } from "./contract.ts";
+import { duplicateKeys, type InputSpec, type Reader, show } from "./inputs.ts";
 import { readStored, updateMetadata } from "./metadata.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+
+/** The resource-pools task's inputs, in `--help` order. */
+export const INPUTS: InputSpec[] = [
+  {
+    name: "resource-class-config",
+    env: ["REFRESH_RESOURCE_CLASS_CONFIG"],
+    kind: "json",
+    default: "large, xlarge, 2xlarge … 16xlarge (see README)",
+    help: 'resource classes, JSON {"<class>": {"cpu": N, "mmem": N}}',
+  },
+  {
+    name: "queue-visibility-timeout",
+    env: ["REFRESH_QUEUE_VISIBILITY_TIMEOUT"],
+    kind: "int",
+    default: "30",
+    help: "SQS visibility timeout of pool queues, seconds (0-43200)",
+  },
+  {
+    name: "queue-retention-sec",
+    env: ["REFRESH_QUEUE_RETENTION_SEC"],
+    kind: "int",
+    default: "345600",
+    help: "SQS message retention of pool queues, seconds (60-1209600)",
+  },
+  {
+    name: "prune",
+    env: ["REFRESH_PRUNE"],
+    kind: "bool",
+    default: "false",
+    help: "delete pool queues whose resource class was removed",
+  },
+];
+
+export interface ResourceClass {
+  cpu: number;
+  mmem: number;
+}
+
+/** Default resource classes, the same as fleet-actions' defaults. */
+export const DEFAULT_RESOURCE_CLASSES: Record<string, ResourceClass> = {
+  large: { cpu: 2, mmem: 4096 },
+  xlarge: { cpu: 4, mmem: 8192 },
+  "2xlarge": { cpu: 8, mmem: 16384 },
+  "4xlarge": { cpu: 16, mmem: 32768 },
+  "8xlarge": { cpu: 32, mmem: 65536 },
+  "12xlarge": { cpu: 48, mmem: 98304 },
+  "16xlarge": { cpu: 64, mmem: 131072 },
+};
+
+/** The resource-pools task's section of the desired state. */
+export interface DesiredPools {
+  classes: Record<string, ResourceClass>;
+  /** Queue name by class, from {@link queueName}. */
+  queueNames: Record<string, string>;
+  visibilityTimeoutSec: number;
+  retentionSec: number;
+  prune: boolean;
+}
+
+/** Reads the resource-pools task's inputs, recording problems on the reader. */
+export function parsePools(r: Reader, { stem }: Names): DesiredPools {
+  const problems = r.problems;
+  const classesText = r.raw["resource-class-config"];
+  const classesValue = r.json("resource-class-config");
+  const classes = parseResourceClasses(classesValue, problems);
+  if (typeof classesText === "string" && classesValue !== undefined) {
+    for (const key of duplicateKeys(classesText)) {
+      problems.push(`resource-class-config: "${key}" is given more than once`);
+    }
+  }
+  const queueNames: Record<string, string> = {};
+  if (classes) {
+    const byName = new Map<string, string>();
+    for (const cls of Object.keys(classes)) {
+      const q = queueName(stem, cls);
+      if (byName.has(q)) {
+        problems.push(
+          `resource-class-config: classes "${
+            byName.get(q)
+          }" and "${cls}" both map to queue name "${q}"`,
+        );
+      }
+      byName.set(q, cls);
+      queueNames[cls] = q;
+    }
+  }
+  const visibility = r.int("queue-visibility-timeout", 0, 43200);
+  const retention = r.int("queue-retention-sec", 60, 1209600);
+  return {
+    classes: classes!,
+    queueNames,
+    visibilityTimeoutSec: visibility!,
+    retentionSec: retention!,
+    prune: r.bool("prune"),
+  };
+}
+
+const CLASS_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$/;
+
+/** Parses and validates resource classes: unique names, positive whole cpu and mmem. */
+export function parseResourceClasses(
+  value: unknown,
+  problems: string[],
+): Record<string, ResourceClass> | undefined {
+  const name = "resource-class-config";
+  if (value === undefined) return DEFAULT_RESOURCE_CLASSES;
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    problems.push(`${name}: expected a JSON object of classes, got ${show(value)}`);
+    return undefined;
+  }
+  const entries = Object.entries(value as Record<string, unknown>);
+  if (entries.length === 0) problems.push(`${name}: expected at least one resource class`);
+  const out: Record<string, ResourceClass> = {};
+  const seen = new Map<string, string>();
+  const before = problems.length;
+  for (const [cls, spec] of entries) {
+    if (!CLASS_NAME.test(cls)) {
+      problems.push(
+        `${name}: class "${cls}" must be 1-40 letters, digits, ".", "_" or "-", starting with a letter or digit`,
+      );
+      continue;
+    }
+    const folded = cls.toLowerCase();
+    if (seen.has(folded)) {
+      problems.push(
+        `${name}: class "${cls}" duplicates "${seen.get(folded)}" (names are case-insensitive)`,
+      );
+      continue;
+    }
+    seen.set(folded, cls);
+    if (typeof spec !== "object" || spec === null || Array.isArray(spec)) {
+      problems.push(
+        `${name}: class "${cls}" must be an object {"cpu": N, "mmem": N}, got ${show(spec)}`,
+      );
+      continue;
+    }
+    const s = spec as Record<string, unknown>;
+    for (const key of Object.keys(s)) {
+      if (key !== "cpu" && key !== "mmem") {
+        problems.push(`${name}: class "${cls}" has unknown key "${key}" (expected cpu and mmem)`);
+      }
+    }
+    for (const key of ["cpu", "mmem"] as const) {
+      const n = s[key];
+      if (typeof n !== "number" || !Number.isSafeInteger(n) || n <= 0) {
+        problems.push(`${name}: ${cls}.${key} must be a positive whole number, got ${show(n)}`);
+      }
+    }
+    out[cls] = { cpu: s.cpu as number, mmem: s.mmem as number };
+  }
+  return problems.length === before ? out : undefined;
+}
 
 /** Queue URLs by queue name, of every queue whose name starts with `prefix` (paginated). */
 export async function listQueues(
@@ -255,7 +410,7 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
     METADATA.resourceClassConfig,
     storedValue,
     record,
-    show,
+    describeRecord,
   );
   if (change) changes.push(change);
 
@@ -305,7 +460,7 @@ export async function reconcileResourcePools(ctx: TaskContext): Promise<TaskOutc
 }
 
 /** A record as `class (cpu/mmem) queue`, for change details. */
-function show(value: unknown): string {
+function describeRecord(value: unknown): string {
   return Object.entries(value as ResourceClassRecord)
     .map(([cls, entry]) =>
       `${cls} (${entry?.cpu}/${entry?.mmem}) ${nameOf(String(entry?.queueUrl))}`

@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  ConfigError,
-  DEFAULT_RESOURCE_CLASSES,
-  type DesiredState,
-  INPUTS,
-  parseDesiredState,
-} from "../lib/config.ts";
+import { ConfigError, type DesiredState, INPUTS, parseDesiredState } from "../lib/config.ts";
+import { DEFAULT_RESOURCE_CLASSES } from "../lib/resource_pools.ts";
 import { main } from "../refresh.ts";
 import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
 
@@ -450,5 +445,16 @@ Deno.test("README documents every input", async () => {
   for (const input of INPUTS) {
     const name = input.secret ? input.env![0] : `--${input.name}`;
     assert.ok(readme.includes(`\`${name}\``), `README does not document ${name}`);
+  }
+});
+
+Deno.test("lib modules import config.ts for its types only, so config.ts can import every task", async () => {
+  const lib = new URL("../lib/", import.meta.url);
+  for await (const entry of Deno.readDir(lib)) {
+    if (entry.name === "config.ts") continue;
+    const text = await Deno.readTextFile(new URL(entry.name, lib));
+    for (const statement of text.match(/^import\s[^;]*?from\s+"\.\/config\.ts"/gm) ?? []) {
+      assert.match(statement, /^import type\s/, `${entry.name}: ${statement}`);
+    }
   }
 });

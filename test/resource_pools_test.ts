@@ -9,10 +9,14 @@ import {
   SetQueueAttributesCommand,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { ConfigError, DEFAULT_RESOURCE_CLASSES, parseDesiredState } from "../lib/config.ts";
+import { ConfigError, parseDesiredState } from "../lib/config.ts";
 import { queueName, queueNamePrefix, sha256 } from "../lib/contract.ts";
 import { readMetadata } from "../lib/metadata.ts";
-import { listQueues, reconcileResourcePools } from "../lib/resource_pools.ts";
+import {
+  DEFAULT_RESOURCE_CLASSES,
+  listQueues,
+  reconcileResourcePools,
+} from "../lib/resource_pools.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { main } from "../refresh.ts";
 import {
