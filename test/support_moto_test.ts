@@ -1,8 +1,10 @@
 import assert from "node:assert/strict";
 import {
+  CreateFleetCommand,
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
   DeleteLaunchTemplateVersionsCommand,
+  DescribeInstancesCommand,
   DescribeLaunchTemplatesCommand,
   DescribeLaunchTemplateVersionsCommand,
   type DescribeLaunchTemplateVersionsRequest,
@@ -179,4 +181,50 @@ Deno.test("moto extension deletes launch template versions like EC2 when the req
     { name: "InvalidParameterValue", message: /\$Latest is not a version number/ },
   );
   assert.deepEqual(await describe(), ["1:1 default", "2:2"], "nothing was deleted");
+});
+
+Deno.test("moto extension stamps CreateFleet instances with the launch template version $Default resolved to, like EC2", async () => {
+  const id = await template(3, 2);
+  const ami = "ami-1e749f67"; // one of moto's built-in images: it validates AMIs
+  await ec2.send(
+    new CreateLaunchTemplateVersionCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: { ImageId: ami, InstanceType: "t3.micro" },
+    }),
+  );
+  await ec2.send(
+    new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "4" }),
+  );
+
+  // As fleet-actions' provision launches: instant, $Default, instance tags of its own.
+  const fleet = await ec2.send(
+    new CreateFleetCommand({
+      Type: "instant",
+      LaunchTemplateConfigs: [{
+        LaunchTemplateSpecification: { LaunchTemplateName: NAME, Version: "$Default" },
+      }],
+      TargetCapacitySpecification: {
+        TotalTargetCapacity: 2,
+        DefaultTargetCapacityType: "on-demand",
+      },
+      TagSpecifications: [{
+        ResourceType: "instance",
+        Tags: [{ Key: "InitialRunId", Value: "7" }],
+      }],
+    }),
+  );
+
+  const launched = fleet.Instances!.flatMap((i) => i.InstanceIds!);
+  assert.equal(launched.length, 2);
+  const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: launched }));
+  for (const instance of out.Reservations!.flatMap((r) => r.Instances!)) {
+    const tags = Object.fromEntries(instance.Tags!.map((t) => [t.Key, t.Value]));
+    assert.deepEqual(tags, {
+      "aws:ec2launchtemplate:id": id,
+      "aws:ec2launchtemplate:version": "4",
+      "aws:ec2:fleet-id": fleet.FleetId,
+      InitialRunId: "7",
+    });
+    assert.equal(instance.ImageId, ami);
+  }
 });

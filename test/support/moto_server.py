@@ -21,6 +21,15 @@ lookups, numbering and DescribeLaunchTemplateVersions' MinVersion/MaxVersion are
 by number. The patch checks the moto internals it relies on and exercises itself at start: if
 moto changes, the server fails to start instead of answering wrongly. Should moto implement the
 action itself, the server also refuses to start: then remove this patch.
+
+moto 5.2.5's CreateFleet launches through run_instances without the template, so its instances
+lack the tags EC2 stamps on every instance launched from a launch template
+(`aws:ec2launchtemplate:id`, `aws:ec2launchtemplate:version`: the version number the launch
+resolved, `$Default` included) and on every fleet instance (`aws:ec2:fleet-id`).
+`add_fleet_launch_template_tags` stamps them after the fleet is made, as EC2 does, so tests can
+launch the way fleet-actions' provision does (type `instant`, version `$Default`) and the reaper's
+rollout sees what it would see on AWS. It checks itself at start like the patch above, and refuses
+to start once moto stamps the tags itself.
 """
 
 import sys
@@ -34,6 +43,7 @@ from moto.ec2.exceptions import (
     MissingParameter,
 )
 from moto.ec2.models import ec2_backends
+from moto.ec2.models.fleets import FleetsBackend
 from moto.ec2.models.launch_templates import (
     LaunchTemplate,
     LaunchTemplateBackend,
@@ -213,7 +223,104 @@ def check():
         backend.delete_launch_template(None, template.id)
 
 
+TEMPLATE_ID_TAG = "aws:ec2launchtemplate:id"
+TEMPLATE_VERSION_TAG = "aws:ec2launchtemplate:version"
+FLEET_ID_TAG = "aws:ec2:fleet-id"
+
+
+def fleet_instances(fleet):
+    """(instance, launch spec) of every instance a fleet launched, on-demand and spot."""
+    found = [(item["instance"], item.get("launch_spec")) for item in fleet.on_demand_instances]
+    for request in fleet.spot_requests:
+        if getattr(request, "instance", None) is not None:
+            found.append((request.instance, request.launch_spec))
+    return found
+
+
+def stamp_fleet_tags(original):
+    def create_fleet(self, *args, **kwargs):
+        fleet = original(self, *args, **kwargs)
+        for instance, spec in fleet_instances(fleet):
+            tags = {FLEET_ID_TAG: fleet.id}
+            template = getattr(spec, "launch_template_spec", None) or {}
+            if template.get("LaunchTemplateId"):
+                version = template.get("Version")
+                if version is None:
+                    lt = self.get_launch_template(template["LaunchTemplateId"])
+                    version = lt.default_version_number
+                tags[TEMPLATE_ID_TAG] = template["LaunchTemplateId"]
+                tags[TEMPLATE_VERSION_TAG] = str(version)
+            instance.add_tags(tags)
+        return fleet
+
+    return create_fleet
+
+
+def add_fleet_launch_template_tags():
+    if not hasattr(FleetsBackend, "create_fleet"):
+        raise RuntimeError(f"moto lacks FleetsBackend.create_fleet: update {__file__}")
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    before = fleet_check(backend)
+    if before.get(TEMPLATE_VERSION_TAG) is not None:
+        raise RuntimeError(f"moto stamps template tags on fleets: drop the patch in {__file__}")
+    FleetsBackend.create_fleet = stamp_fleet_tags(FleetsBackend.create_fleet)
+    after = fleet_check(backend)
+    expected = {TEMPLATE_VERSION_TAG: "2", "fleet": True, "template": True}
+    actual = {
+        TEMPLATE_VERSION_TAG: after.get(TEMPLATE_VERSION_TAG),
+        "fleet": after.get(FLEET_ID_TAG, "").startswith("fleet-"),
+        "template": after.get(TEMPLATE_ID_TAG, "").startswith("lt-"),
+    }
+    if actual != expected:
+        raise RuntimeError(f"{__file__} fleet self-check: got {actual}, expected {expected}")
+
+
+def fleet_check(backend):
+    """Launches one instant-fleet instance from `$Default` (version 2 of 3); returns its tags."""
+    data = {"ImageId": next(iter(backend.amis)), "InstanceType": "t3.micro"}
+    template = backend.create_launch_template("moto-server-fleet-check", "", data, {})
+    try:
+        template.create_version(data, "")
+        template.create_version(data, "")
+        backend.modify_launch_template("2", template_id=template.id)
+        fleet = backend.create_fleet(
+            on_demand_options={},
+            spot_options={},
+            target_capacity_specification={
+                "TotalTargetCapacity": 1,
+                "DefaultTargetCapacityType": "on-demand",
+            },
+            launch_template_configs=[
+                {
+                    "LaunchTemplateSpecification": {
+                        "LaunchTemplateId": template.id,
+                        "Version": "$Default",
+                    }
+                }
+            ],
+            excess_capacity_termination_policy=None,
+            replace_unhealthy_instances=False,
+            terminate_instances_with_expiration=False,
+            fleet_type="instant",
+            valid_from=None,
+            valid_until=None,
+            tag_specifications=[],
+        )
+        [(instance, _)] = fleet_instances(fleet)
+        tags = {t["key"]: t["value"] for t in instance.get_tags()}
+        # Leaves nothing behind: no fleet, no instance (moto keeps terminated ones listed).
+        backend.fleets.pop(fleet.id, None)
+        backend.tags.pop(instance.id, None)
+        for key, reservation in list(backend.reservations.items()):
+            if instance in reservation.instances:
+                del backend.reservations[key]
+        return tags
+    finally:
+        backend.delete_launch_template(None, template.id)
+
+
 add_delete_launch_template_versions()
+add_fleet_launch_template_tags()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 server.start()
