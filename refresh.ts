@@ -26,12 +26,17 @@ import {
   parseDesiredState,
   type TaskName,
 } from "./lib/config.ts";
-import { githubClientOptions, reconcileGithubToken } from "./lib/github_token.ts";
+import {
+  githubClientOptions,
+  type GithubRequestLimits,
+  reconcileGithubToken,
+} from "./lib/github_token.ts";
 import { reconcileLaunchTemplate } from "./lib/launch_template.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
 import { reconcileResourcePools } from "./lib/resource_pools.ts";
 import { reapInstances } from "./lib/reaper.ts";
 import { Redactor } from "./lib/redact.ts";
+import { AWS_MAX_ATTEMPTS, awsRequestHandler, explainAwsTimeouts } from "./lib/requests.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
 import {
@@ -72,25 +77,35 @@ const realIo: Io = {
   readTextFile: (path) => Deno.readTextFileSync(path),
 };
 
+/** Seconds each attempt of a request may take (AWS and GitHub). */
+export const REQUEST_TIMEOUT_SEC = 20;
+
 /** Builds the AWS and GitHub clients for a desired state, counting their calls. */
 export function buildClients(
   desired: DesiredState,
   env: Record<string, string | undefined>,
   counter: CallCounter,
+  limits: GithubRequestLimits = { timeoutMs: REQUEST_TIMEOUT_SEC * 1000 },
 ): Clients {
   // The SDK also reads AWS_ENDPOINT_URL itself; passing it keeps the injected env authoritative.
   const endpoint = env.AWS_ENDPOINT_URL;
-  const common = { region: desired.region, maxAttempts: 5, ...(endpoint ? { endpoint } : {}) };
+  const common = {
+    region: desired.region,
+    maxAttempts: AWS_MAX_ATTEMPTS,
+    requestHandler: awsRequestHandler(limits.timeoutMs),
+    ...(endpoint ? { endpoint } : {}),
+  };
   const ec2 = new EC2Client(common);
   const sqs = new SQSClient(common);
   const dynamo = new DynamoDBClient(common);
-  countAwsCalls(ec2, "EC2", counter);
-  countAwsCalls(sqs, "SQS", counter);
-  countAwsCalls(dynamo, "DynamoDB", counter);
+  for (const [client, service] of [[ec2, "EC2"], [sqs, "SQS"], [dynamo, "DynamoDB"]] as const) {
+    countAwsCalls(client, service, counter);
+    explainAwsTimeouts(client, service, limits.timeoutMs);
+  }
   const ddb = DynamoDBDocumentClient.from(dynamo, {
     marshallOptions: { removeUndefinedValues: true },
   });
-  const github = buildGithub(desired);
+  const github = buildGithub(desired, limits);
   if (github) countGithubCalls(github, counter);
   return { ec2, sqs, ddb, ...(github ? { github } : {}) };
 }
@@ -98,8 +113,8 @@ export function buildClients(
 /** Octokit with retries (5xx, network) and rate-limit waits; a PAT or a GitHub App as credential. */
 const GithubClient = Octokit.plugin(retry, throttling);
 
-function buildGithub(desired: DesiredState): Octokit | undefined {
-  const options = githubClientOptions(desired.github);
+function buildGithub(desired: DesiredState, limits: GithubRequestLimits): Octokit | undefined {
+  const options = githubClientOptions(desired.github, limits);
   return options && new GithubClient(options);
 }
 

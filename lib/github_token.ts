@@ -16,6 +16,7 @@ import type { Names } from "./config.ts";
 import { METADATA, type RegistrationTokenRecord, timestamp } from "./contract.ts";
 import type { InputSpec, Reader, Requirements } from "./inputs.ts";
 import { readStored, writeMetadata } from "./metadata.ts";
+import { timedFetch } from "./requests.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
 
 /** The github-token task's inputs (GitHub's, also used by the reaper), in `--help` order. */
@@ -135,12 +136,24 @@ const RATE_LIMIT_RETRIES = 2;
 
 const silent = { debug() {}, info() {}, warn() {}, error() {} };
 
+/** How the entry bounds GitHub requests (tests shorten the retry delays). */
+export interface GithubRequestLimits {
+  /** Each attempt of a request is abandoned after this long. */
+  timeoutMs: number;
+  /** plugin-retry waits (n²) times this before the n-th retry (default its 1000 ms). */
+  retryBaseMs?: number;
+}
+
 /**
  * The options of the Octokit the entry builds (with `@octokit/plugin-retry` and
  * `@octokit/plugin-throttling`), or undefined when no credential was given. Octokit logs nothing:
- * what matters reaches the report through the tasks' results.
+ * what matters reaches the report through the tasks' results. Every request (App authentication
+ * included, which goes through the same `request` defaults) gets the timeout of `limits`.
  */
-export function githubClientOptions(github: Github): OctokitOptions | undefined {
+export function githubClientOptions(
+  github: Github,
+  limits: GithubRequestLimits,
+): OctokitOptions | undefined {
   const { auth, apiUrl, scope } = github;
   if (auth.kind === "none") return undefined;
   const waitBriefly = (
@@ -154,7 +167,11 @@ export function githubClientOptions(github: Github): OctokitOptions | undefined 
     userAgent: "refresh",
     log: silent,
     // Rate limits (403/429) belong to the throttling plugin; retry takes 5xx and network errors.
-    retry: { doNotRetry: [400, 401, 403, 404, 410, 422, 429, 451] },
+    retry: {
+      doNotRetry: [400, 401, 403, 404, 410, 422, 429, 451],
+      ...(limits.retryBaseMs !== undefined ? { retryAfterBaseValue: limits.retryBaseMs } : {}),
+    },
+    request: { fetch: timedFetch(limits.timeoutMs) },
     throttle: { onRateLimit: waitBriefly, onSecondaryRateLimit: waitBriefly },
   };
   if (auth.kind === "token") return { ...common, auth: auth.token };

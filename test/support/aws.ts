@@ -4,6 +4,7 @@
  */
 import { CallCounter } from "../../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../../lib/config.ts";
+import type { GithubRequestLimits } from "../../lib/github_token.ts";
 import { type Budget, type Logger, runBudget, type TaskContext } from "../../lib/task.ts";
 import { buildClients } from "../../refresh.ts";
 import { AWS_ENV, NETWORK, resetMoto } from "./moto.ts";
@@ -62,11 +63,18 @@ export interface TestContext extends TaskContext {
 /** A task context on moto (reset first unless `reset: false`). */
 export async function testContext(
   desired: DesiredState,
-  options: { now?: string; reset?: boolean; env?: Record<string, string>; budget?: Budget } = {},
+  options: {
+    now?: string;
+    reset?: boolean;
+    env?: Record<string, string>;
+    budget?: Budget;
+    /** Request timeout and GitHub retry delays (default: the entry's). */
+    limits?: GithubRequestLimits;
+  } = {},
 ): Promise<TestContext> {
   if (options.reset !== false) await resetMoto();
   const counter = new CallCounter();
-  const clients = buildClients(desired, { ...AWS_ENV, ...options.env }, counter);
+  const clients = buildClients(desired, { ...AWS_ENV, ...options.env }, counter, options.limits);
   const lines: string[] = [];
   const secrets: string[] = [];
   let now = new Date(options.now ?? "2026-01-15T12:00:00Z");
