@@ -7,6 +7,7 @@
  * @module
  */
 import type { RunReport } from "./report.ts";
+import { isPoolView, poolTable, templateLine } from "./rollout.ts";
 import type { TaskResult } from "./task.ts";
 
 /** Escapes a workflow command's message (what follows the second `::`). */
@@ -92,7 +93,9 @@ export function jobSummary(report: RunReport): string {
   for (const r of report.results) {
     const shown = r.changes.slice(0, CELL_CHANGES).map((c) => `${verb(c.action)} ${c.target}`);
     if (r.changes.length > CELL_CHANGES) shown.push(`… ${r.changes.length - CELL_CHANGES} more`);
-    const found = describeFound(r.found);
+    // The pool view gets a table of its own below.
+    const { pool: _pool, ...rest } = r.found;
+    const found = describeFound(isPoolView(r.found.pool) ? rest : r.found);
     lines.push(
       `| ${
         [
@@ -102,6 +105,21 @@ export function jobSummary(report: RunReport): string {
           shown.length ? shown : ["none"],
         ].map(cell).join(" | ")
       } |`,
+    );
+  }
+  for (const r of report.results) {
+    const pool = r.found.pool;
+    if (!isPoolView(pool) || Object.keys(pool.classes).length === 0) continue;
+    const [header, ...rows] = poolTable(pool);
+    lines.push(
+      "",
+      `### Pool (${r.task})`,
+      "",
+      `Against the ${templateLine(pool)}.`,
+      "",
+      `| ${header.map(text).join(" | ")} |`,
+      `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+      ...rows.map((row) => `| ${row.map((v) => cell([v])).join(" | ")} |`),
     );
   }
   const details: string[] = [];

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { isPoolView, poolTable, templateLine } from "./rollout.ts";
 import type { TaskResult } from "./task.ts";
 
 export interface RunReport {
@@ -49,6 +50,10 @@ export function renderText(report: RunReport): string {
         `  … and ${r.changes.length - MAX_CHANGE_LINES} more changes (all of them in --json)`,
       );
     }
+    if (isPoolView(r.found.pool) && Object.keys(r.found.pool.classes).length) {
+      lines.push(`  pool, against the ${templateLine(r.found.pool)}:`);
+      lines.push(...alignTable(poolTable(r.found.pool)).map((row) => `    ${row}`));
+    }
     for (const w of r.warnings) lines.push(`  warning: ${w}`);
     if (r.error) lines.push(`  error: ${r.error}`);
   }
@@ -63,6 +68,15 @@ export function renderText(report: RunReport): string {
   const total = Object.values(report.calls).reduce((a, b) => a + b, 0);
   lines.push(`result: ${parts.join(", ")}; ${total} API calls, ${report.writeCalls} writes`);
   return lines.join("\n");
+}
+
+/** Rows as text columns: the first column left-aligned, the others right-aligned. */
+export function alignTable(rows: string[][]): string[] {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((row) => row[i].length)));
+  return rows.map((row) =>
+    row.map((value, i) => i === 0 ? value.padEnd(widths[i]) : value.padStart(widths[i])).join("  ")
+      .trimEnd()
+  );
 }
 
 export function renderJson(report: RunReport): string {

@@ -405,7 +405,21 @@ export function planRollout(reading: PoolReading, inputs: RolloutInputs): Rollou
   return { drains: [...unhealthy, ...rollout], view, warnings };
 }
 
-/** The pool view as table rows: a header, then one row per class and a total row. */
+/** Whether a task's `found.pool` is a pool view (the reports render it as a table). */
+export function isPoolView(value: unknown): value is PoolView {
+  return typeof value === "object" && value !== null && "classes" in value &&
+    "template" in value && typeof (value as PoolView).classes === "object";
+}
+
+/** What the pool view compares with, in words: `lt-… version 2 (ami-…)`, or why nothing. */
+export function templateLine(view: PoolView): string {
+  const t = view.template;
+  return t
+    ? `launch template ${t.id} default version ${t.version} (${t.ami})`
+    : "no launch template found: versions not judged";
+}
+
+/** The pool view as table rows: a header, then one row per class. */
 export function poolTable(view: PoolView): string[][] {
   const header = [
     "class",

@@ -152,6 +152,49 @@ Deno.test("jobSummary shows counts nested in found without knowing their names",
   assert.deepEqual(describeFound({ token: null, ok: true }), ["token: none", "ok: true"]);
 });
 
+Deno.test("jobSummary shows the reaper's pool view as a table of its own, one row per class", () => {
+  const cls = (idle: number, outdated: number, deferred: number, oldestAgeMin: number | null) => ({
+    idle,
+    claimed: 1,
+    running: 2,
+    created: 0,
+    current: idle + 3 - outdated,
+    outdated,
+    unknownVersion: 0,
+    unhealthy: 1,
+    booting: 0,
+    deferred,
+    oldestLaunch: null,
+    oldestAgeMin,
+  });
+  const md = jobSummary(report([
+    result("reaper", {
+      found: {
+        expired: 0,
+        pool: {
+          template: { id: "lt-0123456789abcdef0", version: 2, ami: "ami-22222222" },
+          classes: { large: cls(4, 3, 2, 75), "c5|odd": cls(1, 0, 0, null) },
+        },
+      },
+    }),
+  ]));
+  const [task, ...pool] = rows(md);
+  assert.equal(task[2], "expired: 0", "the pool is not flattened into the Found cell");
+  assert.match(md, /^### Pool \(reaper\)$/m);
+  assert.match(
+    md,
+    /^Against the launch template lt-0123456789abcdef0 default version 2 \(ami-22222222\)\.$/m,
+  );
+  assert.match(
+    md,
+    /^\| class \| idle \| claimed \| running \| created \| current \| outdated \| unknown \| unhealthy \| booting \| oldest \|$/m,
+  );
+  assert.deepEqual(pool.slice(2), [
+    ["large", "4", "1", "2", "0", "4", "3 (2 left)", "0", "1", "0", "75 min"],
+    ["c5\\|odd", "1", "1", "2", "0", "4", "0", "0", "1", "0", "-"],
+  ]);
+});
+
 Deno.test("jobSummary says would under dry-run and caps the changes listed in a cell", () => {
   const changes = Array.from({ length: 7 }, (_, i) => ({ action: "delete", target: `q${i}` }));
   const md = jobSummary(report([result("resource-pools", { status: "planned", changes })], {

@@ -96,3 +96,42 @@ Deno.test("exit code is 1 when any task failed and 0 otherwise", () => {
   assert.equal(exitCodeOf([result({}), result({ status: "failed" })]), 1);
   assert.equal(exitCodeOf([result({}), result({ status: "changed" })]), 0);
 });
+
+Deno.test("report text shows the reaper's pool view as aligned columns under its block", () => {
+  const large = {
+    idle: 12,
+    claimed: 3,
+    running: 40,
+    created: 1,
+    current: 50,
+    outdated: 6,
+    unknownVersion: 0,
+    unhealthy: 2,
+    booting: 1,
+    deferred: 3,
+    oldestLaunch: "2026-01-15T09:00:00Z",
+    oldestAgeMin: 180,
+  };
+  const text = renderText(report([
+    result({
+      task: "reaper",
+      summary: "3 drained",
+      found: { pool: { template: null, classes: { large, xlarge: { ...large, idle: 0 } } } },
+    }),
+  ]));
+  const lines = text.split("\n");
+  const at = lines.indexOf("  pool, against the no launch template found: versions not judged:");
+  assert.ok(at > 0, text);
+  assert.deepEqual(lines.slice(at + 1, at + 4), [
+    "    class   idle  claimed  running  created  current    outdated  unknown  unhealthy  booting  oldest",
+    "    large     12        3       40        1       50  6 (3 left)        0          2        1     3 h",
+    "    xlarge     0        3       40        1       50  6 (3 left)        0          2        1     3 h",
+  ]);
+});
+
+Deno.test("report text shows no pool block when the pool has no instance", () => {
+  const text = renderText(report([
+    result({ task: "reaper", found: { pool: { template: null, classes: {} } } }),
+  ]));
+  assert.ok(!text.includes("pool, against"), text);
+});
