@@ -1,26 +1,41 @@
 /**
- * The garbage collector of the pool: instance lifecycle maintenance.
+ * The garbage collector of the pool: instance lifecycle maintenance. `reapInstances` runs these
+ * phases, in this order, each a function below:
  *
- * It reads every instance record (`PK = TYPE#INSTANCE`, every page) and the pool's live EC2
- * instances (tag {@link OWNER_TAG} = table), then:
+ * 1. **read** ({@link readTable}, {@link readPool}): every instance record (`PK = TYPE#INSTANCE`,
+ *    every page) and the keys and `updatedAt` of every heartbeat and worker signal; the pool's
+ *    launch templates (tagged {@link OWNER_TAG} = table, plus the operator's legacy template ids)
+ *    and its live instances, each with its proof of ownership (see {@link ownership}); then, by
+ *    id, the instances that records name but the pool listing does not hold.
+ * 2. **classify** ({@link classify}): pure; decides from what was read, never from a record
+ *    alone, what to lock, terminate and expunge, and what to report and leave alone: records of
+ *    instances alive outside the pool, thresholds that are not timestamps, unknown states.
+ * 3. **lock** ({@link lockRecords}): DESIGN.md's conditional update to `terminated` (with
+ *    `expiresAt` as a TTL safety net), under a condition the caller gives; a failed condition
+ *    means another writer won, unless the item it returns is this run's own write (a lock whose
+ *    reply was lost and which the SDK retried).
+ * 4. **terminate** ({@link terminateOwned}): TerminateInstances, in batches of 1,000, of
+ *    instances proven to be the pool's only: locked ones, ones whose record is already
+ *    `terminated` (a crash between phases), orphans.
+ * 5. **expunge** ({@link expunge}): per instance known to be gone, its heartbeat and worker
+ *    signal first, its record last (BatchWriteItem, 25 per request), so no crash or failed batch
+ *    leaves an artifact no run looks for; and the sweep of heartbeats and worker signals that
+ *    have no record and are older than the grace period.
+ * 6. **runners** ({@link reconcileRunners}): lists the pool's GitHub runner registrations
+ *    (`<instance id>-<n>`) and deletes those of instances not alive (offline ones, and the ones of
+ *    instances this run terminated), busy ones excepted, within a time budget so a backlog drains
+ *    over runs.
  *
- * 1. locks each expired record (live state, `threshold` before now) with DESIGN.md's conditional
- *    update to `terminated` (with `expiresAt` as a TTL safety net); a failed condition means
- *    provision or release won the race, and that instance is left alone;
- * 2. terminates, in batches of 1,000, the locked instances, the instances whose record is already
- *    `terminated` but which still run (a crash between phases), and orphans (tagged instances older
- *    than the grace period with no record);
- * 3. deletes the instance record, heartbeat and worker signal of every instance known to be gone
- *    (BatchWriteItem, 25 per request), so what a run reads never grows with history; records in a
- *    live state whose instance is gone from EC2 are locked and deleted the same way;
- * 4. deletes the GitHub runner registrations of those instances (name starting with the id).
- *
- * Under dry-run it reads, and lists what it would lock, terminate and delete.
+ * Writes: UpdateItem and BatchWriteItem on the table, TerminateInstances, runner deletions. Under
+ * dry-run it reads, and lists what it would lock, terminate, expunge and delete.
  *
  * @module
  */
 import {
   DescribeInstancesCommand,
+  DescribeLaunchTemplatesCommand,
+  type Filter,
+  type Instance,
   TerminateInstancesCommand,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import type { EC2Client } from "npm:@aws-sdk/client-ec2@3.1169.0";
@@ -30,8 +45,9 @@ import {
   QueryCommand,
   UpdateCommand,
 } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { idOf, type InstanceRecord, OWNER_TAG, pk, sk, timestamp } from "./contract.ts";
-import type { InputSpec, Reader } from "./inputs.ts";
+import { unmarshall } from "npm:@aws-sdk/util-dynamodb@3.996.9";
+import { type Entity, idOf, OWNER_TAG, pk, sk, timestamp } from "./contract.ts";
+import { checkIds, type InputSpec, type Reader } from "./inputs.ts";
 import {
   type Change,
   describeError,
@@ -47,7 +63,8 @@ export const INPUTS: InputSpec[] = [
     env: ["REFRESH_ORPHAN_GRACE_MIN"],
     kind: "int",
     default: "15",
-    help: "minutes a tagged instance without a live record may exist before it is terminated",
+    help:
+      "minutes a pool instance without a record, a record of an unlisted instance, or a heartbeat or worker signal without a record may exist before it is reaped",
   },
   {
     name: "reap-concurrency",
@@ -63,6 +80,20 @@ export const INPUTS: InputSpec[] = [
     default: "24",
     help: "hours a terminated instance record is kept (DynamoDB TTL) before it expires",
   },
+  {
+    name: "legacy-launch-template-ids",
+    env: ["REFRESH_LEGACY_LAUNCH_TEMPLATE_IDS"],
+    kind: "list",
+    help:
+      "launch template ids (lt-…) whose instances count as the pool's although untagged (migration)",
+  },
+  {
+    name: "runner-cleanup-sec",
+    env: ["REFRESH_RUNNER_CLEANUP_SEC"],
+    kind: "int",
+    default: "60",
+    help: "seconds a run may spend deleting runner registrations of gone instances",
+  },
 ];
 
 /** The reaper's section of the desired state. */
@@ -70,14 +101,30 @@ export interface DesiredReaper {
   orphanGraceMin: number;
   concurrency: number;
   terminatedRetentionHours: number;
+  /** Templates whose instances count as the pool's without the ownership tag (migration). */
+  legacyLaunchTemplateIds: string[];
+  /** Time budget of the runner phase, in seconds. */
+  runnerCleanupSec: number;
 }
+
+/** A launch template id, as EC2 writes them. */
+const LAUNCH_TEMPLATE_ID = /^lt-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
 
 /** Reads the reaper's inputs, recording problems on the reader. */
 export function parseReaper(r: Reader): DesiredReaper {
+  const legacy = r.list("legacy-launch-template-ids") ?? [];
   return {
     orphanGraceMin: r.int("orphan-grace-min", 1)!,
     concurrency: r.int("reap-concurrency", 1, 256)!,
     terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,
+    legacyLaunchTemplateIds: checkIds(
+      "legacy-launch-template-ids",
+      legacy,
+      LAUNCH_TEMPLATE_ID,
+      "a launch template id (lt- and 8 or 17 hexadecimal digits)",
+      r.problems,
+    ) ?? [],
+    runnerCleanupSec: r.int("runner-cleanup-sec", 0, 3600)!,
   };
 }
 
@@ -87,28 +134,66 @@ const LIVE_STATES = new Set(["created", "running", "idle", "claimed"]);
 const ALIVE_EC2 = ["pending", "running", "stopping", "stopped"];
 /** TerminateInstances takes at most 1,000 ids. */
 const TERMINATE_BATCH = 1000;
-/** EC2 filters take at most 200 values. */
-const FILTER_VALUES = 200;
+/**
+ * DescribeInstances takes at most 200 filter values in all, over every filter of a call
+ * (`FilterLimitExceeded`); moto does not check, so the tests check the requests themselves.
+ */
+export const FILTER_VALUES = 200;
 /** BatchWriteItem takes at most 25 requests. */
 const WRITE_BATCH = 25;
 const WRITE_ATTEMPTS = 8;
 /** Log a progress line every this many items of a long phase. */
 const PROGRESS_EVERY = 500;
+/**
+ * The tag EC2 itself puts on every instance launched from a launch template (RunInstances,
+ * CreateFleet, Auto Scaling), with `aws:ec2launchtemplate:version`. Keys starting with `aws:` are
+ * reserved: no user or runner can create, change or delete them, so this one proves which
+ * template an instance came from.
+ */
+export const TEMPLATE_TAG = "aws:ec2launchtemplate:id";
+
+/**
+ * A strict ISO-8601 UTC timestamp, as DESIGN.md writes them (`2025-04-24T18:31:04Z`); fractional
+ * seconds (`.123Z`, as JavaScript's toISOString writes) are tolerated. No offset other than `Z`,
+ * no date alone, no epoch numbers.
+ */
+const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?Z$/;
+
+/** The time a strict UTC timestamp names, or undefined for anything else (a real calendar time). */
+export function parseTimestamp(value: unknown): number | undefined {
+  if (typeof value !== "string") return undefined;
+  const m = TIMESTAMP.exec(value);
+  if (!m) return undefined;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number);
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const date = new Date(ms);
+  // Date.UTC rolls 2025-02-30 over to March: such a text is not a time.
+  const real = date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 &&
+    date.getUTCDate() === day && date.getUTCHours() === hour && date.getUTCMinutes() === minute &&
+    date.getUTCSeconds() === second;
+  return real ? ms + Number(`0${m[7] ?? ""}`) * 1000 : undefined;
+}
 
 export interface ReaperOptions {
   /** Query page size (`Limit`); by default DynamoDB's 1 MB pages. */
   pageSize?: number;
   /** Waits between BatchWriteItem retries; tests pass their own. */
   sleep?: (ms: number) => Promise<void>;
+  /** Time budget of the runner phase in milliseconds; by default `--runner-cleanup-sec`. */
+  runnerBudgetMs?: number;
+  /** Monotonic clock in milliseconds for the runner budget; tests pass their own. */
+  clock?: () => number;
 }
 
 /** What the reaper counted, by category; `found` of its outcome. */
 export interface ReaperCounts {
   records: number;
-  /** Items DynamoDB read (ScannedCount of every page). */
+  /** Items DynamoDB read (ScannedCount of every page of instance records). */
   itemsRead: number;
   pages: number;
-  /** Pool instances alive in EC2 (tagged). */
+  /** Launch templates whose instances count as the pool's. */
+  templates: number;
+  /** Pool instances alive in EC2 (proven by tag or template). */
   alive: number;
   expired: number;
   locked: number;
@@ -118,22 +203,67 @@ export interface ReaperCounts {
   orphans: number;
   /** Live records whose instance is gone from EC2, marked terminated and deleted. */
   lost: number;
+  /** Records naming an instance alive in EC2 but not proven the pool's: reported, untouched. */
+  foreign: number;
+  /** Records with an unknown state, or a threshold that is not a timestamp: reported, untouched. */
+  invalid: number;
   /** Instances EC2 accepted to terminate. */
   terminated: number;
   /** Ids EC2 did not know (already gone). */
   notFound: number;
   /** Instances EC2 refused to terminate (termination protection). */
   refused: number;
-  /** Instances whose record, heartbeat and worker signal were deleted. */
+  /** Instances whose heartbeat, worker signal and record were deleted. */
   expunged: number;
+  /** Heartbeats and worker signals without a record, older than the grace period, deleted. */
+  strays: number;
   itemsDeleted: number;
   runnersDeleted: number;
   runnersBusy: number;
+  /** Deletable registrations left for the next run when the runner phase ran out of time. */
+  runnersLeft: number;
 }
 
-type Row = Pick<InstanceRecord, "state" | "threshold" | "runId" | "updatedAt"> & {
+/**
+ * An instance record as the reaper reads it: any runner can write the table, so nothing but the
+ * id is trusted to have the contract's types (`InstanceRecord` in contract.ts).
+ */
+export interface Row {
   id: string;
-};
+  state: unknown;
+  threshold?: unknown;
+  runId?: unknown;
+  updatedAt?: unknown;
+}
+
+/** A heartbeat or worker signal item's key and age. */
+export interface ArtifactKey {
+  entity: "HEARTBEAT" | "WS";
+  id: string;
+  updatedAt: unknown;
+}
+
+/** How an instance is proven to belong to the pool. */
+export type Proof = "tag" | "template";
+
+/** An instance alive in EC2, as the reaper sees it. */
+export interface LiveInstance {
+  id: string;
+  /** ISO-8601 launch time. */
+  launched?: string;
+  /** Its proof of belonging to the pool; undefined: not the pool's. */
+  proof?: Proof;
+}
+
+/** What EC2 says about the pool. */
+export interface Pool {
+  /** Launch template ids whose instances count as the pool's. */
+  templateIds: Set<string>;
+  /** Instances alive and proven the pool's. */
+  alive: Map<string, LiveInstance>;
+  /** Instances alive in EC2 that a record names but that are not proven the pool's. */
+  foreign: Map<string, LiveInstance>;
+}
 
 /** The reaper task: see the module documentation. */
 export async function reapInstances(
@@ -146,112 +276,72 @@ export async function reapInstances(
   const sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
   const now = ctx.now();
   const nowText = timestamp(now);
-  const graceText = timestamp(new Date(now.getTime() - reaper.orphanGraceMin * 60_000));
   const expiresAt = Math.floor(now.getTime() / 1000) + reaper.terminatedRetentionHours * 3600;
-  const warnings: string[] = [];
-  const errors: string[] = [];
 
-  const read = await readRecords(ddb, table, options.pageSize, log);
-  const records = new Map(read.records.map((r) => [r.id, r]));
-  const tagged = await listTagged(ec2, table);
+  // 1. Read.
+  const read = await readTable(ddb, table, options.pageSize, log);
+  const pool = await readPool(ec2, table, reaper.legacyLaunchTemplateIds, read.records, log);
   log.info(
-    `reaper: ${read.records.length} instance records, ${tagged.size} tagged instances alive`,
+    `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
 
-  const expired: Row[] = [];
-  const current: Row[] = [];
-  const terminatedRecords: Row[] = [];
-  for (const r of read.records) {
-    if (r.state === "terminated") terminatedRecords.push(r);
-    else if (!LIVE_STATES.has(r.state) || typeof r.threshold !== "string") {
-      warnings.push(
-        `record ${r.id} has state ${JSON.stringify(r.state)} and threshold ${
-          JSON.stringify(r.threshold)
-        }; expected a state of ${[...LIVE_STATES, "terminated"].join(", ")} and a timestamp`,
-      );
-    } else if (r.threshold < nowText) expired.push(r);
-    else current.push(r);
-  }
-  // Instances the tag listing cannot vouch for (untagged, or gone): ask EC2 by id.
-  const unchecked = [...terminatedRecords, ...current].map((r) => r.id).filter((id) =>
-    !tagged.has(id)
-  );
-  const aliveById = await aliveAmong(ec2, unchecked);
-  const isAlive = (id: string) => tagged.has(id) || aliveById.has(id);
-
-  const unfinished = terminatedRecords.filter((r) => isAlive(r.id)).map((r) => r.id);
-  const gone = terminatedRecords.filter((r) => !isAlive(r.id)).map((r) => r.id);
-  // A record just written may name an instance EC2 does not list yet: give it the grace period.
-  const lost = current.filter((r) => !isAlive(r.id) && (r.updatedAt ?? "") <= graceText);
-  const orphans = [...tagged].filter(([id, launched]) =>
-    !records.has(id) && launched !== undefined && launched < graceText
-  ).map(([id]) => id);
-
-  const counts: ReaperCounts = {
-    records: read.records.length,
-    itemsRead: read.scanned,
-    pages: read.pages,
-    alive: tagged.size,
-    expired: expired.length,
-    locked: 0,
-    lostRace: 0,
-    unfinished: unfinished.length,
-    orphans: orphans.length,
-    lost: 0,
-    terminated: 0,
-    notFound: 0,
-    refused: 0,
-    expunged: 0,
-    itemsDeleted: 0,
-    runnersDeleted: 0,
-    runnersBusy: 0,
-  };
-  const reason = new Map<string, string>();
-  for (const r of expired) reason.set(r.id, `expired ${r.state} (threshold ${r.threshold})`);
-  for (const id of unfinished) reason.set(id, "record already terminated, instance still alive");
-  for (const id of orphans) reason.set(id, `orphan: no record, launched ${tagged.get(id)}`);
-  for (const r of lost) reason.set(r.id, `record ${r.state} but instance gone from EC2`);
-  for (const id of gone) reason.set(id, "record terminated, instance gone from EC2");
+  // 2. Classify.
+  const plan = classify({
+    records: read.records,
+    artifacts: read.artifacts,
+    pool,
+    // Whole seconds, as the lock's condition compares the threshold with the text of now.
+    now: parseTimestamp(nowText)!,
+    graceMs: reaper.orphanGraceMin * 60_000,
+  });
+  const counts = countsOf(read, pool, plan);
+  const warnings = [...plan.warnings];
+  const errors: string[] = [];
+  const changes: Change[] = [];
 
   if (ctx.dryRun) {
-    const terminate = [...expired.map((r) => r.id), ...unfinished, ...orphans];
-    const expunge = [...lost.map((r) => r.id), ...gone];
-    const changes: Change[] = [
-      ...terminate.map((id) => change("terminate", id, reason)),
-      ...expunge.map((id) => change("expunge", id, reason)),
+    const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
+      .filter((id) => pool.alive.has(id));
+    const expunge = [
+      ...plan.expired.filter((id) => !pool.alive.has(id)),
+      ...plan.lost,
+      ...plan.gone,
     ];
-    counts.lost = lost.length;
-    await cleanRunners(ctx, [...terminate, ...expunge], counts, changes, warnings);
+    changes.push(
+      ...terminate.map((id) => change("terminate", id, plan.reasons)),
+      ...expunge.map((id) => change("expunge", id, plan.reasons)),
+      ...plan.strays.map(strayChange),
+    );
+    counts.lost = plan.lost.length;
+    await reconcileRunners(ctx, pool, new Set(terminate), counts, changes, warnings, options);
     return outcome(counts, changes, warnings, true);
   }
 
-  // Phase 1: lock. Expired records with DESIGN.md's condition; lost ones only if unchanged.
-  const won = new Set<string>();
-  const tick = progress(log, "locked", expired.length + lost.length);
-  await forEachLimit(
-    [...expired.map((r) => [r, true] as const), ...lost.map((r) => [r, false] as const)],
-    reaper.concurrency,
-    async ([r, isExpired]) => {
-      try {
-        await lock(ddb, table, r, isExpired, nowText, expiresAt);
-        won.add(r.id);
-      } catch (error) {
-        if ((error as Error).name === "ConditionalCheckFailedException") {
-          counts.lostRace++;
-          log.info(`reaper: ${r.id} changed since it was read (lost race), left alone`);
-        } else errors.push(`lock ${r.id}: ${describeError(error)}`);
-      }
-      tick();
-    },
-  );
-  // In the order read, so the report is stable.
-  const locked = expired.filter((r) => won.has(r.id)).map((r) => r.id);
-  const lockedLost = lost.filter((r) => won.has(r.id)).map((r) => r.id);
-  counts.locked = locked.length;
+  // 3. Lock: expired records with DESIGN.md's condition, records of vanished instances only if
+  // unchanged since the read.
+  const rows = new Map(read.records.map((r) => [r.id, r]));
+  const lock = await lockRecords(ddb, table, [
+    ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(nowText) })),
+    ...plan.lost.map((id) => ({
+      row: rows.get(id)!,
+      condition: unchangedCondition(rows.get(id)!),
+    })),
+  ], { now: nowText, expiresAt, concurrency: reaper.concurrency, log });
+  errors.push(...lock.errors);
+  for (const id of lock.lostRace) {
+    log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
+  }
+  const won = new Set(lock.locked);
+  const lockedExpired = plan.expired.filter((id) => won.has(id));
+  const lockedLost = plan.lost.filter((id) => won.has(id));
+  counts.locked = lockedExpired.length;
+  counts.lostRace = lock.lostRace.length;
   counts.lost = lockedLost.length;
 
-  // Phase 2: terminate only what is locked, already terminated, or orphaned.
-  const result = await terminate(ec2, [...locked, ...unfinished, ...orphans], log);
+  // 4. Terminate only what is proven the pool's: locked, already terminated, or orphaned.
+  const toTerminate = [...lockedExpired, ...plan.unfinished, ...plan.orphans]
+    .flatMap((id) => pool.alive.get(id) ?? []);
+  const result = await terminateOwned(ec2, toTerminate, log);
   counts.terminated = result.terminated.length;
   counts.notFound = result.notFound.length;
   counts.refused = result.refused.length;
@@ -260,20 +350,36 @@ export async function reapInstances(
   }
   errors.push(...result.errors);
 
-  // Phase 3: expunge what is certainly gone.
-  const dead = [...result.terminated, ...result.notFound, ...lockedLost, ...gone];
-  const deleted = await deleteArtifacts(ddb, table, dead, reaper.concurrency, sleep, log);
+  // 5. Expunge what is certainly gone, record last; sweep stray artifacts.
+  const goneLocked = [...lockedExpired.filter((id) => !pool.alive.has(id)), ...lockedLost];
+  const dead = [...result.terminated, ...result.notFound, ...goneLocked, ...plan.gone];
+  const deleted = await expunge(ddb, table, dead, plan.strays, {
+    concurrency: reaper.concurrency,
+    sleep,
+    log,
+  });
   counts.expunged = deleted.ids.length;
+  counts.strays = deleted.strays.length;
   counts.itemsDeleted = deleted.items;
   errors.push(...deleted.errors);
 
-  const changes: Change[] = [
-    ...result.terminated.map((id) => change("terminate", id, reason)),
-    ...result.notFound.map((id) => change("expunge", id, reason, "already gone from EC2")),
-    ...[...lockedLost, ...gone].map((id) => change("expunge", id, reason)),
-  ];
+  changes.push(
+    ...result.terminated.map((id) => change("terminate", id, plan.reasons)),
+    ...result.notFound.map((id) => change("expunge", id, plan.reasons, "already gone from EC2")),
+    ...[...goneLocked, ...plan.gone].map((id) => change("expunge", id, plan.reasons)),
+    ...deleted.strays.map(strayChange),
+  );
 
-  await cleanRunners(ctx, dead, counts, changes, warnings);
+  // 6. Runners.
+  await reconcileRunners(
+    ctx,
+    pool,
+    new Set(result.terminated),
+    counts,
+    changes,
+    warnings,
+    options,
+  );
 
   const done = outcome(counts, changes, warnings, false);
   if (errors.length) {
@@ -287,9 +393,44 @@ export async function reapInstances(
   return done;
 }
 
-function change(action: string, id: string, reason: Map<string, string>, extra?: string): Change {
-  const detail = [reason.get(id), extra].filter(Boolean).join("; ");
+function change(action: string, id: string, reasons: Map<string, string>, extra?: string): Change {
+  const detail = [reasons.get(id), extra].filter(Boolean).join("; ");
   return { action, target: `instance ${id}`, detail };
+}
+
+function strayChange(key: ArtifactKey): Change {
+  return {
+    action: "delete",
+    target: `${key.entity === "WS" ? "worker signal" : "heartbeat"} ${key.id}`,
+    detail: `no instance record, last written ${key.updatedAt}`,
+  };
+}
+
+function countsOf(read: TableRead, pool: Pool, plan: Plan): ReaperCounts {
+  return {
+    records: read.records.length,
+    itemsRead: read.scanned,
+    pages: read.pages,
+    templates: pool.templateIds.size,
+    alive: pool.alive.size,
+    expired: plan.expired.length,
+    locked: 0,
+    lostRace: 0,
+    unfinished: plan.unfinished.length,
+    orphans: plan.orphans.length,
+    lost: 0,
+    foreign: plan.foreign.length,
+    invalid: plan.invalid.length,
+    terminated: 0,
+    notFound: 0,
+    refused: 0,
+    expunged: 0,
+    strays: plan.strays.length,
+    itemsDeleted: 0,
+    runnersDeleted: 0,
+    runnersBusy: 0,
+    runnersLeft: 0,
+  };
 }
 
 function outcome(
@@ -306,11 +447,15 @@ function outcome(
     counts.unfinished && `${counts.unfinished} left running by an earlier run`,
     counts.orphans && `${counts.orphans} orphans`,
     counts.lost && `${counts.lost} records of vanished instances`,
+    counts.foreign && `${counts.foreign} records of instances not the pool's`,
+    counts.invalid && `${counts.invalid} invalid records`,
     counts.terminated && `${counts.terminated} terminated`,
     counts.refused && `${counts.refused} refused by EC2`,
     counts.expunged && `${counts.expunged} expunged (${counts.itemsDeleted} items)`,
+    counts.strays && `${counts.strays} stray artifacts deleted`,
     counts.runnersDeleted && `${counts.runnersDeleted} runners deleted`,
     counts.runnersBusy && `${counts.runnersBusy} busy runners left`,
+    counts.runnersLeft && `${counts.runnersLeft} runners left for the next run`,
   ].filter(Boolean);
   const summary = dryRun && changes.length
     ? `${changes.length} changes ${would}made: ${parts.join(", ")}`
@@ -320,80 +465,167 @@ function outcome(
   return { summary, found: { ...counts }, changes, warnings };
 }
 
-/** Every instance record, page by page. */
-async function readRecords(
+// ---------------------------------------------------------------------------------------------
+// 1. Read.
+
+export interface TableRead {
+  records: Row[];
+  artifacts: ArtifactKey[];
+  /** ScannedCount of the instance record pages. */
+  scanned: number;
+  pages: number;
+}
+
+/** Every instance record, and every heartbeat's and worker signal's key and `updatedAt`. */
+export async function readTable(
   ddb: DynamoDBDocumentClient,
   table: string,
   pageSize: number | undefined,
   log: Logger,
-): Promise<{ records: Row[]; scanned: number; pages: number }> {
+): Promise<TableRead> {
   const records: Row[] = [];
-  let scanned = 0;
-  let pages = 0;
-  let start: Record<string, unknown> | undefined;
-  do {
-    const out = await ddb.send(
-      new QueryCommand({
-        TableName: table,
-        KeyConditionExpression: "#pk = :pk",
-        ProjectionExpression: "#sk, #state, #threshold, #runId, #updatedAt",
-        ExpressionAttributeNames: {
-          "#pk": "PK",
-          "#sk": "SK",
-          "#state": "state",
-          "#threshold": "threshold",
-          "#runId": "runId",
-          "#updatedAt": "updatedAt",
-        },
-        ExpressionAttributeValues: { ":pk": pk("INSTANCE") },
-        ExclusiveStartKey: start,
-        Limit: pageSize,
-      }),
-    );
-    for (const item of out.Items ?? []) {
+  const instances = await queryAll(
+    ddb,
+    table,
+    "INSTANCE",
+    ["state", "threshold", "runId", "updatedAt"],
+    pageSize,
+    (item) => {
       records.push({
-        id: idOf(item.SK),
+        id: idOf(String(item.SK)),
         state: item.state,
         threshold: item.threshold,
         runId: item.runId,
         updatedAt: item.updatedAt,
       });
-    }
+    },
+    (pages) => log.info(`reaper: read ${records.length} instance records (${pages} pages)`),
+  );
+  const artifacts: ArtifactKey[] = [];
+  for (const entity of ["HEARTBEAT", "WS"] as const) {
+    await queryAll(ddb, table, entity, ["updatedAt"], pageSize, (item) => {
+      artifacts.push({ entity, id: idOf(String(item.SK)), updatedAt: item.updatedAt });
+    });
+  }
+  return { records, artifacts, scanned: instances.scanned, pages: instances.pages };
+}
+
+async function queryAll(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  entity: Entity,
+  attributes: string[],
+  pageSize: number | undefined,
+  onItem: (item: Record<string, unknown>) => void,
+  onPage?: (pages: number) => void,
+): Promise<{ scanned: number; pages: number }> {
+  let scanned = 0;
+  let pages = 0;
+  let start: Record<string, unknown> | undefined;
+  const names = Object.fromEntries(attributes.map((a, i) => [`#a${i}`, a]));
+  do {
+    const out = await ddb.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: "#pk = :pk",
+        ProjectionExpression: ["#sk", ...Object.keys(names)].join(", "),
+        ExpressionAttributeNames: { "#pk": "PK", "#sk": "SK", ...names },
+        ExpressionAttributeValues: { ":pk": pk(entity) },
+        ExclusiveStartKey: start,
+        Limit: pageSize,
+      }),
+    );
+    for (const item of out.Items ?? []) onItem(item);
     scanned += out.ScannedCount ?? 0;
     pages++;
     start = out.LastEvaluatedKey;
-    if (start) log.info(`reaper: read ${records.length} instance records (${pages} pages)`);
+    if (start) onPage?.(pages);
   } while (start);
-  return { records, scanned, pages };
+  return { scanned, pages };
 }
 
-/** The pool's instances still alive in EC2, with their launch time. */
-async function listTagged(ec2: EC2Client, table: string): Promise<Map<string, string | undefined>> {
-  const alive = new Map<string, string | undefined>();
-  const filters = [
-    { Name: `tag:${OWNER_TAG}`, Values: [table] },
-    { Name: "instance-state-name", Values: ALIVE_EC2 },
-  ];
-  for await (const instance of describe(ec2, filters)) {
-    alive.set(instance.InstanceId!, instance.LaunchTime && timestamp(instance.LaunchTime));
+/**
+ * Whether an instance is proven to be the pool's, by what EC2 says about it (never by a record):
+ * the ownership tag with this table as value (the template stamps it), or EC2's own
+ * {@link TEMPLATE_TAG} naming one of the pool's templates. An instance tagged for another pool is
+ * that pool's, whatever template it came from.
+ */
+export function ownership(
+  instance: Pick<Instance, "Tags">,
+  table: string,
+  templateIds: Set<string>,
+): Proof | undefined {
+  const tag = (key: string) => instance.Tags?.find((t) => t.Key === key)?.Value;
+  const owner = tag(OWNER_TAG);
+  if (owner !== undefined) return owner === table ? "tag" : undefined;
+  const template = tag(TEMPLATE_TAG);
+  return template !== undefined && templateIds.has(template) ? "template" : undefined;
+}
+
+/**
+ * The pool as EC2 sees it: its launch templates (those carrying the ownership tag, whatever their
+ * name, plus `legacyTemplateIds`), its live instances (by the ownership tag, and by
+ * {@link TEMPLATE_TAG}), and, by id, the instances records name that those listings do not hold.
+ * The `ID#launch_template` record is not read: runners can write it.
+ */
+export async function readPool(
+  ec2: EC2Client,
+  table: string,
+  legacyTemplateIds: string[],
+  records: Pick<Row, "id">[],
+  log: Logger,
+): Promise<Pool> {
+  const templateIds = new Set(legacyTemplateIds);
+  const templates = await ec2.send(
+    new DescribeLaunchTemplatesCommand({
+      Filters: [{ Name: `tag:${OWNER_TAG}`, Values: [table] }],
+    }),
+  );
+  for (const t of templates.LaunchTemplates ?? []) templateIds.add(t.LaunchTemplateId!);
+
+  const alive = new Map<string, LiveInstance>();
+  const foreign = new Map<string, LiveInstance>();
+  const add = (instance: Instance) => {
+    if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) return;
+    const live: LiveInstance = {
+      id: instance.InstanceId!,
+      launched: instance.LaunchTime && timestamp(instance.LaunchTime),
+      proof: ownership(instance, table, templateIds),
+    };
+    (live.proof ? alive : foreign).set(live.id, live);
+  };
+  const state = { Name: "instance-state-name", Values: ALIVE_EC2 };
+  for await (const i of describe(ec2, [{ Name: `tag:${OWNER_TAG}`, Values: [table] }, state])) {
+    add(i);
   }
-  return alive;
+  for (const batch of chunks([...templateIds].sort(), FILTER_VALUES - ALIVE_EC2.length)) {
+    for await (const i of describe(ec2, [{ Name: `tag:${TEMPLATE_TAG}`, Values: batch }, state])) {
+      add(i);
+    }
+  }
+  // Records the listings cannot vouch for: alive elsewhere, or gone.
+  const unchecked = records.map((r) => r.id).filter((id) => !alive.has(id) && !foreign.has(id));
+  for (const instance of await describeIds(ec2, unchecked)) add(instance);
+  if (unchecked.length > FILTER_VALUES) {
+    log.info(`reaper: looked up ${unchecked.length} instances by id`);
+  }
+  return { templateIds, alive, foreign };
 }
 
-/** Which of these ids are instances alive in EC2 (an `instance-id` filter ignores unknown ids). */
-async function aliveAmong(ec2: EC2Client, ids: string[]): Promise<Set<string>> {
-  const alive = new Set<string>();
+/**
+ * The instances EC2 knows among these ids, in any state: an `instance-id` filter of at most
+ * {@link FILTER_VALUES} values and no other filter (an unknown id is no error there, unlike
+ * `InstanceIds`, which fails the whole call with InvalidInstanceID.NotFound).
+ */
+export async function describeIds(ec2: EC2Client, ids: string[]): Promise<Instance[]> {
+  const found: Instance[] = [];
   for (const batch of chunks(ids, FILTER_VALUES)) {
-    const filters = [
-      { Name: "instance-id", Values: batch },
-      { Name: "instance-state-name", Values: ALIVE_EC2 },
-    ];
-    for await (const instance of describe(ec2, filters)) alive.add(instance.InstanceId!);
+    for await (const i of describe(ec2, [{ Name: "instance-id", Values: batch }])) found.push(i);
   }
-  return alive;
+  return found;
 }
 
-async function* describe(ec2: EC2Client, filters: { Name: string; Values: string[] }[]) {
+async function* describe(ec2: EC2Client, filters: Filter[]) {
   let token: string | undefined;
   do {
     const out = await ec2.send(
@@ -404,45 +636,241 @@ async function* describe(ec2: EC2Client, filters: { Name: string; Values: string
   } while (token);
 }
 
-/** Phase 1: DESIGN.md's termination lock; throws ConditionalCheckFailedException on a lost race. */
-async function lock(
+// ---------------------------------------------------------------------------------------------
+// 2. Classify.
+
+export interface ClassifyInput {
+  records: Row[];
+  artifacts: ArtifactKey[];
+  pool: Pool;
+  /** Now, in epoch milliseconds. */
+  now: number;
+  /** The grace period: young orphans, young records of unlisted instances, young strays. */
+  graceMs: number;
+}
+
+/** What the reaper will do, by instance id; see {@link classify}. */
+export interface Plan {
+  /** Live records with a threshold in the past: lock, then terminate (or expunge if gone). */
+  expired: string[];
+  /** Records already terminated whose pool instance still runs: terminate. */
+  unfinished: string[];
+  /** Pool instances with no record, launched before the grace period: terminate. */
+  orphans: string[];
+  /** Live records, unexpired or invalid, older than the grace, whose instance is gone: lock, expunge. */
+  lost: string[];
+  /** Records already terminated whose instance is gone: expunge. */
+  gone: string[];
+  /** Records of instances alive but not the pool's: reported only. */
+  foreign: string[];
+  /** Records with an unknown state or a threshold that is not a timestamp: reported only. */
+  invalid: string[];
+  /** Heartbeats and worker signals with no record, older than the grace: delete. */
+  strays: ArtifactKey[];
+  reasons: Map<string, string>;
+  warnings: string[];
+}
+
+/**
+ * Decides what to do with each record and pool instance. A record is never enough to terminate:
+ * only an instance in `pool.alive` is ever planned for termination; a record naming an instance
+ * alive outside the pool is a warning. Only a threshold that is a strict UTC timestamp
+ * ({@link parseTimestamp}) can expire a record.
+ */
+export function classify(input: ClassifyInput): Plan {
+  const { records, artifacts, pool, now, graceMs } = input;
+  const grace = now - graceMs;
+  const plan: Plan = {
+    expired: [],
+    unfinished: [],
+    orphans: [],
+    lost: [],
+    gone: [],
+    foreign: [],
+    invalid: [],
+    strays: [],
+    reasons: new Map(),
+    warnings: [],
+  };
+  const why = (id: string, reason: string) => plan.reasons.set(id, reason);
+  const show = JSON.stringify;
+  for (const r of records) {
+    const inPool = pool.alive.has(r.id);
+    if (!inPool && pool.foreign.has(r.id)) {
+      plan.foreign.push(r.id);
+      plan.warnings.push(
+        `record ${r.id} (state ${
+          show(r.state)
+        }) names an instance alive in EC2 that is not proven the pool's (no ${OWNER_TAG} tag for this table, not launched from its template); not terminated`,
+      );
+      continue;
+    }
+    if (r.state === "terminated") {
+      if (inPool) {
+        plan.unfinished.push(r.id);
+        why(r.id, "record already terminated, instance still alive");
+      } else {
+        plan.gone.push(r.id);
+        why(r.id, "record terminated, instance gone from EC2");
+      }
+      continue;
+    }
+    if (typeof r.state !== "string" || !LIVE_STATES.has(r.state)) {
+      plan.invalid.push(r.id);
+      plan.warnings.push(
+        `record ${r.id} has state ${show(r.state)}; expected one of ${
+          [...LIVE_STATES, "terminated"].join(", ")
+        }; left alone`,
+      );
+      continue;
+    }
+    const threshold = parseTimestamp(r.threshold);
+    if (threshold === undefined) {
+      plan.warnings.push(
+        `record ${r.id} has threshold ${
+          show(r.threshold)
+        }, not a UTC timestamp like 2025-04-24T18:31:04Z; it never expires by threshold`,
+      );
+    }
+    if (threshold !== undefined && threshold < now) {
+      plan.expired.push(r.id);
+      why(
+        r.id,
+        `expired ${r.state} (threshold ${r.threshold})${inPool ? "" : ", instance gone from EC2"}`,
+      );
+    } else if (!inPool) {
+      // A record just written may name an instance EC2 does not list yet: give it the grace.
+      const updated = parseTimestamp(r.updatedAt);
+      if (updated !== undefined && updated <= grace) {
+        plan.lost.push(r.id);
+        why(r.id, `record ${r.state} but instance gone from EC2`);
+      }
+    } else if (threshold === undefined) plan.invalid.push(r.id);
+  }
+  const recorded = new Set(records.map((r) => r.id));
+  for (const instance of pool.alive.values()) {
+    const launched = parseTimestamp(instance.launched);
+    if (!recorded.has(instance.id) && launched !== undefined && launched < grace) {
+      plan.orphans.push(instance.id);
+      why(instance.id, `orphan: no record, launched ${instance.launched}`);
+    }
+  }
+  for (const key of artifacts) {
+    const updated = parseTimestamp(key.updatedAt);
+    if (!recorded.has(key.id) && updated !== undefined && updated < grace) plan.strays.push(key);
+  }
+  return plan;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Lock.
+
+/** A lock's condition on the record as read; names `#state`, `#threshold`, `#runId` are bound. */
+export interface LockCondition {
+  expression: string;
+  values: Record<string, unknown>;
+}
+
+/** DESIGN.md's lock: the threshold is still past (state and runId unchanged are always added). */
+export function expiredCondition(now: string): LockCondition {
+  return { expression: "#threshold < :now", values: { ":now": now } };
+}
+
+/** The record is as read: its threshold unchanged (state and runId are always added). */
+export function unchangedCondition(row: Pick<Row, "threshold">): LockCondition {
+  return row.threshold === undefined
+    ? { expression: "attribute_not_exists(#threshold)", values: {} }
+    : { expression: "#threshold = :thresholdRead", values: { ":thresholdRead": row.threshold } };
+}
+
+export interface LockTarget {
+  row: Row;
+  condition: LockCondition;
+}
+
+export interface LockResult {
+  /** Ids locked by this run, in the order given (a lost reply recognised counts). */
+  locked: string[];
+  /** Ids another writer changed since the read. */
+  lostRace: string[];
+  errors: string[];
+}
+
+/**
+ * DESIGN.md's termination lock on each target: `state` and `runId` as read AND the caller's
+ * condition, setting `state = terminated`, `threshold`/`updatedAt` = now, `runId = ""` and the TTL
+ * `expiresAt`. A failed condition returns the item as it is (ReturnValuesOnConditionCheckFailure
+ * ALL_OLD): if that is exactly what this lock writes, the reply of an earlier attempt was lost
+ * and the SDK retried it, so the record is ours; otherwise another writer won.
+ */
+export async function lockRecords(
   ddb: DynamoDBDocumentClient,
   table: string,
-  r: Row,
-  expired: boolean,
-  now: string,
-  expiresAt: number,
-): Promise<void> {
-  // An expired record: unchanged state and runId, threshold still past. A record whose instance
-  // vanished: unchanged state, runId and threshold.
-  const runId = r.runId === undefined ? "attribute_not_exists(#runId)" : "#runId = :runIdRead";
-  const threshold = expired ? "#threshold < :now" : "#threshold = :thresholdRead";
-  await ddb.send(
-    new UpdateCommand({
-      TableName: table,
-      Key: { PK: pk("INSTANCE"), SK: sk(r.id) },
-      ConditionExpression: `#state = :read AND ${threshold} AND ${runId}`,
-      UpdateExpression:
-        "SET #state = :terminated, #threshold = :now, #runId = :empty, #updatedAt = :now, #ttl = :ttl",
-      ExpressionAttributeNames: {
-        "#state": "state",
-        "#threshold": "threshold",
-        "#runId": "runId",
-        "#updatedAt": "updatedAt",
-        "#ttl": "expiresAt",
-      },
-      ExpressionAttributeValues: {
-        ":read": r.state,
-        ":now": now,
-        ":terminated": "terminated",
-        ":empty": "",
-        ":ttl": expiresAt,
-        ...(r.runId === undefined ? {} : { ":runIdRead": r.runId }),
-        ...(expired ? {} : { ":thresholdRead": r.threshold }),
-      },
-    }),
-  );
+  targets: LockTarget[],
+  options: { now: string; expiresAt: number; concurrency: number; log: Logger },
+): Promise<LockResult> {
+  const { now, expiresAt } = options;
+  const won = new Set<string>();
+  const lostRace = new Set<string>();
+  const errors: string[] = [];
+  const tick = progress(options.log, "locked", targets.length);
+  await forEachLimit(targets, options.concurrency, async ({ row, condition }) => {
+    const runId = row.runId === undefined ? "attribute_not_exists(#runId)" : "#runId = :runIdRead";
+    try {
+      await ddb.send(
+        new UpdateCommand({
+          TableName: table,
+          Key: { PK: pk("INSTANCE"), SK: sk(row.id) },
+          ConditionExpression: `#state = :read AND ${condition.expression} AND ${runId}`,
+          UpdateExpression:
+            "SET #state = :terminated, #threshold = :lockedAt, #runId = :empty, #updatedAt = :lockedAt, #ttl = :ttl",
+          ExpressionAttributeNames: {
+            "#state": "state",
+            "#threshold": "threshold",
+            "#runId": "runId",
+            "#updatedAt": "updatedAt",
+            "#ttl": "expiresAt",
+          },
+          ExpressionAttributeValues: {
+            ":read": row.state,
+            ":lockedAt": now,
+            ":terminated": "terminated",
+            ":empty": "",
+            ":ttl": expiresAt,
+            ...(row.runId === undefined ? {} : { ":runIdRead": row.runId }),
+            ...condition.values,
+          },
+          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+        }),
+      );
+      won.add(row.id);
+    } catch (error) {
+      if ((error as Error).name !== "ConditionalCheckFailedException") {
+        errors.push(`lock ${row.id}: ${describeError(error)}`);
+      } else if (isOwnLock((error as { Item?: unknown }).Item, now, expiresAt)) {
+        options.log.info(`reaper: ${row.id} was already locked by this run (a lost reply)`);
+        won.add(row.id);
+      } else lostRace.add(row.id);
+    }
+    tick();
+  });
+  return {
+    locked: targets.map((t) => t.row.id).filter((id) => won.has(id)),
+    lostRace: targets.map((t) => t.row.id).filter((id) => lostRace.has(id)),
+    errors,
+  };
 }
+
+/** Whether an item (as DynamoDB returns it) is exactly what this run's lock writes. */
+function isOwnLock(raw: unknown, now: string, expiresAt: number): boolean {
+  if (!raw || typeof raw !== "object") return false;
+  const item = unmarshall(raw as Parameters<typeof unmarshall>[0]);
+  return item.state === "terminated" && item.threshold === now && item.updatedAt === now &&
+    item.runId === "" && Number(item.expiresAt) === expiresAt;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Terminate.
 
 /** EC2 errors that name ids to drop from a batch, which is then retried without them. */
 const NAMED_ID_ERRORS = new Set([
@@ -451,37 +879,61 @@ const NAMED_ID_ERRORS = new Set([
   "OperationNotPermitted",
 ]);
 
-interface Terminated {
+export interface Terminated {
   terminated: string[];
   notFound: string[];
   refused: [string, string][];
   errors: string[];
 }
 
-/** Phase 2: TerminateInstances in batches; ids EC2 names in an error never block the rest. */
-async function terminate(ec2: EC2Client, ids: string[], log: Logger): Promise<Terminated> {
+/**
+ * TerminateInstances on pool instances only: each must carry its proof (see {@link readPool});
+ * anything else throws, so no caller can terminate on a record's word. Instances proven by tag
+ * and by template go in separate batches: an IAM policy that allows only tagged instances then
+ * refuses the second kind without blocking the first. Ids EC2 names in an error never block
+ * the rest of their batch.
+ */
+export async function terminateOwned(
+  ec2: EC2Client,
+  instances: LiveInstance[],
+  log: Logger,
+): Promise<Terminated> {
   const done: Terminated = { terminated: [], notFound: [], refused: [], errors: [] };
-  for (const batch of chunks(ids, TERMINATE_BATCH)) {
-    let rest = batch;
-    while (rest.length) {
-      try {
-        await ec2.send(new TerminateInstancesCommand({ InstanceIds: rest }));
-        done.terminated.push(...rest);
-        break;
-      } catch (error) {
-        const { name, message } = error as Error;
-        const named = NAMED_ID_ERRORS.has(name) ? idsNamed(message, rest) : [];
-        if (named.length === 0) {
-          done.errors.push(`terminate ${rest.length} instances: ${describeError(error)}`);
+  const unproven = instances.filter((i) => !i.proof).map((i) => i.id);
+  if (unproven.length) {
+    throw new Error(
+      `refusing to terminate instances not proven the pool's: ${unproven.join(", ")}`,
+    );
+  }
+  const ids = [...new Set(instances.map((i) => i.id))];
+  const proofOf = new Map(instances.map((i) => [i.id, i.proof]));
+  for (const proof of ["tag", "template"] as const) {
+    const group = ids.filter((id) => proofOf.get(id) === proof);
+    for (const batch of chunks(group, TERMINATE_BATCH)) {
+      let rest = batch;
+      while (rest.length) {
+        try {
+          await ec2.send(new TerminateInstancesCommand({ InstanceIds: rest }));
+          done.terminated.push(...rest);
           break;
+        } catch (error) {
+          const { name, message } = error as Error;
+          const named = NAMED_ID_ERRORS.has(name) ? idsNamed(message, rest) : [];
+          if (named.length === 0) {
+            const hint = proof === "template" && name === "UnauthorizedOperation"
+              ? ` (these are proven the pool's by ${TEMPLATE_TAG}, not tagged ${OWNER_TAG}: allow them in the IAM policy, see the README)`
+              : "";
+            done.errors.push(`terminate ${rest.length} instances: ${describeError(error)}${hint}`);
+            break;
+          }
+          if (name === "OperationNotPermitted") {
+            done.refused.push(...named.map((id): [string, string] => [id, message]));
+          } else done.notFound.push(...named);
+          rest = rest.filter((id) => !named.includes(id));
         }
-        if (name === "OperationNotPermitted") {
-          done.refused.push(...named.map((id): [string, string] => [id, message]));
-        } else done.notFound.push(...named);
-        rest = rest.filter((id) => !named.includes(id));
       }
+      log.info(`reaper: terminated ${done.terminated.length} of ${ids.length} instances`);
     }
-    log.info(`reaper: terminated ${done.terminated.length} of ${ids.length} instances`);
   }
   return done;
 }
@@ -492,81 +944,166 @@ function idsNamed(message: string, ids: string[]): string[] {
   return ids.filter((id) => words.has(id));
 }
 
-/** Phase 3: deletes the record, heartbeat and worker signal of each id. */
-async function deleteArtifacts(
+// ---------------------------------------------------------------------------------------------
+// 5. Expunge.
+
+export interface Expunged {
+  /** Instances whose heartbeat, worker signal and record are all deleted. */
+  ids: string[];
+  /** Stray artifacts deleted. */
+  strays: ArtifactKey[];
+  items: number;
+  errors: string[];
+}
+
+/**
+ * Deletes, for each id, its heartbeat and worker signal, then, once both are gone, its record:
+ * the record is what makes a run look for an instance's artifacts, so it goes last, and a crash
+ * or a failed batch leaves a record the next run expunges again. `strays` (artifacts without a
+ * record) are deleted with the artifacts.
+ */
+export async function expunge(
   ddb: DynamoDBDocumentClient,
   table: string,
   ids: string[],
-  concurrency: number,
-  sleep: (ms: number) => Promise<void>,
-  log: Logger,
-): Promise<{ ids: string[]; items: number; errors: string[] }> {
-  const keys = ids.flatMap((id) =>
-    (["INSTANCE", "HEARTBEAT", "WS"] as const).map((entity) => ({ PK: pk(entity), SK: sk(id) }))
+  strays: ArtifactKey[],
+  options: { concurrency: number; sleep: (ms: number) => Promise<void>; log: Logger },
+): Promise<Expunged> {
+  const artifacts = [
+    ...ids.flatMap((id) => (["HEARTBEAT", "WS"] as const).map((entity) => ({ entity, id }))),
+    ...strays,
+  ];
+  const first = await deleteKeys(ddb, table, artifacts, options, "artifact items deleted");
+  const ready = ids.filter((id) =>
+    !first.failed.has(`HEARTBEAT ${id}`) && !first.failed.has(`WS ${id}`)
   );
+  const records = ready.map((id) => ({ entity: "INSTANCE" as const, id }));
+  const second = await deleteKeys(ddb, table, records, options, "instance records deleted");
+  const expunged = ready.filter((id) => !second.failed.has(`INSTANCE ${id}`));
+  const sweptStrays = strays.filter((s) => !first.failed.has(`${s.entity} ${s.id}`));
+  return {
+    ids: expunged,
+    strays: sweptStrays,
+    items: artifacts.length - first.failed.size + records.length - second.failed.size,
+    errors: [...first.errors, ...second.errors],
+  };
+}
+
+/** BatchWriteItem deletes, 25 per request, unprocessed items retried with backoff and jitter. */
+async function deleteKeys(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  keys: { entity: Entity; id: string }[],
+  options: { concurrency: number; sleep: (ms: number) => Promise<void>; log: Logger },
+  label: string,
+): Promise<{ failed: Set<string>; errors: string[] }> {
   const failed = new Set<string>();
   const errors: string[] = [];
-  const tick = progress(log, "artifact items deleted", keys.length);
-  await forEachLimit(chunks(keys, WRITE_BATCH), concurrency, async (batch) => {
-    let pending = batch.map((Key) => ({ DeleteRequest: { Key } }));
+  const tick = progress(options.log, label, keys.length);
+  await forEachLimit(chunks(keys, WRITE_BATCH), options.concurrency, async (batch) => {
+    let pending = batch.map(({ entity, id }) => ({
+      DeleteRequest: { Key: { PK: pk(entity), SK: sk(id) } },
+    }));
     try {
       for (let attempt = 0; pending.length; attempt++) {
         if (attempt === WRITE_ATTEMPTS) {
           throw new Error(`${pending.length} items still unprocessed after ${attempt} attempts`);
         }
-        if (attempt > 0) await sleep(Math.min(50 * 2 ** attempt, 5000) * (0.5 + Math.random()));
-        const out = await ddb.send(
-          new BatchWriteCommand({ RequestItems: { [table]: pending } }),
-        );
+        if (attempt > 0) {
+          await options.sleep(Math.min(50 * 2 ** attempt, 5000) * (0.5 + Math.random()));
+        }
+        const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [table]: pending } }));
         pending = (out.UnprocessedItems?.[table] ?? []) as typeof pending;
       }
     } catch (error) {
-      errors.push(`delete artifacts: ${describeError(error)}`);
-      for (const { DeleteRequest } of pending) failed.add(idOf(DeleteRequest.Key.SK));
+      errors.push(`delete ${label.split(" ")[0]} items: ${describeError(error)}`);
+      for (const { DeleteRequest: { Key } } of pending) {
+        failed.add(`${Key.PK.replace(/^TYPE#/, "")} ${idOf(Key.SK)}`);
+      }
     }
     for (let i = 0; i < batch.length; i++) tick();
   });
-  const deleted = ids.filter((id) => !failed.has(id));
-  return { ids: deleted, items: deleted.length * 3, errors };
+  return { failed, errors };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Runners.
+
+interface GithubRunner {
+  id: number;
+  name: string;
+  status: string;
+  busy: boolean;
+}
+
+/** The instance id a runner registration's name starts with (`i-0abc-2` -> `i-0abc`). */
+export function runnerInstanceId(name: string): string | undefined {
+  // The whole leading id: i-0abc is not a prefix match of i-0abcd-large.
+  return /^(i-[0-9a-f]{8,17})(?:-|$)/.exec(name)?.[1];
 }
 
 /**
- * Phase 4: deletes the runner registrations (name starting with the instance id) of dead
- * instances; busy runners are left alone and reported. Under dry-run it only lists them.
+ * Reconciles the pool's runner registrations with its live instances: lists them (100 per page)
+ * and deletes each whose name starts with the id of an instance not alive in EC2, when it is
+ * offline, or online but its instance was terminated by this run. Busy runners are left alone
+ * and reported. Deletions stop when the time budget is spent (GitHub spaces them one second
+ * apart); what is left is counted and deleted by the next runs.
  */
-async function cleanRunners(
+export async function reconcileRunners(
   ctx: TaskContext,
-  dead: string[],
+  pool: Pool,
+  terminated: Set<string>,
   counts: ReaperCounts,
   changes: Change[],
   warnings: string[],
+  options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> = {},
 ): Promise<void> {
-  if (dead.length === 0) return;
   const { github } = ctx.clients;
   const scope = ctx.desired.github.scope;
   if (!github || !scope) {
-    warnings.push(
-      `no GitHub ${
-        github ? "--repo or --org" : "token"
-      }: runner registrations of ${dead.length} terminated instances not deleted`,
-    );
+    if (terminated.size) {
+      warnings.push(
+        `no GitHub ${
+          github ? "--repo or --org" : "token"
+        }: runner registrations of ${terminated.size} terminated instances not deleted`,
+      );
+    }
     return;
   }
+  const clock = options.clock ?? (() => performance.now());
+  const deadline = clock() + (options.runnerBudgetMs ?? ctx.desired.reaper.runnerCleanupSec * 1000);
   const base = "repo" in scope
     ? { path: "/repos/{owner}/{repo}", params: { owner: scope.repo.owner, repo: scope.repo.name } }
     : { path: "/orgs/{org}", params: { org: scope.org } };
-  const ids = new Set(dead);
   try {
     const runners: GithubRunner[] = await github.paginate(`GET ${base.path}/actions/runners`, {
       ...base.params,
       per_page: 100,
     });
+    // Registrations of instances the pool does not hold alive: is any alive in EC2 at all?
+    const named = runners.flatMap((r) => {
+      const id = runnerInstanceId(r.name);
+      return id && !pool.alive.has(id) && !pool.foreign.has(id) ? [id] : [];
+    });
+    const unknown = [...new Set(named)].filter((id) => !terminated.has(id));
+    const elsewhere = new Set(
+      (await describeIds(ctx.clients.ec2, unknown))
+        .filter((i) => ALIVE_EC2.includes(i.State?.Name ?? ""))
+        .map((i) => i.InstanceId!),
+    );
     for (const runner of runners) {
-      // The whole leading id: i-0abc is not a prefix match of i-0abcd-large.
-      const id = /^i-[0-9a-f]+/.exec(runner.name)?.[0];
-      if (!id || !ids.has(id)) continue;
+      const id = runnerInstanceId(runner.name);
+      if (!id) continue;
+      const reaped = terminated.has(id);
+      const dead = reaped ||
+        (!pool.alive.has(id) && !pool.foreign.has(id) && !elsewhere.has(id));
+      if (!dead || (runner.status !== "offline" && !reaped)) continue;
       const target = `runner ${runner.name} (#${runner.id})`;
       if (!runner.busy && !ctx.dryRun) {
+        if (clock() >= deadline) {
+          counts.runnersLeft++;
+          continue;
+        }
         try {
           await github.request(`DELETE ${base.path}/actions/runners/{runner_id}`, {
             ...base.params,
@@ -581,22 +1118,24 @@ async function cleanRunners(
       }
       if (runner.busy) {
         counts.runnersBusy++;
-        warnings.push(`${target} of terminated instance ${id} is busy; left alone`);
+        warnings.push(`${target} of gone instance ${id} is busy; left alone`);
       } else {
         counts.runnersDeleted++;
         changes.push({ action: "delete-runner", target, detail: `instance ${id} is gone` });
       }
+    }
+    if (counts.runnersLeft) {
+      warnings.push(
+        `${counts.runnersLeft} runner registrations of gone instances left for the next run (the runner phase's time budget was spent)`,
+      );
     }
   } catch (error) {
     warnings.push(`runner registrations not cleaned: ${describeError(error)}`);
   }
 }
 
-interface GithubRunner {
-  id: number;
-  name: string;
-  busy: boolean;
-}
+// ---------------------------------------------------------------------------------------------
+// Helpers.
 
 function* chunks<T>(items: T[], size: number): Generator<T[]> {
   for (let i = 0; i < items.length; i += size) yield items.slice(i, i + size);

@@ -13,7 +13,7 @@ import {
   UpdateCommand,
 } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
-import { type ReaperCounts, reapInstances } from "../lib/reaper.ts";
+import { type ReaperCounts, reapInstances, terminateOwned } from "../lib/reaper.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
 import { BASE_ARGS, desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
@@ -249,7 +249,8 @@ Deno.test("reaper reads every page when expired records outnumber one page", asy
   assert.equal(found.records, 7);
   assert.equal(found.itemsRead, 7);
   assert.equal(found.terminated, 6);
-  assert.equal(ctx.counter.counts.get("DynamoDB.Query"), 4);
+  // 4 pages of instance records, 4 of heartbeats, 4 of worker signals.
+  assert.equal(ctx.counter.counts.get("DynamoDB.Query"), 12);
   assert.deepEqual(await stored(ctx, "INSTANCE"), [live]);
   assert.ok(ctx.lines.some((l) => /read 6 instance records \(3 pages\)/.test(l)), ctx.lines.join());
 });
@@ -368,25 +369,63 @@ Deno.test("reaper retries a batch without the ids EC2 does not know or may not t
   const ctx = await setup(gh);
   const ids = await launch(ctx, 3);
   const [protectedId] = await ec2RunProtected(ctx);
+  // Proven the pool's when read, unknown to EC2 when terminated.
   const unknown = ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"];
-  for (const id of [...ids, ...unknown, protectedId]) await seed(ctx, id, "idle", -1);
   const terminations = watchTerminations(ctx);
 
-  const outcome = await reapInstances(ctx);
+  const result = await terminateOwned(
+    ctx.clients.ec2,
+    [...ids, ...unknown, protectedId].map((id) => ({ id, proof: "tag" as const })),
+    ctx.log,
+  );
 
-  const found = counts(outcome.found);
-  assert.equal(found.terminated, 3);
-  assert.equal(found.notFound, 2);
-  assert.equal(found.refused, 1);
+  assert.deepEqual(sorted(result.terminated), sorted(ids));
+  assert.deepEqual(sorted(result.notFound), sorted(unknown));
+  assert.deepEqual(result.refused.map(([id]) => id), [protectedId]);
+  assert.deepEqual(result.errors, []);
   assert.equal(terminations.length, 3);
   assert.deepEqual(sorted(terminations.at(-1)!), sorted(ids));
   for (const state of Object.values(await ec2States(ctx.clients.ec2, ids))) {
     assert.equal(state, "terminated");
   }
   assert.equal((await ec2States(ctx.clients.ec2, [protectedId]))[protectedId], "running");
+});
+
+Deno.test("reaper refuses to terminate an instance given without a proof of ownership", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [id] = await launch(ctx, 1, false);
+  const terminations = watchTerminations(ctx);
+
+  await assert.rejects(
+    terminateOwned(ctx.clients.ec2, [{ id }], ctx.log),
+    new RegExp(`refusing to terminate instances not proven the pool's: ${id}`),
+  );
+  assert.deepEqual(terminations, []);
+});
+
+Deno.test("reaper expunges expired records of instances EC2 does not know without terminating them, and keeps the record of one EC2 refuses", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [protectedId] = await ec2RunProtected(ctx);
+  const unknown = ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"];
+  for (const id of [...unknown, protectedId]) await seed(ctx, id, "idle", -1);
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.locked, 3);
+  assert.equal(found.refused, 1);
+  assert.equal(found.expunged, 2);
+  assert.deepEqual(terminations, [[protectedId]]);
   assert.deepEqual(await stored(ctx, "INSTANCE"), [protectedId]);
   assert.equal((await record(ctx, protectedId))?.state, "terminated");
   assert.ok(outcome.warnings?.some((w) => w.startsWith(`${protectedId}: EC2 refused`)));
+  assert.deepEqual(
+    sorted(outcome.changes.map((c) => `${c.action} ${c.target}`)),
+    sorted(unknown.map((id) => `expunge instance ${id}`)),
+  );
 });
 
 async function ec2RunProtected(ctx: TestContext): Promise<string[]> {
@@ -439,7 +478,8 @@ Deno.test("reaper retries unprocessed BatchWriteItem items with growing backoff"
   });
 
   assert.equal(counts(outcome.found).itemsDeleted, 6);
-  assert.equal(ctx.counter.counts.get("DynamoDB.BatchWriteItem"), 3);
+  // Heartbeats and worker signals: 1 request and 2 retries; then the records: 1 request.
+  assert.equal(ctx.counter.counts.get("DynamoDB.BatchWriteItem"), 4);
   assert.equal(waits.length, 2);
   assert.ok(waits[0] >= 50 && waits[0] <= 150, `${waits}`);
   assert.ok(waits[1] >= 100 && waits[1] <= 300, `${waits}`);
@@ -548,8 +588,13 @@ Deno.test("reaper's second run writes nothing and reads no terminated record", a
   assert.deepEqual(second.changes, []);
   assert.equal(counts(second.found).itemsRead, 2);
   assert.equal(second.summary, "nothing to reap (2 records, 2 instances alive)");
-  assert.deepEqual(ctx.counter.toJSON(), { "DynamoDB.Query": 1, "EC2.DescribeInstances": 1 });
-  assert.equal(gh.requests.length, requests);
+  const aws = Object.entries(ctx.counter.toJSON()).filter(([op]) => !op.startsWith("GitHub."));
+  assert.deepEqual(Object.fromEntries(aws), {
+    "DynamoDB.Query": 3, // instance records, heartbeats, worker signals
+    "EC2.DescribeInstances": 1,
+    "EC2.DescribeLaunchTemplates": 1,
+  });
+  assert.deepEqual(gh.requests.slice(requests).map((r) => r.method), ["GET"]);
 });
 
 Deno.test("reaper reaps without a GitHub token and warns that runners were not cleaned", async () => {
@@ -600,7 +645,7 @@ Deno.test("refresh --only reaper reaps through the entry and prints counts witho
     out,
     new RegExp(`^  delete-runner runner ${old}-large \\(#1\\): instance ${old} is gone$`, "m"),
   );
-  assert.match(stderr.join("\n"), /reaper: 2 instance records, 2 tagged instances alive/);
+  assert.match(stderr.join("\n"), /reaper: 2 instance records, 2 pool instances alive/);
   assert.ok(!`${out}${stderr}`.includes(TEST_PAT));
   assert.deepEqual(await ec2States(ctx.clients.ec2, [old, young]), {
     [old]: "terminated",
