@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  CreateLaunchTemplateCommand,
   DescribeInstancesCommand,
   type EC2Client,
   ModifyInstanceAttributeCommand,
@@ -7,6 +8,7 @@ import {
   TerminateInstancesCommand,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import {
+  BatchWriteCommand,
   GetCommand,
   PutCommand,
   QueryCommand,
@@ -651,4 +653,425 @@ Deno.test("refresh --only reaper reaps through the entry and prints counts witho
     [old]: "terminated",
     [young]: "running",
   });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Ownership: the table is not proof.
+
+/** Launches an instance tagged as another pool's. */
+async function launchForeignPool(ctx: TestContext): Promise<string> {
+  const out = await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      ImageId: AMI,
+      MinCount: 1,
+      MaxCount: 1,
+      TagSpecifications: [{
+        ResourceType: "instance",
+        Tags: [{ Key: OWNER_TAG, Value: "other-pool-ci-table" }],
+      }],
+    }),
+  );
+  return out.Instances![0].InstanceId!;
+}
+
+Deno.test("reaper never terminates an instance outside the pool that a terminated or expired record names, and reports it", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  // Any runner job can write these records: EC2 says none of the instances is the pool's.
+  const [untaggedA, untaggedB] = await launch(ctx, 2, false);
+  const otherPool = await launchForeignPool(ctx);
+  await seed(ctx, untaggedA, "terminated", -10);
+  await seed(ctx, untaggedB, "idle", -10);
+  await seed(ctx, otherPool, "running", -10, "run-1");
+  const terminations = watchTerminations(ctx);
+  ctx.counter.reset();
+
+  const outcome = await reapInstances(ctx);
+
+  assert.deepEqual(terminations, []);
+  assert.equal(ctx.counter.writes(), 0);
+  const found = counts(outcome.found);
+  assert.equal(found.foreign, 3);
+  assert.equal(found.terminated, 0);
+  assert.deepEqual(outcome.changes, []);
+  assert.deepEqual(await ec2States(ctx.clients.ec2, [untaggedA, untaggedB, otherPool]), {
+    [untaggedA]: "running",
+    [untaggedB]: "running",
+    [otherPool]: "running",
+  });
+  for (const id of [untaggedA, untaggedB, otherPool]) {
+    assert.ok(
+      outcome.warnings?.some((w) =>
+        w.startsWith(`record ${id} `) && /not proven the pool's.*not terminated/.test(w)
+      ),
+      `${id}: ${outcome.warnings}`,
+    );
+  }
+  assert.deepEqual(await stored(ctx, "INSTANCE"), sorted([untaggedA, untaggedB, otherPool]));
+});
+
+/** A launch template of the pool (tagged as the pool's) whose instances get no tag of their own. */
+async function untaggingTemplate(ctx: TestContext, name: string, owned = true): Promise<string> {
+  const out = await ctx.clients.ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: name,
+      LaunchTemplateData: { ImageId: AMI, InstanceType: "t3.micro" },
+      ...(owned
+        ? {
+          TagSpecifications: [{
+            ResourceType: "launch-template",
+            Tags: [{ Key: OWNER_TAG, Value: TABLE }],
+          }],
+        }
+        : {}),
+    }),
+  );
+  return out.LaunchTemplate!.LaunchTemplateId!;
+}
+
+async function launchFrom(ctx: TestContext, templateId: string, count: number): Promise<string[]> {
+  const out = await ctx.clients.ec2.send(
+    new RunInstancesCommand({
+      LaunchTemplate: { LaunchTemplateId: templateId },
+      MinCount: count,
+      MaxCount: count,
+    }),
+  );
+  for (const instance of out.Instances!) {
+    assert.ok(!instance.Tags?.some((t) => t.Key === OWNER_TAG), "launched without the tag");
+  }
+  return out.Instances!.map((i) => i.InstanceId!);
+}
+
+Deno.test("reaper terminates untagged instances launched from the pool's template, proven by EC2's aws:ec2launchtemplate:id", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const template = await untaggingTemplate(ctx, "acme-widgets-ci-launch-template");
+  const stranger = await untaggingTemplate(ctx, "someone-elses-template", false);
+  const [expired, unfinished, orphan, live] = await launchFrom(ctx, template, 4);
+  const [foreign] = await launchFrom(ctx, stranger, 1);
+  await seed(ctx, expired, "idle", -1);
+  await seed(ctx, unfinished, "terminated", -5);
+  await seed(ctx, live, "running", 30, "run-1");
+  await seed(ctx, foreign, "terminated", -5);
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.templates, 1);
+  assert.equal(found.alive, 4);
+  assert.equal(found.orphans, 1);
+  assert.equal(found.foreign, 1);
+  assert.deepEqual(terminations.map(sorted), [sorted([expired, unfinished, orphan])]);
+  assert.deepEqual(
+    await ec2States(ctx.clients.ec2, [expired, unfinished, orphan, live, foreign]),
+    {
+      [expired]: "terminated",
+      [unfinished]: "terminated",
+      [orphan]: "terminated",
+      [live]: "running",
+      [foreign]: "running",
+    },
+  );
+  assert.deepEqual(await stored(ctx, "INSTANCE"), sorted([live, foreign]));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Never guess.
+
+Deno.test("reaper never expires a record whose threshold is not a strict UTC timestamp, and warns about it", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const odd = [
+    "1700000000", // epoch seconds: compared as text it sorts before any date
+    "",
+    "soon",
+    "2025-01-01", // a date alone
+    "2025-01-01T00:00:00+00:00", // an offset, not Z
+    "2025-13-01T00:00:00Z", // no 13th month
+    "2025-02-30T00:00:00Z",
+  ];
+  const ids = await launch(ctx, odd.length + 1);
+  for (const [i, threshold] of odd.entries()) {
+    await seed(ctx, ids[i], "idle", 5);
+    await ctx.clients.ddb.send(
+      new UpdateCommand({
+        TableName: TABLE,
+        Key: { PK: "TYPE#INSTANCE", SK: `ID#${ids[i]}` },
+        UpdateExpression: "SET threshold = :t",
+        ExpressionAttributeValues: { ":t": threshold },
+      }),
+    );
+  }
+  // Fractional seconds are tolerated: this one expired a minute ago.
+  const fractional = ids[odd.length];
+  await seed(ctx, fractional, "idle", 5);
+  await ctx.clients.ddb.send(
+    new UpdateCommand({
+      TableName: TABLE,
+      Key: { PK: "TYPE#INSTANCE", SK: `ID#${fractional}` },
+      UpdateExpression: "SET threshold = :t",
+      ExpressionAttributeValues: { ":t": new Date(ctx.now().getTime() - MIN).toISOString() },
+    }),
+  );
+  const terminations = watchTerminations(ctx);
+
+  const outcome = await reapInstances(ctx);
+
+  assert.deepEqual(terminations, [[fractional]]);
+  const found = counts(outcome.found);
+  assert.equal(found.invalid, odd.length);
+  for (const [i, threshold] of odd.entries()) {
+    assert.ok(
+      outcome.warnings?.includes(
+        `record ${ids[i]} has threshold ${
+          JSON.stringify(threshold)
+        }, not a UTC timestamp like 2025-04-24T18:31:04Z; it never expires by threshold`,
+      ),
+      `${threshold}: ${outcome.warnings}`,
+    );
+  }
+  const states = await ec2States(ctx.clients.ec2, ids);
+  for (const id of ids.slice(0, odd.length)) assert.equal(states[id], "running", id);
+});
+
+Deno.test("reaper recognises its own lock whose reply was lost and terminates the instance", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [id] = await launch(ctx, 1);
+  await seed(ctx, id, "claimed", -1, "run-1");
+  // DynamoDB applies the first lock, but its reply never arrives: the SDK retries the update,
+  // whose condition now fails on the lock's own write.
+  let lost = 0;
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => async (args) => {
+      const result = await next(args);
+      if (context.commandName === "UpdateItemCommand" && lost++ === 0) {
+        throw Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
+      }
+      return result;
+    },
+    { step: "deserialize", name: "loseReply" },
+  );
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(lost, 2, "the update was sent twice");
+  const found = counts(outcome.found);
+  assert.equal(found.locked, 1);
+  assert.equal(found.lostRace, 0);
+  assert.equal(found.terminated, 1);
+  assert.equal((await ec2States(ctx.clients.ec2, [id]))[id], "terminated");
+  assert.ok(ctx.lines.some((l) => l.includes(`${id} was already locked by this run`)));
+});
+
+Deno.test("reaper sends at most 200 filter values per DescribeInstances call, whatever the number of records", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  // After a migration from fleet-actions: hundreds of terminated records of long-gone instances.
+  const gone = Array.from({ length: 450 }, (_, i) => `i-0${i.toString(16).padStart(16, "0")}`);
+  await putRecords(ctx, gone, "terminated");
+  const [live] = await launch(ctx, 1);
+  await seed(ctx, live, "idle", 10);
+  gh.runners.push({ id: 1, name: `${gone[0]}-1`, status: "offline", busy: false });
+  const filters: number[] = [];
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "DescribeInstancesCommand") {
+        const input = args.input as { Filters?: { Values?: string[] }[]; InstanceIds?: string[] };
+        filters.push(
+          (input.Filters ?? []).reduce((n, f) => n + (f.Values?.length ?? 0), 0) +
+            (input.InstanceIds?.length ?? 0),
+        );
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "captureFilters" },
+  );
+
+  const outcome = await reapInstances(ctx);
+
+  assert.ok(filters.length >= 4, `${filters}`);
+  assert.ok(filters.every((n) => n <= 200), `filter values per call: ${filters}`);
+  assert.equal(counts(outcome.found).expunged, 450);
+  assert.deepEqual(await stored(ctx, "INSTANCE"), [live]);
+});
+
+/** Writes instance records (with heartbeat and worker signal) in batches. */
+async function putRecords(ctx: TestContext, ids: string[], state: string): Promise<void> {
+  const updated = new Date(ctx.now().getTime() - 30 * MIN);
+  const items = ids.flatMap((id) => [
+    item("INSTANCE", id, updated, { state, threshold: at(ctx, -30), runId: "" }),
+    item("HEARTBEAT", id, updated, { value: "PING" }),
+    item("WS", id, updated, { value: { state, runId: "" } }),
+  ]);
+  for (let i = 0; i < items.length; i += 25) {
+    await ctx.clients.ddb.send(
+      new BatchWriteCommand({
+        RequestItems: { [TABLE]: items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } })) },
+      }),
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Never leave a trace.
+
+/** Records the keys (`ENTITY id`) of every BatchWriteItem call, in order. */
+function watchBatchWrites(ctx: TestContext): string[][] {
+  const calls: string[][] = [];
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "BatchWriteItemCommand") {
+        const input = args.input as {
+          RequestItems: Record<string, { DeleteRequest: { Key: { PK: string; SK: string } } }[]>;
+        };
+        calls.push(
+          input.RequestItems[TABLE].map(({ DeleteRequest: { Key } }) =>
+            `${Key.PK.slice(5)} ${Key.SK.slice(3)}`
+          ),
+        );
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "watchBatchWrites" },
+  );
+  return calls;
+}
+
+Deno.test("reaper deletes an instance's heartbeat and worker signal before its record, never in the same request", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 9); // 27 keys: more than one request of 25
+  for (const id of ids) await seed(ctx, id, "idle", -1);
+  const calls = watchBatchWrites(ctx);
+
+  await reapInstances(ctx);
+
+  const callOf = (key: string) => calls.findIndex((keys) => keys.includes(key));
+  for (const id of ids) {
+    const record = callOf(`INSTANCE ${id}`);
+    assert.ok(record >= 0, id);
+    assert.ok(callOf(`HEARTBEAT ${id}`) < record, `${id}: ${JSON.stringify(calls)}`);
+    assert.ok(callOf(`WS ${id}`) < record, `${id}: ${JSON.stringify(calls)}`);
+  }
+  for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+    assert.deepEqual(await stored(ctx, entity), [], entity);
+  }
+});
+
+Deno.test("reaper leaves no artifact behind when a delete request fails: the next run finishes the cleanup", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 9);
+  for (const id of ids) await seed(ctx, id, "idle", -1);
+  // The second BatchWriteItem of the run fails for good.
+  let batch = 0;
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "BatchWriteItemCommand" && ++batch === 2) {
+        throw Object.assign(new Error("denied"), { name: "AccessDeniedException" });
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "failSecondBatch" },
+  );
+
+  await assert.rejects(reapInstances(ctx), /AccessDeniedException: denied/);
+  await reapInstances(ctx);
+
+  for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+    assert.deepEqual(await stored(ctx, entity), [], entity);
+  }
+  ctx.counter.reset();
+  await reapInstances(ctx);
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("reaper sweeps heartbeats and worker signals without a record once older than the grace period", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--orphan-grace-min", "15"]);
+  const put = (entity: "HEARTBEAT" | "WS", id: string, minutes: number) =>
+    ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: TABLE,
+        Item: item(entity, id, new Date(ctx.now().getTime() + minutes * MIN), { value: "PING" }),
+      }),
+    );
+  // A shutting-down instance rewrote its heartbeat after its record was expunged.
+  const stale = "i-0aaaaaaaaaaaaaaaa";
+  const young = "i-0bbbbbbbbbbbbbbbb";
+  await put("HEARTBEAT", stale, -20);
+  await put("WS", stale, -40);
+  await put("HEARTBEAT", young, -2);
+  const [live] = await launch(ctx, 1);
+  await seed(ctx, live, "idle", 10, "", -60); // its artifacts are old, but it has a record
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(counts(outcome.found).strays, 2);
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), sorted([young, live]));
+  assert.deepEqual(await stored(ctx, "WS"), [live]);
+  assert.deepEqual(
+    outcome.changes.map((c) => `${c.action} ${c.target}`).sort(),
+    [`delete heartbeat ${stale}`, `delete worker signal ${stale}`],
+  );
+  ctx.counter.reset();
+  await reapInstances(ctx);
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("reaper deletes offline registrations of instances gone in earlier runs, and leaves online, live and foreign ones", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await setup(gh);
+  const [live] = await launch(ctx, 1);
+  await seed(ctx, live, "running", 10, "run-1");
+  const [foreign] = await launch(ctx, 1, false);
+  const gone = ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb", "i-0cccccccccccccccc"];
+  runners.push(
+    { id: 1, name: `${gone[0]}-1`, status: "offline", busy: false },
+    { id: 2, name: `${gone[0]}-2`, status: "offline", busy: false },
+    { id: 3, name: `${gone[1]}-1`, status: "online", busy: false }, // GitHub has not noticed yet
+    { id: 4, name: `${gone[2]}-1`, status: "offline", busy: true },
+    { id: 5, name: `${live}-1`, status: "offline", busy: false }, // registering right now
+    { id: 6, name: `${foreign}-1`, status: "offline", busy: false }, // alive, not ours to judge
+    { id: 7, name: "laptop", status: "offline", busy: false },
+  );
+
+  const outcome = await reapInstances(ctx);
+
+  const found = counts(outcome.found);
+  assert.equal(found.runnersDeleted, 2);
+  assert.equal(found.runnersBusy, 1);
+  assert.deepEqual(runners.map((r) => r.id), [3, 4, 5, 6, 7]);
+  assert.deepEqual(
+    outcome.changes.map((c) => c.target),
+    [`runner ${gone[0]}-1 (#1)`, `runner ${gone[0]}-2 (#2)`],
+  );
+});
+
+Deno.test("reaper stops deleting runners when its time budget is spent, and a later run deletes the rest", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await setup(gh);
+  for (let i = 1; i <= 3; i++) {
+    runners.push({ id: i, name: `i-0${String(i).repeat(16)}-1`, status: "offline", busy: false });
+  }
+  // Each look at the clock is 600 ms later: the 1 s budget allows one deletion.
+  let t = 0;
+  const clock = () => (t += 600) - 600;
+
+  const first = await reapInstances(ctx, { runnerBudgetMs: 1000, clock });
+
+  assert.equal(counts(first.found).runnersDeleted, 1);
+  assert.equal(counts(first.found).runnersLeft, 2);
+  assert.ok(
+    first.warnings?.some((w) => /^2 runner registrations .* left for the next run/.test(w)),
+  );
+  assert.equal(runners.length, 2);
+  const second = await reapInstances(ctx);
+  assert.equal(counts(second.found).runnersDeleted, 2);
+  assert.deepEqual(runners, []);
 });
