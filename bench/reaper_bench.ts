@@ -9,7 +9,8 @@
  * twice and prints wall time, calls by operation and items read, checking the issue's targets:
  * every expired instance reaped in one run, TerminateInstances calls = ceil(expired / 1000), a
  * second run that reads no terminated record and writes nothing, and total calls within 10% of
- * the minimum. Exits 1 when a target is missed.
+ * the minimum (heartbeats and worker signals deleted before their records). Exits 1 when a target
+ * is missed.
  *
  * @module
  */
@@ -147,8 +148,13 @@ const left = await ddb.send(
 
 const live = total - expired;
 const op = (report: RunReport, name: string) => report.calls[name] ?? 0;
-const minimum = expired + Math.ceil(expired / 1000) + Math.ceil((3 * expired) / 25) +
-  first.found.pages + Math.ceil(total / 1000);
+// Writes: a lock per expired record, a TerminateInstances per 1,000, then per 25 items a delete
+// request of heartbeats and worker signals, and later one of records. Reads: the Query pages of
+// records, heartbeats and worker signals (as made: their number is DynamoDB's 1 MB pages), a
+// DescribeInstances page per 1,000 pool instances, the template look-up.
+const queries = op(first.report, "DynamoDB.Query");
+const minimum = expired + Math.ceil(expired / 1000) + Math.ceil((2 * expired) / 25) +
+  Math.ceil(expired / 25) + queries + Math.ceil(total / 1000) + 1;
 const checks: [string, boolean][] = [
   [
     `every expired instance reaped in one run (${first.found.terminated} of ${expired} terminated, ${
@@ -171,10 +177,10 @@ const checks: [string, boolean][] = [
     `total calls ${first.calls} within 10% of the minimum ${minimum} (${expired} UpdateItem + ${
       Math.ceil(expired / 1000)
     } TerminateInstances + ${
-      Math.ceil((3 * expired) / 25)
-    } BatchWriteItem + ${first.found.pages} Query pages + ${
+      Math.ceil((2 * expired) / 25) + Math.ceil(expired / 25)
+    } BatchWriteItem + ${queries} Query pages + ${
       Math.ceil(total / 1000)
-    } DescribeInstances pages)`,
+    } DescribeInstances pages + 1 DescribeLaunchTemplates)`,
     first.calls <= minimum * 1.1,
   ],
 ];

@@ -48,6 +48,7 @@ import {
 import { unmarshall } from "npm:@aws-sdk/util-dynamodb@3.996.9";
 import { type Entity, idOf, OWNER_TAG, pk, sk, timestamp } from "./contract.ts";
 import { checkIds, type InputSpec, type Reader } from "./inputs.ts";
+import { TEMPLATE_ID_TAG } from "./rollout.ts";
 import {
   type Change,
   describeError,
@@ -146,11 +147,11 @@ const WRITE_ATTEMPTS = 8;
 const PROGRESS_EVERY = 500;
 /**
  * The tag EC2 itself puts on every instance launched from a launch template (RunInstances,
- * CreateFleet, Auto Scaling), with `aws:ec2launchtemplate:version`. Keys starting with `aws:` are
- * reserved: no user or runner can create, change or delete them, so this one proves which
- * template an instance came from.
+ * CreateFleet), with `aws:ec2launchtemplate:version`. Keys starting with `aws:` are reserved: no
+ * user or runner can create, change or delete them, so this one proves which template an
+ * instance came from (sources in lib/rollout.ts).
  */
-export const TEMPLATE_TAG = "aws:ec2launchtemplate:id";
+const TEMPLATE_TAG = TEMPLATE_ID_TAG;
 
 /**
  * A strict ISO-8601 UTC timestamp, as DESIGN.md writes them (`2025-04-24T18:31:04Z`); fractional
@@ -298,6 +299,8 @@ export async function reapInstances(
   const warnings = [...plan.warnings];
   const errors: string[] = [];
   const changes: Change[] = [];
+  // The run's deadline: no new unit of work starts after it; what is left is reported.
+  const stop = () => ctx.budget.expired();
 
   if (ctx.dryRun) {
     const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
@@ -326,7 +329,7 @@ export async function reapInstances(
       row: rows.get(id)!,
       condition: unchangedCondition(rows.get(id)!),
     })),
-  ], { now: nowText, expiresAt, concurrency: reaper.concurrency, log });
+  ], { now: nowText, expiresAt, concurrency: reaper.concurrency, log, stop });
   errors.push(...lock.errors);
   for (const id of lock.lostRace) {
     log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
@@ -341,7 +344,7 @@ export async function reapInstances(
   // 4. Terminate only what is proven the pool's: locked, already terminated, or orphaned.
   const toTerminate = [...lockedExpired, ...plan.unfinished, ...plan.orphans]
     .flatMap((id) => pool.alive.get(id) ?? []);
-  const result = await terminateOwned(ec2, toTerminate, log);
+  const result = await terminateOwned(ec2, toTerminate, log, stop);
   counts.terminated = result.terminated.length;
   counts.notFound = result.notFound.length;
   counts.refused = result.refused.length;
@@ -357,30 +360,49 @@ export async function reapInstances(
     concurrency: reaper.concurrency,
     sleep,
     log,
+    stop,
   });
   counts.expunged = deleted.ids.length;
   counts.strays = deleted.strays.length;
   counts.itemsDeleted = deleted.items;
   errors.push(...deleted.errors);
 
+  const expunged = new Set(deleted.ids);
   changes.push(
     ...result.terminated.map((id) => change("terminate", id, plan.reasons)),
-    ...result.notFound.map((id) => change("expunge", id, plan.reasons, "already gone from EC2")),
-    ...[...goneLocked, ...plan.gone].map((id) => change("expunge", id, plan.reasons)),
+    ...result.notFound.filter((id) => expunged.has(id))
+      .map((id) => change("expunge", id, plan.reasons, "already gone from EC2")),
+    ...[...goneLocked, ...plan.gone].filter((id) => expunged.has(id))
+      .map((id) => change("expunge", id, plan.reasons)),
     ...deleted.strays.map(strayChange),
   );
 
   // 6. Runners.
-  await reconcileRunners(
-    ctx,
-    pool,
-    new Set(result.terminated),
-    counts,
-    changes,
-    warnings,
-    options,
-  );
+  const runnersSkipped = stop();
+  if (!runnersSkipped) {
+    await reconcileRunners(
+      ctx,
+      pool,
+      new Set(result.terminated),
+      counts,
+      changes,
+      warnings,
+      options,
+    );
+  }
 
+  const skipped = [
+    lock.skipped.length && `${lock.skipped.length} locks`,
+    result.skipped.length && `${result.skipped.length} terminations`,
+    deleted.skipped && `${deleted.skipped} item deletions`,
+    runnersSkipped && `runner cleanup`,
+    !runnersSkipped && counts.runnersLeft && stop() && `${counts.runnersLeft} runner deletions`,
+  ].filter(Boolean);
+  if (skipped.length) {
+    errors.unshift(
+      `the run's deadline passed: ${skipped.join(", ")} not started; the next run does them`,
+    );
+  }
   const done = outcome(counts, changes, warnings, false);
   if (errors.length) {
     const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : "";
@@ -793,6 +815,8 @@ export interface LockResult {
   locked: string[];
   /** Ids another writer changed since the read. */
   lostRace: string[];
+  /** Ids not tried: the run's deadline had passed. */
+  skipped: string[];
   errors: string[];
 }
 
@@ -807,14 +831,26 @@ export async function lockRecords(
   ddb: DynamoDBDocumentClient,
   table: string,
   targets: LockTarget[],
-  options: { now: string; expiresAt: number; concurrency: number; log: Logger },
+  options: {
+    now: string;
+    expiresAt: number;
+    concurrency: number;
+    log: Logger;
+    /** True once no new lock may start (the run's deadline). */
+    stop?: () => boolean;
+  },
 ): Promise<LockResult> {
   const { now, expiresAt } = options;
   const won = new Set<string>();
   const lostRace = new Set<string>();
+  const skipped = new Set<string>();
   const errors: string[] = [];
   const tick = progress(options.log, "locked", targets.length);
   await forEachLimit(targets, options.concurrency, async ({ row, condition }) => {
+    if (options.stop?.()) {
+      skipped.add(row.id);
+      return;
+    }
     const runId = row.runId === undefined ? "attribute_not_exists(#runId)" : "#runId = :runIdRead";
     try {
       await ddb.send(
@@ -857,6 +893,7 @@ export async function lockRecords(
   return {
     locked: targets.map((t) => t.row.id).filter((id) => won.has(id)),
     lostRace: targets.map((t) => t.row.id).filter((id) => lostRace.has(id)),
+    skipped: targets.map((t) => t.row.id).filter((id) => skipped.has(id)),
     errors,
   };
 }
@@ -883,6 +920,8 @@ export interface Terminated {
   terminated: string[];
   notFound: string[];
   refused: [string, string][];
+  /** Ids not tried: the run's deadline had passed. */
+  skipped: string[];
   errors: string[];
 }
 
@@ -897,8 +936,10 @@ export async function terminateOwned(
   ec2: EC2Client,
   instances: LiveInstance[],
   log: Logger,
+  /** True once no new batch may start (the run's deadline). */
+  stop?: () => boolean,
 ): Promise<Terminated> {
-  const done: Terminated = { terminated: [], notFound: [], refused: [], errors: [] };
+  const done: Terminated = { terminated: [], notFound: [], refused: [], skipped: [], errors: [] };
   const unproven = instances.filter((i) => !i.proof).map((i) => i.id);
   if (unproven.length) {
     throw new Error(
@@ -910,6 +951,10 @@ export async function terminateOwned(
   for (const proof of ["tag", "template"] as const) {
     const group = ids.filter((id) => proofOf.get(id) === proof);
     for (const batch of chunks(group, TERMINATE_BATCH)) {
+      if (stop?.()) {
+        done.skipped.push(...batch);
+        continue;
+      }
       let rest = batch;
       while (rest.length) {
         try {
@@ -953,6 +998,8 @@ export interface Expunged {
   /** Stray artifacts deleted. */
   strays: ArtifactKey[];
   items: number;
+  /** Items not tried: the run's deadline had passed. */
+  skipped: number;
   errors: string[];
 }
 
@@ -967,26 +1014,42 @@ export async function expunge(
   table: string,
   ids: string[],
   strays: ArtifactKey[],
-  options: { concurrency: number; sleep: (ms: number) => Promise<void>; log: Logger },
+  options: DeleteOptions,
 ): Promise<Expunged> {
   const artifacts = [
     ...ids.flatMap((id) => (["HEARTBEAT", "WS"] as const).map((entity) => ({ entity, id }))),
     ...strays,
   ];
   const first = await deleteKeys(ddb, table, artifacts, options, "artifact items deleted");
-  const ready = ids.filter((id) =>
-    !first.failed.has(`HEARTBEAT ${id}`) && !first.failed.has(`WS ${id}`)
-  );
+  const done = (key: string) => !first.failed.has(key) && !first.skipped.has(key);
+  const ready = ids.filter((id) => done(`HEARTBEAT ${id}`) && done(`WS ${id}`));
   const records = ready.map((id) => ({ entity: "INSTANCE" as const, id }));
   const second = await deleteKeys(ddb, table, records, options, "instance records deleted");
-  const expunged = ready.filter((id) => !second.failed.has(`INSTANCE ${id}`));
-  const sweptStrays = strays.filter((s) => !first.failed.has(`${s.entity} ${s.id}`));
+  const expunged = ready.filter((id) =>
+    !second.failed.has(`INSTANCE ${id}`) && !second.skipped.has(`INSTANCE ${id}`)
+  );
+  const sweptStrays = strays.filter((s) => done(`${s.entity} ${s.id}`));
+  const notDeleted = first.failed.size + first.skipped.size + second.failed.size +
+    second.skipped.size;
   return {
     ids: expunged,
     strays: sweptStrays,
-    items: artifacts.length - first.failed.size + records.length - second.failed.size,
+    items: artifacts.length + records.length - notDeleted,
+    // Records not tried because their artifacts were not count as skipped too.
+    skipped: first.skipped.size + ids.length - ready.length -
+      ids.filter((id) => first.failed.has(`HEARTBEAT ${id}`) || first.failed.has(`WS ${id}`))
+        .length +
+      second.skipped.size,
     errors: [...first.errors, ...second.errors],
   };
+}
+
+interface DeleteOptions {
+  concurrency: number;
+  sleep: (ms: number) => Promise<void>;
+  log: Logger;
+  /** True once no new request may start (the run's deadline). */
+  stop?: () => boolean;
 }
 
 /** BatchWriteItem deletes, 25 per request, unprocessed items retried with backoff and jitter. */
@@ -994,13 +1057,18 @@ async function deleteKeys(
   ddb: DynamoDBDocumentClient,
   table: string,
   keys: { entity: Entity; id: string }[],
-  options: { concurrency: number; sleep: (ms: number) => Promise<void>; log: Logger },
+  options: DeleteOptions,
   label: string,
-): Promise<{ failed: Set<string>; errors: string[] }> {
+): Promise<{ failed: Set<string>; skipped: Set<string>; errors: string[] }> {
   const failed = new Set<string>();
+  const skipped = new Set<string>();
   const errors: string[] = [];
   const tick = progress(options.log, label, keys.length);
   await forEachLimit(chunks(keys, WRITE_BATCH), options.concurrency, async (batch) => {
+    if (options.stop?.()) {
+      for (const { entity, id } of batch) skipped.add(`${entity} ${id}`);
+      return;
+    }
     let pending = batch.map(({ entity, id }) => ({
       DeleteRequest: { Key: { PK: pk(entity), SK: sk(id) } },
     }));
@@ -1023,7 +1091,7 @@ async function deleteKeys(
     }
     for (let i = 0; i < batch.length; i++) tick();
   });
-  return { failed, errors };
+  return { failed, skipped, errors };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1100,7 +1168,7 @@ export async function reconcileRunners(
       if (!dead || (runner.status !== "offline" && !reaped)) continue;
       const target = `runner ${runner.name} (#${runner.id})`;
       if (!runner.busy && !ctx.dryRun) {
-        if (clock() >= deadline) {
+        if (clock() >= deadline || ctx.budget.expired()) {
           counts.runnersLeft++;
           continue;
         }
@@ -1126,7 +1194,7 @@ export async function reconcileRunners(
     }
     if (counts.runnersLeft) {
       warnings.push(
-        `${counts.runnersLeft} runner registrations of gone instances left for the next run (the runner phase's time budget was spent)`,
+        `${counts.runnersLeft} runner registrations of gone instances left for the next run (the runner phase's time budget, --runner-cleanup-sec, was spent)`,
       );
     }
   } catch (error) {

@@ -161,3 +161,55 @@ Deno.test("the action scan maps commands, document commands, paginators and wait
   assert.equal(imports.get("paginateDescribeInstances"), "@aws-sdk/client-ec2");
   assert.ok(calledActions().get("dynamodb:DescribeTable")?.has("lib/table.ts"));
 });
+
+/** The statements that allow an action. */
+function allowing(action: string): Statement[] {
+  return policy().Statement.filter((s) =>
+    (typeof s.Action === "string" ? [s.Action] : s.Action).includes(action)
+  );
+}
+
+Deno.test("iam-policy.json terminates only instances carrying the pool's ownership tag", () => {
+  const statements = allowing("ec2:TerminateInstances");
+  assert.ok(statements.length > 0);
+  for (const s of statements) {
+    assert.deepEqual(
+      s.Condition,
+      { StringLike: { "aws:ResourceTag/refresh:pool": "*-ci-table" } },
+      `statement ${s.Sid}`,
+    );
+  }
+});
+
+Deno.test("iam-policy.json changes only launch templates carrying the pool's ownership tag, and creates them only with it", () => {
+  for (
+    const action of [
+      "ec2:CreateLaunchTemplateVersion",
+      "ec2:ModifyLaunchTemplate",
+      "ec2:DeleteLaunchTemplateVersions",
+    ]
+  ) {
+    for (const s of allowing(action)) {
+      assert.deepEqual(
+        s.Condition,
+        { StringLike: { "aws:ResourceTag/refresh:pool": "*-ci-table" } },
+        `${action} in ${s.Sid}`,
+      );
+    }
+  }
+  for (const s of allowing("ec2:CreateLaunchTemplate")) {
+    assert.deepEqual(s.Condition, {
+      StringLike: { "aws:RequestTag/refresh:pool": "*-ci-table" },
+    }, `statement ${s.Sid}`);
+  }
+  // Tagging a template is allowed only at creation or on an untagged one, and only this tag.
+  for (const s of allowing("ec2:CreateTags")) {
+    const condition = s.Condition as Record<string, Record<string, unknown>>;
+    assert.deepEqual(condition["ForAllValues:StringEquals"], { "aws:TagKeys": ["refresh:pool"] });
+    assert.ok(
+      condition.StringEquals?.["ec2:CreateAction"] === "CreateLaunchTemplate" ||
+        condition.Null?.["aws:ResourceTag/refresh:pool"] === "true",
+      `statement ${s.Sid}`,
+    );
+  }
+});

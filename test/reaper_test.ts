@@ -18,7 +18,14 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { type ReaperCounts, reapInstances, terminateOwned } from "../lib/reaper.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
-import { BASE_ARGS, desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
+import {
+  BASE_ARGS,
+  desiredFrom,
+  TEST_PAT,
+  type TestContext,
+  testContext,
+  withDesired,
+} from "./support/aws.ts";
 import { AWS_ENV } from "./support/moto.ts";
 import { main } from "../refresh.ts";
 
@@ -1074,4 +1081,67 @@ Deno.test("reaper stops deleting runners when its time budget is spent, and a la
   const second = await reapInstances(ctx);
   assert.equal(counts(second.found).runnersDeleted, 2);
   assert.deepEqual(runners, []);
+});
+
+Deno.test("reaper counts instances of a legacy launch template as the pool's only when --legacy-launch-template-ids names it", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  // fleet-actions' template, never tagged for the pool; its instances carry no ownership tag.
+  const legacy = await untaggingTemplate(ctx, "old-fleet-template", false);
+  const [expired, orphan] = await launchFrom(ctx, legacy, 2);
+  await seed(ctx, expired, "terminated", -5);
+
+  const before = await reapInstances(ctx);
+  assert.equal(counts(before.found).foreign, 1);
+  assert.equal(counts(before.found).terminated, 0);
+
+  const migrating = withDesired(
+    ctx,
+    desiredFrom([
+      "--only",
+      "reaper",
+      "--github-api-url",
+      gh.url,
+      "--legacy-launch-template-ids",
+      legacy,
+    ]),
+  );
+  const after = await reapInstances(migrating);
+
+  assert.equal(counts(after.found).templates, 1);
+  assert.deepEqual(
+    await ec2States(ctx.clients.ec2, [expired, orphan]),
+    { [expired]: "terminated", [orphan]: "terminated" },
+  );
+});
+
+Deno.test("reaper starts no new work once the run's deadline has passed, says what it left, and the next run finishes", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  let late = false;
+  const ctx = await setup(gh);
+  const ids = await launch(ctx, 3);
+  for (const id of ids) await seed(ctx, id, "idle", -1);
+  // The deadline passes while the instances are being terminated.
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "TerminateInstancesCommand") late = true;
+      return next(args);
+    },
+    { step: "initialize", name: "deadline" },
+  );
+  const budget = { totalMs: 60_000, expired: () => late, remainingMs: () => late ? 0 : 60_000 };
+
+  await assert.rejects(
+    reapInstances({ ...ctx, budget }),
+    /3 terminated.*the run's deadline passed: 9 item deletions, runner cleanup not started; the next run does them/,
+  );
+  assert.equal(ctx.counter.counts.get("DynamoDB.BatchWriteItem"), undefined);
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), sorted(ids));
+
+  late = false;
+  const next = await reapInstances({ ...ctx, budget });
+  assert.equal(counts(next.found).expunged, 3);
+  for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+    assert.deepEqual(await stored(ctx, entity), [], entity);
+  }
 });
