@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { ConfigError, type DesiredState, INPUTS, parseDesiredState } from "../lib/config.ts";
 import { DEFAULT_RESOURCE_CLASSES } from "../lib/resource_pools.ts";
 import { main } from "../refresh.ts";
-import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
+import { BASE_ARGS, EXAMPLE_NETWORK, TEST_PAT } from "./support/aws.ts";
 
 function parse(
   args: string[],
@@ -80,7 +80,7 @@ Deno.test("config parses a complete desired state with defaults", () => {
   assert.deepEqual(d.parameters, {
     idleTimeSec: 300,
     maxRuntimeMin: 30,
-    subnetIds: ["subnet-fb00be22f898114f8"],
+    subnetIds: [EXAMPLE_NETWORK.subnetIds[0]],
   });
   assert.equal(d.launchTemplate.name, "acme-widgets-ci-launch-template");
   assert.deepEqual(d.launchTemplate.ami, { id: "ami-1e749f67" });

@@ -11,7 +11,7 @@ import type { RunReport } from "../lib/report.ts";
 import type { TaskResult } from "../lib/task.ts";
 import { actionsOutput, main } from "../refresh.ts";
 import { Redactor } from "../lib/redact.ts";
-import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
+import { BASE_ARGS, baseArgs, TEST_PAT } from "./support/aws.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { startFakeGithub } from "./support/github.ts";
 
@@ -236,8 +236,8 @@ Deno.test("actionsOutput masks a secret at the moment it is registered", () => {
 });
 
 Deno.test("refresh writes the job summary, groups and masks when GITHUB_ACTIONS is true", async () => {
-  await resetMoto();
-  const run = await runInActions([...BASE_ARGS, ...ONLY]);
+  const network = await resetMoto();
+  const run = await runInActions([...baseArgs(network), ...ONLY]);
   assert.equal(run.code, 0, run.stderr.join("\n"));
   assert.equal(run.stderr[0], `::add-mask::${TEST_PAT}`);
   const markers = run.stderr.filter((l) => /^::(end)?group::/.test(l));
@@ -260,7 +260,7 @@ Deno.test("refresh writes the job summary, groups and masks when GITHUB_ACTIONS 
     assert.ok(!text.includes(TEST_PAT), "the PAT appears only in its add-mask line");
   }
 
-  const second = await runInActions([...BASE_ARGS, ...ONLY]);
+  const second = await runInActions([...baseArgs(network), ...ONLY]);
   assert.equal(second.code, 0);
   assert.match(second.summary, /^## refresh: ✅ no changes$/m);
   assert.match(second.summary, / 0 writes\./);
@@ -271,10 +271,10 @@ Deno.test("refresh writes the job summary, groups and masks when GITHUB_ACTIONS 
 });
 
 Deno.test("refresh masks a registration token before any line that could carry it", async () => {
-  await resetMoto();
+  const network = await resetMoto();
   const gh = startFakeGithub({ tokens: [TEST_PAT] });
   try {
-    const args = [...BASE_ARGS, "--only", "table,github-token", "--github-api-url", gh.url];
+    const args = [...baseArgs(network), "--only", "table,github-token", "--github-api-url", gh.url];
     const run = await runInActions(args);
     assert.equal(run.code, 0, run.stderr.join("\n"));
     assert.equal(gh.issued.length, 1);
@@ -330,8 +330,8 @@ Deno.test("refresh annotates an invalid desired state and summarizes it, exit 2"
 });
 
 Deno.test("refresh prints no workflow commands and writes no summary outside GitHub Actions", async () => {
-  await resetMoto();
-  const run = await runInActions([...BASE_ARGS, ...ONLY], { GITHUB_ACTIONS: "" });
+  const network = await resetMoto();
+  const run = await runInActions([...baseArgs(network), ...ONLY], { GITHUB_ACTIONS: "" });
   assert.equal(run.code, 0);
   assert.deepEqual(run.stderr.filter((l) => l.startsWith("::")), []);
   assert.equal(run.summary, "# earlier step\n");

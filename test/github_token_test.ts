@@ -9,7 +9,7 @@ import type { RunReport } from "../lib/report.ts";
 import { reconcileTable } from "../lib/table.ts";
 import type { TaskOutcome } from "../lib/task.ts";
 import { main } from "../refresh.ts";
-import { BASE_ARGS, desiredFrom, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
+import { BASE_ARGS, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
 import { type FakeGithub, type FakeGithubOptions, startFakeGithub } from "./support/github.ts";
 import { AWS_ENV } from "./support/moto.ts";
 
@@ -68,8 +68,7 @@ async function setup(
   const gh = startFakeGithub({ tokens: [TEST_PAT], now: () => now(), ...options.github });
   const allArgs = ["--only", "table,github-token", "--github-api-url", gh.url, ...args];
   const env = options.env ?? { GITHUB_TOKEN: TEST_PAT };
-  const desired = options.ownArgs ? parse(allArgs, env) : desiredFrom(allArgs, env);
-  const ctx = await testContext(desired, { now: START });
+  const ctx = await testContext(allArgs, { env, ownArgs: options.ownArgs, now: START });
   now = ctx.now;
   if (options.table !== false) await reconcileTable({ ...ctx, dryRun: false });
   ctx.counter.reset();

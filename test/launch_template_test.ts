@@ -23,12 +23,13 @@ import { reconcileTable } from "../lib/table.ts";
 import { main } from "../refresh.ts";
 import {
   BASE_ARGS,
+  contextOn,
   desiredFrom,
   type TestContext,
   testContext,
   withDesired,
 } from "./support/aws.ts";
-import { AWS_ENV, NETWORK, startMoto } from "./support/moto.ts";
+import { AWS_ENV, type Network, startMoto } from "./support/moto.ts";
 
 const NAME = "acme-widgets-ci-launch-template";
 const TABLE = "acme-widgets-ci-table";
@@ -40,13 +41,13 @@ const ARGS = ["--only", "launch-template", "--user-data", "/user-data.sh"];
 /** BASE_ARGS without its `--ami`, for name patterns. */
 const BASE_WITHOUT_AMI = BASE_ARGS.filter((a, i) => a !== "--ami" && BASE_ARGS[i - 1] !== "--ami");
 
-/** Desired state with the test user data; `args` override the base flags. */
-function desired(args: string[] = [], files: Record<string, string> = FILES) {
-  return desiredFrom([...ARGS, ...args], undefined, files);
+/** Desired state on the context's network with the test user data; `args` override the flags. */
+function desired(ctx: TestContext, args: string[] = [], files: Record<string, string> = FILES) {
+  return ctx.desiredFrom([...ARGS, ...args], undefined, files);
 }
 
 async function setup(args: string[] = [], files: Record<string, string> = FILES) {
-  const ctx = await testContext(desired(args, files));
+  const ctx = await testContext([...ARGS, ...args], { files });
   await reconcileTable(ctx);
   ctx.counter.reset();
   return ctx;
@@ -92,7 +93,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
   assert.equal(data.ImageId, TRUSTY);
   assert.equal(data.InstanceType, "m7i.large");
   assert.deepEqual(data.IamInstanceProfile, { Name: "runner-profile" });
-  assert.deepEqual(data.SecurityGroupIds, ["sg-9c1e5ca5138ed1de7"]);
+  assert.deepEqual(data.SecurityGroupIds, [ctx.network.securityGroupId]);
   assert.equal(Buffer.from(data.UserData!, "base64").toString("utf8"), SCRIPT);
   assert.deepEqual(data.MetadataOptions, {
     HttpTokens: "required",
@@ -115,7 +116,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
     name: NAME,
     ami: TRUSTY,
     iamInstanceProfile: "runner-profile",
-    securityGroupIds: ["sg-9c1e5ca5138ed1de7"],
+    securityGroupIds: [ctx.network.securityGroupId],
     userDataHash: sha256(SCRIPT),
     userData: "",
     userDataBase64: "",
@@ -131,7 +132,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
 });
 
 Deno.test("launch-template sees no drift in EC2's answer that adds the metadata options' state", () => {
-  const d = desired();
+  const d = desiredFrom(ARGS, undefined, FILES);
   const data = templateData(d, {
     ImageId: TRUSTY,
     RootDeviceType: "ebs",
@@ -173,7 +174,7 @@ Deno.test("launch-template makes a new default version and updates the record wh
   const ctx = await setup();
   await reconcileLaunchTemplate(ctx);
   ctx.counter.reset();
-  const next = withDesired(ctx, desired(["--ami", XENIAL]));
+  const next = withDesired(ctx, desired(ctx, ["--ami", XENIAL]));
   const outcome = await reconcileLaunchTemplate(next);
 
   assert.deepEqual(outcome.changes.slice(0, 1), [{
@@ -206,7 +207,7 @@ Deno.test("launch-template makes a new version when only the user data changes, 
   await reconcileLaunchTemplate(ctx);
   ctx.counter.reset();
   const secret = "export RUNNER_SECRET=s3cr3t-value-in-user-data\n";
-  const next = withDesired(ctx, desired([], { "/user-data.sh": SCRIPT + secret }));
+  const next = withDesired(ctx, desired(ctx, [], { "/user-data.sh": SCRIPT + secret }));
   const outcome = await reconcileLaunchTemplate(next);
 
   assert.equal(outcome.changes[0].action, "new-version");
@@ -289,7 +290,7 @@ Deno.test("launch-template adds a version when no existing one matches the drift
     new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "2" }),
   );
   ctx.counter.reset();
-  const next = withDesired(ctx, desired(["--instance-type", "m7i.large"]));
+  const next = withDesired(ctx, desired(ctx, ["--instance-type", "m7i.large"]));
   const outcome = await reconcileLaunchTemplate(next);
 
   assert.equal(outcome.changes[0].detail, "3: InstanceType t3.nano -> m7i.large");
@@ -307,7 +308,7 @@ Deno.test("launch-template adds a version when no existing one matches the drift
 Deno.test("launch-template makes an earlier equal version the default again when the AMI is reverted", async () => {
   const ctx = await setup();
   await reconcileLaunchTemplate(ctx);
-  await reconcileLaunchTemplate(withDesired(ctx, desired(["--ami", XENIAL])));
+  await reconcileLaunchTemplate(withDesired(ctx, desired(ctx, ["--ami", XENIAL])));
   ctx.counter.reset();
   const outcome = await reconcileLaunchTemplate(ctx);
   assert.equal(outcome.changes[0].action, "set-default");
@@ -322,14 +323,16 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
   const ctx = await setup(["--keep-versions", "100"]);
   const script = (n: number) => ({ "/user-data.sh": `${SCRIPT}# build ${n}\n` });
   for (let n = 1; n <= 5; n++) {
-    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(n))));
+    await reconcileLaunchTemplate(
+      withDesired(ctx, desired(ctx, ["--keep-versions", "100"], script(n))),
+    );
   }
   assert.equal((await defaultVersion(ctx)).VersionNumber, 5);
 
   await t.step("keeps the newest 2 after a new version", async () => {
     ctx.counter.reset();
     const outcome = await reconcileLaunchTemplate(
-      withDesired(ctx, desired(["--keep-versions", "2"], script(6))),
+      withDesired(ctx, desired(ctx, ["--keep-versions", "2"], script(6))),
     );
     assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
     assert.equal(outcome.changes[1].detail, "versions 1, 2, 3, 4");
@@ -339,15 +342,19 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
   });
 
   await t.step("keeps an old default version beyond the newest N", async () => {
-    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(7))));
-    await reconcileLaunchTemplate(withDesired(ctx, desired(["--keep-versions", "100"], script(8))));
+    await reconcileLaunchTemplate(
+      withDesired(ctx, desired(ctx, ["--keep-versions", "100"], script(7))),
+    );
+    await reconcileLaunchTemplate(
+      withDesired(ctx, desired(ctx, ["--keep-versions", "100"], script(8))),
+    );
     // An operator rolls back by hand to version 5; the desired state follows.
     await ctx.clients.ec2.send(
       new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: "5" }),
     );
     ctx.counter.reset();
     const outcome = await reconcileLaunchTemplate(
-      withDesired(ctx, desired(["--keep-versions", "1"], script(5))),
+      withDesired(ctx, desired(ctx, ["--keep-versions", "1"], script(5))),
     );
     assert.deepEqual(outcome.changes.map((c) => c.action), ["prune", "write"]);
     assert.equal(outcome.changes[0].detail, "versions 6, 7");
@@ -359,7 +366,7 @@ Deno.test("launch-template prunes to the newest N versions and never deletes the
   await t.step("then makes no write", async () => {
     ctx.counter.reset();
     const outcome = await reconcileLaunchTemplate(
-      withDesired(ctx, desired(["--keep-versions", "1"], script(5))),
+      withDesired(ctx, desired(ctx, ["--keep-versions", "1"], script(5))),
     );
     assert.deepEqual(outcome.changes, []);
     assert.equal(ctx.counter.writes(), 0);
@@ -384,7 +391,7 @@ Deno.test("launch-template warns about a version EC2 refuses to delete and still
     { step: "initialize", name: "deleteVersionConcurrently" },
   );
   const outcome = await reconcileLaunchTemplate(
-    withDesired(ctx, desired(["--keep-versions", "1", "--ami", XENIAL])),
+    withDesired(ctx, desired(ctx, ["--keep-versions", "1", "--ami", XENIAL])),
   );
   assert.deepEqual(outcome.changes.map((c) => c.action), ["new-version", "prune", "write"]);
   const { id, version } = await record(ctx);
@@ -397,7 +404,7 @@ Deno.test("launch-template warns about a version EC2 refuses to delete and still
 
 Deno.test("launch-template plans create, new version and prune under dry-run and writes nothing", async (t) => {
   await t.step("create on an empty account", async () => {
-    const ctx = await testContext(desired(["--dry-run"]));
+    const ctx = await testContext([...ARGS, "--dry-run"], { files: FILES });
     const outcome = await reconcileLaunchTemplate(ctx);
     assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
     assert.match(outcome.changes[1].detail!, /^\(new\) version 1, ami-1e749f67, /);
@@ -412,11 +419,11 @@ Deno.test("launch-template plans create, new version and prune under dry-run and
     const change = ["--keep-versions", "1", "--ami", XENIAL];
     ctx.counter.reset();
     const planned = await reconcileLaunchTemplate(
-      withDesired(ctx, desired([...change, "--dry-run"])),
+      withDesired(ctx, desired(ctx, [...change, "--dry-run"])),
     );
     assert.equal(ctx.counter.writes(), 0);
     assert.equal((await defaultVersion(ctx)).LaunchTemplateData!.ImageId, TRUSTY);
-    const applied = await reconcileLaunchTemplate(withDesired(ctx, desired(change)));
+    const applied = await reconcileLaunchTemplate(withDesired(ctx, desired(ctx, change)));
     assert.deepEqual(planned.changes, applied.changes);
     assert.deepEqual(planned.changes.map((c) => c.action), ["new-version", "prune", "write"]);
     assert.deepEqual((await versionsOf(ctx)).map((v) => v.VersionNumber), [2]);
@@ -540,10 +547,13 @@ Deno.test("launch-template fails with no write when the AMI id does not exist", 
 });
 
 Deno.test("launch-template fails with no write when a security group does not exist", async () => {
-  const ctx = await setup([
+  const ctx = await testContext((network) => [
+    ...ARGS,
     "--security-group-ids",
-    `${NETWORK.securityGroupId},sg-0000000000000dead`,
-  ]);
+    `${network.securityGroupId},sg-0000000000000dead`,
+  ], { files: FILES });
+  await reconcileTable(ctx);
+  ctx.counter.reset();
   await assert.rejects(
     () => reconcileLaunchTemplate(ctx),
     new Error(
@@ -565,11 +575,14 @@ Deno.test("launch-template fails with no write when the security groups lie in t
     new DescribeSecurityGroupsCommand({ GroupIds: [GroupId!] }),
   );
   ctx.counter.reset();
-  const twoVpcs = desired(["--security-group-ids", `${NETWORK.securityGroupId},${GroupId}`]);
+  const twoVpcs = desired(ctx, [
+    "--security-group-ids",
+    `${ctx.network.securityGroupId},${GroupId}`,
+  ]);
   await assert.rejects(
     () => reconcileLaunchTemplate(withDesired(ctx, twoVpcs)),
     new Error(
-      `security-group-ids: spread over 2 VPCs, ${NETWORK.vpcId} (${NETWORK.securityGroupId}) and ` +
+      `security-group-ids: spread over 2 VPCs, ${ctx.network.vpcId} (${ctx.network.securityGroupId}) and ` +
         `${SecurityGroups![0].VpcId} (${GroupId}); runners launch from one template into one VPC`,
     ),
   );
@@ -598,16 +611,14 @@ const IMAGES = [
 }));
 
 /** A second moto, private to this test, serving only {@link IMAGES} (MOTO_AMIS_PATH). */
-async function startImageMoto(): Promise<
-  { url: string; securityGroupId: string } & AsyncDisposable
-> {
+async function startImageMoto(): Promise<{ url: string; network: Network } & AsyncDisposable> {
   const dir = await Deno.makeTempDir();
   await Deno.writeTextFile(`${dir}/amis.json`, JSON.stringify(IMAGES));
   const moto = await startMoto({ MOTO_AMIS_PATH: `${dir}/amis.json` });
-  const { securityGroupId } = await moto.reset();
+  const network = await moto.makeNetwork();
   return {
     url: moto.url,
-    securityGroupId,
+    network,
     async [Symbol.asyncDispose]() {
       await moto.stop();
       await Deno.remove(dir, { recursive: true });
@@ -624,14 +635,14 @@ Deno.test("launch-template resolves a name pattern to the newest available image
         "--only",
         "launch-template",
         "--security-group-ids",
-        moto.securityGroupId,
+        moto.network.securityGroupId,
         ...args,
       ],
       env: {},
       readTextFile: () => "",
     });
     assert.ok(parsed !== "help");
-    const ctx = await testContext(parsed, { reset: false, env: { AWS_ENDPOINT_URL: moto.url } });
+    const ctx = contextOn(parsed, moto.network, { clientEnv: { AWS_ENDPOINT_URL: moto.url } });
     await reconcileTable(ctx);
     ctx.counter.reset();
     return ctx;

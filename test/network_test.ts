@@ -1,18 +1,21 @@
 import assert from "node:assert/strict";
 import { describeSecurityGroups, describeSubnets, requireOneVpc } from "../lib/network.ts";
-import { desiredFrom, testContext } from "./support/aws.ts";
-import { NETWORK } from "./support/moto.ts";
+import { testContext } from "./support/aws.ts";
 
 Deno.test("network describes subnets and groups in the order named, leaving out unknown ids", async () => {
-  const ctx = await testContext(desiredFrom([]));
-  const [a, b] = NETWORK.subnetIds;
+  const ctx = await testContext();
+  const [a, b] = ctx.network.subnetIds;
   const subnets = await describeSubnets(ctx.clients.ec2, [b, "subnet-0000000000000dead", a]);
   assert.deepEqual(subnets.map((s) => [s.id, s.vpc, s.zone]), [
-    [b, NETWORK.vpcId, "us-east-1b"],
-    [a, NETWORK.vpcId, "us-east-1a"],
+    [b, ctx.network.vpcId, "us-east-1b"],
+    [a, ctx.network.vpcId, "us-east-1a"],
   ]);
-  const groups = await describeSecurityGroups(ctx.clients.ec2, [NETWORK.securityGroupId]);
-  assert.deepEqual(groups, [{ id: NETWORK.securityGroupId, vpc: NETWORK.vpcId, name: "runners" }]);
+  const groups = await describeSecurityGroups(ctx.clients.ec2, [ctx.network.securityGroupId]);
+  assert.deepEqual(groups, [{
+    id: ctx.network.securityGroupId,
+    vpc: ctx.network.vpcId,
+    name: "runners",
+  }]);
   ctx.counter.reset();
   assert.deepEqual(await describeSubnets(ctx.clients.ec2, []), []);
   assert.equal(ctx.counter.total(), 0, "no call for an empty list");

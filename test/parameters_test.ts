@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { reconcileParameters } from "../lib/parameters.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import { reconcileTable } from "../lib/table.ts";
-import { desiredFrom, testContext, withDesired } from "./support/aws.ts";
-import { NETWORK } from "./support/moto.ts";
+import { testContext, withDesired } from "./support/aws.ts";
+import type { Network } from "./support/moto.ts";
 import {
   CreateSecurityGroupCommand,
   CreateSubnetCommand,
@@ -13,11 +13,12 @@ import {
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 
-const SUBNETS = ["--subnet-ids", NETWORK.subnetIds.join(",")];
+/** Both subnets of the test network. */
+const SUBNETS = (network: Network) => ["--subnet-ids", network.subnetIds.join(",")];
 
 async function setup(args: string[] = []) {
-  const ctx = await testContext(desiredFrom([...SUBNETS, ...args]));
-  await reconcileTable(withDesired(ctx, desiredFrom(SUBNETS)));
+  const ctx = await testContext((network) => [...SUBNETS(network), ...args]);
+  await reconcileTable(withDesired(ctx, ctx.desiredFrom(SUBNETS(ctx.network))));
   ctx.counter.reset();
   return ctx;
 }
@@ -29,10 +30,7 @@ Deno.test("parameters writes every record when the table is empty", async () => 
   const { ddb } = ctx.clients;
   assert.equal(await readMetadata(ddb, ctx.desired.table, "idle_time_sec"), 600);
   assert.equal(await readMetadata(ddb, ctx.desired.table, "max_runtime_min"), 30);
-  assert.deepEqual(await readMetadata(ddb, ctx.desired.table, "subnet_ids"), [
-    "subnet-fb00be22f898114f8",
-    "subnet-a8baee0e1fe19ba60",
-  ]);
+  assert.deepEqual(await readMetadata(ddb, ctx.desired.table, "subnet_ids"), ctx.network.subnetIds);
   const item = await ddb.send(
     new GetCommand({
       TableName: ctx.desired.table,
@@ -87,20 +85,25 @@ Deno.test("parameters writes nothing under dry-run and reports what it would wri
   assert.equal(outcome.changes.length, 3);
   assert.equal(ctx.counter.writes(), 0);
   assert.equal(await readMetadata(ctx.clients.ddb, ctx.desired.table, "idle_time_sec"), undefined);
-  const applied = withDesired(ctx, desiredFrom(SUBNETS));
+  const applied = withDesired(ctx, ctx.desiredFrom(SUBNETS(ctx.network)));
   await reconcileParameters(applied);
   assert.equal(await readMetadata(ctx.clients.ddb, ctx.desired.table, "idle_time_sec"), 300);
 });
 
 Deno.test("parameters plans every record under dry-run when the table does not exist yet", async () => {
-  const ctx = await testContext(desiredFrom([...SUBNETS, "--dry-run"]));
+  const ctx = await testContext((network) => [...SUBNETS(network), "--dry-run"]);
   const outcome = await reconcileParameters(ctx);
   assert.equal(outcome.changes.length, 3);
   assert.equal(ctx.counter.writes(), 0);
 });
 
 Deno.test("parameters fails without writing when a subnet does not exist", async () => {
-  const ctx = await setup(["--subnet-ids", `${NETWORK.subnetIds[0]},subnet-0000000000000dead`]);
+  const ctx = await testContext((network) => [
+    "--subnet-ids",
+    `${network.subnetIds[0]},subnet-0000000000000dead`,
+  ]);
+  await reconcileTable(ctx);
+  ctx.counter.reset();
   await assert.rejects(
     reconcileParameters(ctx),
     new Error(
@@ -118,11 +121,14 @@ Deno.test("parameters fails without writing when the subnets lie in two VPCs", a
     new CreateSubnetCommand({ VpcId: Vpc!.VpcId, CidrBlock: "10.30.1.0/24" }),
   );
   ctx.counter.reset();
-  const desired = desiredFrom(["--subnet-ids", `${NETWORK.subnetIds[0]},${Subnet!.SubnetId}`]);
+  const desired = ctx.desiredFrom([
+    "--subnet-ids",
+    `${ctx.network.subnetIds[0]},${Subnet!.SubnetId}`,
+  ]);
   await assert.rejects(
     reconcileParameters(withDesired(ctx, desired)),
     new Error(
-      `subnet-ids: spread over 2 VPCs, ${NETWORK.vpcId} (${NETWORK.subnetIds[0]}) and ` +
+      `subnet-ids: spread over 2 VPCs, ${ctx.network.vpcId} (${ctx.network.subnetIds[0]}) and ` +
         `${Vpc!.VpcId} (${Subnet!.SubnetId}); runners launch from one template into one VPC`,
     ),
   );
@@ -138,11 +144,11 @@ Deno.test("parameters fails without writing when the security groups are in anot
     new DescribeSecurityGroupsCommand({ GroupIds: [GroupId!] }),
   );
   ctx.counter.reset();
-  const desired = desiredFrom([...SUBNETS, "--security-group-ids", GroupId!]);
+  const desired = ctx.desiredFrom([...SUBNETS(ctx.network), "--security-group-ids", GroupId!]);
   await assert.rejects(
     reconcileParameters(withDesired(ctx, desired)),
     new Error(
-      `subnet-ids: the subnets are in ${NETWORK.vpcId} but security group ${GroupId} ` +
+      `subnet-ids: the subnets are in ${ctx.network.vpcId} but security group ${GroupId} ` +
         `(default-vpc-runners) is in ${SecurityGroups![0].VpcId}; expected subnets in the ` +
         "security groups' VPC",
     ),
@@ -155,7 +161,7 @@ Deno.test("parameters reports each subnet's zone and free addresses, and warns w
   // A /28 holds 11 usable addresses once AWS has taken its five.
   const { Subnet } = await ctx.clients.ec2.send(
     new CreateSubnetCommand({
-      VpcId: NETWORK.vpcId,
+      VpcId: ctx.network.vpcId,
       CidrBlock: "10.20.9.0/28",
       AvailabilityZone: "us-east-1c",
     }),
@@ -168,11 +174,14 @@ Deno.test("parameters reports each subnet's zone and free addresses, and warns w
       MaxCount: 11,
     }),
   );
-  const desired = desiredFrom(["--subnet-ids", `${NETWORK.subnetIds[0]},${Subnet!.SubnetId}`]);
+  const desired = ctx.desiredFrom([
+    "--subnet-ids",
+    `${ctx.network.subnetIds[0]},${Subnet!.SubnetId}`,
+  ]);
   const outcome = await reconcileParameters(withDesired(ctx, desired));
-  assert.equal(outcome.found.vpc, NETWORK.vpcId);
+  assert.equal(outcome.found.vpc, ctx.network.vpcId);
   assert.deepEqual(outcome.found.subnets, {
-    [NETWORK.subnetIds[0]]: "us-east-1a, 251 free IPs",
+    [ctx.network.subnetIds[0]]: "us-east-1a, 251 free IPs",
     [Subnet!.SubnetId!]: "us-east-1c, 0 free IPs",
   });
   assert.deepEqual(outcome.warnings, [

@@ -18,14 +18,7 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { type ReaperCounts, reapInstances, terminateOwned } from "../lib/reaper.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
-import {
-  BASE_ARGS,
-  desiredFrom,
-  TEST_PAT,
-  type TestContext,
-  testContext,
-  withDesired,
-} from "./support/aws.ts";
+import { baseArgs, TEST_PAT, type TestContext, testContext, withDesired } from "./support/aws.ts";
 import { AWS_ENV } from "./support/moto.ts";
 import { main } from "../refresh.ts";
 
@@ -38,9 +31,7 @@ const MIN = 60_000;
  * an hour past the real one (moto stamps launch times with the real clock).
  */
 async function setup(gh: FakeGithub, args: string[] = []): Promise<TestContext> {
-  const ctx = await testContext(
-    desiredFrom(["--only", "reaper", "--github-api-url", gh.url, ...args]),
-  );
+  const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url, ...args]);
   await reconcileTable({ ...ctx, dryRun: false });
   ctx.setNow(new Date(Date.now() + 60 * MIN));
   ctx.counter.reset();
@@ -607,7 +598,7 @@ Deno.test("reaper's second run writes nothing and reads no terminated record", a
 });
 
 Deno.test("reaper reaps without a GitHub token and warns that runners were not cleaned", async () => {
-  const ctx = await testContext(desiredFrom(["--only", "reaper"], {}));
+  const ctx = await testContext(["--only", "reaper"], { env: {} });
   await reconcileTable(ctx);
   ctx.setNow(new Date(Date.now() + 60 * MIN));
   const [id] = await launch(ctx, 1);
@@ -634,7 +625,7 @@ Deno.test("refresh --only reaper reaps through the entry and prints counts witho
   const stderr: string[] = [];
 
   const code = await main(
-    [...BASE_ARGS, "--only", "reaper", "--github-api-url", gh.url],
+    [...baseArgs(ctx.network), "--only", "reaper", "--github-api-url", gh.url],
     { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT },
     {
       stdout: (t) => stdout.push(t),
@@ -1097,7 +1088,7 @@ Deno.test("reaper counts instances of a legacy launch template as the pool's onl
 
   const migrating = withDesired(
     ctx,
-    desiredFrom([
+    ctx.desiredFrom([
       "--only",
       "reaper",
       "--github-api-url",

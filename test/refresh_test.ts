@@ -7,16 +7,16 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import type { RunReport } from "../lib/report.ts";
 import { runTasks, type Task } from "../lib/task.ts";
 import { IMPLEMENTATIONS, main } from "../refresh.ts";
-import { BASE_ARGS, desiredFrom, TEST_PAT, testContext } from "./support/aws.ts";
+import { baseArgs, TEST_PAT, testContext } from "./support/aws.ts";
 import { startFakeGithub } from "./support/github.ts";
-import { AWS_ENV, NETWORK, resetMoto } from "./support/moto.ts";
+import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
 
 const ONLY = ["--only", "table,parameters"];
 
 Deno.test("refresh exits 0 and prints one block per task when every task succeeds", async () => {
-  await resetMoto();
-  const result = await runRefresh([...BASE_ARGS, ...ONLY]);
+  const network = await resetMoto();
+  const result = await runRefresh([...baseArgs(network), ...ONLY]);
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^table +changed +acme-widgets-ci-table: create, enable-ttl$/m);
   assert.match(result.stdout, /^ {2}create table acme-widgets-ci-table: PK\/SK, on-demand$/m);
@@ -26,12 +26,12 @@ Deno.test("refresh exits 0 and prints one block per task when every task succeed
 });
 
 Deno.test("refresh makes zero write calls when run twice with the same desired state", async () => {
-  await resetMoto();
-  const first = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  const network = await resetMoto();
+  const first = await runRefresh([...baseArgs(network), ...ONLY, "--json"]);
   assert.equal(first.code, 0, first.stderr);
   const firstReport: RunReport = JSON.parse(first.stdout);
   assert.equal(firstReport.writeCalls, 5);
-  const second = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  const second = await runRefresh([...baseArgs(network), ...ONLY, "--json"]);
   assert.equal(second.code, 0, second.stderr);
   const report: RunReport = JSON.parse(second.stdout);
   assert.equal(report.writeCalls, 0);
@@ -49,8 +49,14 @@ Deno.test("refresh makes zero write calls when run twice with the same desired s
 });
 
 Deno.test("refresh prints one JSON document with --json", async () => {
-  await resetMoto();
-  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--json", "--idle-time-sec", "90"]);
+  const network = await resetMoto();
+  const result = await runRefresh([
+    ...baseArgs(network),
+    ...ONLY,
+    "--json",
+    "--idle-time-sec",
+    "90",
+  ]);
   assert.equal(result.code, 0, result.stderr);
   const report: RunReport = JSON.parse(result.stdout);
   assert.equal(report.version, 1);
@@ -66,8 +72,8 @@ Deno.test("refresh prints one JSON document with --json", async () => {
     detail: "90 (was missing)",
   });
   assert.deepEqual(parameters.found, {
-    vpc: NETWORK.vpcId,
-    subnets: { [NETWORK.subnetIds[0]]: "us-east-1a, 251 free IPs" },
+    vpc: network.vpcId,
+    subnets: { [network.subnetIds[0]]: "us-east-1a, 251 free IPs" },
     idle_time_sec: null,
     max_runtime_min: null,
     subnet_ids: null,
@@ -76,19 +82,19 @@ Deno.test("refresh prints one JSON document with --json", async () => {
 });
 
 Deno.test("refresh writes nothing under --dry-run and says what it would do", async () => {
-  await resetMoto();
-  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--dry-run"]);
+  const network = await resetMoto();
+  const result = await runRefresh([...baseArgs(network), ...ONLY, "--dry-run"]);
   assert.equal(result.code, 0, result.stderr);
   assert.match(result.stdout, /^dry run: nothing was written$/m);
   assert.match(result.stdout, /^ {2}would create table acme-widgets-ci-table/m);
   assert.match(result.stdout, /^ {2}would write metadata subnet_ids/m);
   assert.match(result.stdout, /; \d+ API calls, 0 writes$/m);
-  const again = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  const again = await runRefresh([...baseArgs(network), ...ONLY, "--json"]);
   assert.equal(JSON.parse(again.stdout).results[0].changes[0].action, "create");
 });
 
 Deno.test("refresh exits 1 after running every task when one fails", async () => {
-  await resetMoto();
+  const network = await resetMoto();
   const dynamo = new DynamoDBClient({ endpoint: AWS_ENV.AWS_ENDPOINT_URL, region: "us-east-1" });
   await dynamo.send(
     new CreateTableCommand({
@@ -99,7 +105,7 @@ Deno.test("refresh exits 1 after running every task when one fails", async () =>
     }),
   );
   dynamo.destroy();
-  const result = await runRefresh([...BASE_ARGS, ...ONLY, "--json"]);
+  const result = await runRefresh([...baseArgs(network), ...ONLY, "--json"]);
   assert.equal(result.code, 1);
   const report: RunReport = JSON.parse(result.stdout);
   assert.equal(report.exitCode, 1);
@@ -142,7 +148,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await testContext(
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    desiredFrom(["--github-api-url", gh.url, "--root-volume-size", "30"]),
+    ["--github-api-url", gh.url, "--root-volume-size", "30"],
     { now: new Date().toISOString() },
   );
   const all = TASKS.map((t): [TaskName, Task] => [t, IMPLEMENTATIONS[t]]);
@@ -156,7 +162,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
         LaunchTemplateName: "acme-widgets-ci-launch-template",
         Version: "$Default",
       },
-      SubnetId: NETWORK.subnetIds[0],
+      SubnetId: ctx.network.subnetIds[0],
       MinCount: 2,
       MaxCount: 2,
     }),

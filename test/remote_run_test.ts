@@ -4,7 +4,7 @@
  * in an empty working directory with the scoped permissions the README documents.
  */
 import assert from "node:assert/strict";
-import { BASE_ARGS } from "./support/aws.ts";
+import { baseArgs } from "./support/aws.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
 
 const root = new URL("../", import.meta.url);
@@ -81,11 +81,11 @@ Deno.test("refresh prints its help when run from a URL with no deno.json beside 
 });
 
 Deno.test("refresh makes a real dry run against moto when run from a URL", async () => {
-  await resetMoto();
+  const network = await resetMoto();
   const served = serveCheckout();
   try {
     const run = await runRemote(served.url, permissions(), [
-      ...BASE_ARGS,
+      ...baseArgs(network),
       "--only",
       "table,parameters",
       "--dry-run",

@@ -63,8 +63,9 @@ Deno.test("AWS clients retry a stalled attempt and carry on when the next one is
 Deno.test("the github-token task fails with a clear message when GitHub never answers the token request, and the run goes on", async () => {
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   await using proxy = startFaultProxy({ target: gh.url, rate: 1, faults: ["stall"] });
-  const desired = desiredFrom(["--only", "table,github-token", "--github-api-url", proxy.url]);
-  const ctx = await testContext(desired, { limits: { timeoutMs: 300, retryBaseMs: 10 } });
+  const ctx = await testContext(["--only", "table,github-token", "--github-api-url", proxy.url], {
+    limits: { timeoutMs: 300, retryBaseMs: 10 },
+  });
   const started = performance.now();
   const results = await runTasks([
     ["table", reconcileTable],

@@ -42,8 +42,8 @@ const classes = (json: Record<string, [number, number]>) => [
 
 /** A context on an empty moto account with the table created and the counter at zero. */
 async function setup(args: string[] = TWO): Promise<TestContext> {
-  const ctx = await testContext(desiredFrom(args));
-  await reconcileTable(withDesired(ctx, desiredFrom([])));
+  const ctx = await testContext(args);
+  await reconcileTable(withDesired(ctx, ctx.desiredFrom([])));
   ctx.counter.reset();
   return ctx;
 }
@@ -51,7 +51,7 @@ async function setup(args: string[] = TWO): Promise<TestContext> {
 /** Runs the task with other flags on the same account, clock and counter (reset first). */
 function rerun(ctx: TestContext, args: string[]) {
   ctx.counter.reset();
-  return reconcileResourcePools(withDesired(ctx, desiredFrom(args)));
+  return reconcileResourcePools(withDesired(ctx, ctx.desiredFrom(args)));
 }
 
 function record(ctx: TestContext) {
@@ -370,7 +370,11 @@ Deno.test("resource-pools finds its queues again when a long repository name tru
 Deno.test("resource-pools never prunes another pool's queues that share its name prefix", async () => {
   // The pool of acme/widgets-2 has its own table; its queue names start with acme-widgets-.
   const other = await setup(["--repo", "acme/widgets-2", ...classes({ large: [2, 4096] })]);
-  const otherDesired = desiredFrom(["--repo", "acme/widgets-2", ...classes({ large: [2, 4096] })]);
+  const otherDesired = other.desiredFrom([
+    "--repo",
+    "acme/widgets-2",
+    ...classes({ large: [2, 4096] }),
+  ]);
   await reconcileTable(withDesired(other, otherDesired));
   await reconcileResourcePools(withDesired(other, otherDesired));
   const outcome = await rerun(other, [...classes({ large: [2, 4096] }), "--prune"]);
@@ -388,12 +392,16 @@ Deno.test("resource-pools never prunes another pool's queues that share its name
 Deno.test("resource-pools fails without writing when a desired queue belongs to another pool", async () => {
   // Class "2-large" of acme/widgets and class "large" of acme/widgets-2 share a queue name.
   const ctx = await setup(["--repo", "acme/widgets-2", ...classes({ large: [2, 4096] })]);
-  const otherDesired = desiredFrom(["--repo", "acme/widgets-2", ...classes({ large: [2, 4096] })]);
+  const otherDesired = ctx.desiredFrom([
+    "--repo",
+    "acme/widgets-2",
+    ...classes({ large: [2, 4096] }),
+  ]);
   await reconcileTable(withDesired(ctx, otherDesired));
   await reconcileResourcePools(withDesired(ctx, otherDesired));
   ctx.counter.reset();
   await assert.rejects(
-    reconcileResourcePools(withDesired(ctx, desiredFrom(classes({ "2-large": [2, 4096] })))),
+    reconcileResourcePools(withDesired(ctx, ctx.desiredFrom(classes({ "2-large": [2, 4096] })))),
     {
       message:
         'queue acme-widgets-2-large-ci-pool (class "2-large") is tagged refresh:pool=acme-widgets-2-ci-table, another pool\'s table, not acme-widgets-ci-table; rename the class or remove that tag',
@@ -455,7 +463,7 @@ Deno.test("resource-pools under dry-run lists what it would create, change and p
 });
 
 Deno.test("resource-pools under dry-run plans every queue when neither queues nor table exist", async () => {
-  const ctx = await testContext(desiredFrom([...TWO, "--dry-run"]));
+  const ctx = await testContext([...TWO, "--dry-run"]);
   const outcome = await reconcileResourcePools(ctx);
   assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "create", "write"]);
   assert.equal(ctx.counter.writes(), 0);
@@ -565,7 +573,7 @@ Deno.test("parseDesiredState rejects out-of-range queue attributes", () => {
 });
 
 Deno.test("refresh exits 2 and makes no AWS call when the resource class config is bad", async () => {
-  const ctx = await testContext(desiredFrom([]));
+  const ctx = await testContext();
   const stderr: string[] = [];
   const code = await main(
     [...BASE_ARGS, "--only", "resource-pools", "--resource-class-config", '{"large":{"cpu":0}}'],

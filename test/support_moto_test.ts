@@ -8,10 +8,16 @@ import {
   DescribeLaunchTemplatesCommand,
   DescribeLaunchTemplateVersionsCommand,
   type DescribeLaunchTemplateVersionsRequest,
+  DescribeSecurityGroupsCommand,
+  DescribeSubnetsCommand,
+  DescribeVpcsCommand,
   EC2Client,
   ModifyLaunchTemplateCommand,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
+import { CreateQueueCommand, ListQueuesCommand, SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
+import { AWS_ENV, MOTO_URL, type Network, resetMoto } from "./support/moto.ts";
 
 const NAME = "moto-extension-template";
 
@@ -22,6 +28,87 @@ const ec2 = new EC2Client({
     accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID,
     secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY,
   },
+});
+
+/** What EC2 says of a network's pieces: VPC, and each subnet's and the group's VPC and zone. */
+async function describeNetwork(network: Network) {
+  const vpcs = await ec2.send(new DescribeVpcsCommand({ VpcIds: [network.vpcId] }));
+  const subnets = await ec2.send(
+    new DescribeSubnetsCommand({ SubnetIds: [...network.subnetIds] }),
+  );
+  const groups = await ec2.send(
+    new DescribeSecurityGroupsCommand({ GroupIds: [network.securityGroupId] }),
+  );
+  return {
+    vpcs: vpcs.Vpcs!.map((v) => v.VpcId),
+    subnets: subnets.Subnets!.map((s) => [s.SubnetId, s.VpcId, s.AvailabilityZone])
+      .sort((a, b) => a[2]!.localeCompare(b[2]!)),
+    groups: groups.SecurityGroups!.map((g) => [g.GroupId, g.VpcId, g.GroupName]),
+  };
+}
+
+Deno.test("moto harness reset makes a network whose ids EC2 finds, subnets and group in its VPC", async () => {
+  // The reset runs after instances were launched and terminated, as it does between tests.
+  const before = await resetMoto();
+  const { Instances } = await ec2.send(
+    new RunInstancesCommand({
+      ImageId: "ami-1e749f67",
+      SubnetId: before.subnetIds[0],
+      MinCount: 1,
+      MaxCount: 1,
+    }),
+  );
+  await ec2.send(new TerminateInstancesCommand({ InstanceIds: [Instances![0].InstanceId!] }));
+
+  const network = await resetMoto();
+  assert.equal(network.subnetIds.length, 2);
+  assert.deepEqual(await describeNetwork(network), {
+    vpcs: [network.vpcId],
+    subnets: [
+      [network.subnetIds[0], network.vpcId, "us-east-1a"],
+      [network.subnetIds[1], network.vpcId, "us-east-1b"],
+    ],
+    groups: [[network.securityGroupId, network.vpcId, "runners"]],
+  });
+  // Only this network's VPC exists besides the default one: the reset emptied the account.
+  const { Vpcs } = await ec2.send(new DescribeVpcsCommand({}));
+  assert.deepEqual(Vpcs!.filter((v) => !v.IsDefault).map((v) => v.VpcId), [network.vpcId]);
+});
+
+Deno.test("moto harness pages ListQueues like SQS: a NextToken only with MaxResults", async () => {
+  await resetMoto();
+  const sqs = new SQSClient({
+    endpoint: MOTO_URL,
+    region: AWS_ENV.AWS_REGION,
+    credentials: {
+      accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID,
+      secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY,
+    },
+  });
+  try {
+    for (const n of [1, 2, 3]) await sqs.send(new CreateQueueCommand({ QueueName: `page-q${n}` }));
+    const names = (urls?: string[]) => (urls ?? []).map((u) => u.slice(u.lastIndexOf("/") + 1));
+    const all = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: "page-" }));
+    assert.deepEqual([names(all.QueueUrls), all.NextToken], [
+      ["page-q1", "page-q2", "page-q3"],
+      undefined,
+    ]);
+    const first = await sqs.send(
+      new ListQueuesCommand({ QueueNamePrefix: "page-", MaxResults: 2 }),
+    );
+    assert.deepEqual(names(first.QueueUrls), ["page-q1", "page-q2"]);
+    assert.ok(first.NextToken, "a NextToken while queues remain");
+    const last = await sqs.send(
+      new ListQueuesCommand({
+        QueueNamePrefix: "page-",
+        MaxResults: 2,
+        NextToken: first.NextToken,
+      }),
+    );
+    assert.deepEqual([names(last.QueueUrls), last.NextToken], [["page-q3"], undefined]);
+  } finally {
+    sqs.destroy();
+  }
 });
 
 /** A fresh template with versions 1..count (each a distinct AMI id), `defaultVersion` default. */

@@ -6,10 +6,10 @@ import {
   UpdateTimeToLiveCommand,
 } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { reconcileTable } from "../lib/table.ts";
-import { desiredFrom, testContext } from "./support/aws.ts";
+import { testContext } from "./support/aws.ts";
 
 Deno.test("table is created with PK/SK, on-demand billing and TTL when missing", async () => {
-  const ctx = await testContext(desiredFrom([]));
+  const ctx = await testContext();
   const outcome = await reconcileTable(ctx);
   assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "enable-ttl"]);
   const { Table } = await ctx.clients.ddb.send(
@@ -28,7 +28,7 @@ Deno.test("table is created with PK/SK, on-demand billing and TTL when missing",
 });
 
 Deno.test("table is left alone with no write when present and configured", async () => {
-  const ctx = await testContext(desiredFrom([]));
+  const ctx = await testContext();
   await reconcileTable(ctx);
   ctx.counter.reset();
   const outcome = await reconcileTable(ctx);
@@ -38,7 +38,7 @@ Deno.test("table is left alone with no write when present and configured", async
 });
 
 Deno.test("table keeps a TTL another program set on another attribute, with a warning", async () => {
-  const ctx = await testContext(desiredFrom([]));
+  const ctx = await testContext();
   const TableName = "acme-widgets-ci-table";
   await ctx.clients.ddb.send(
     new CreateTableCommand({
@@ -68,7 +68,7 @@ Deno.test("table keeps a TTL another program set on another attribute, with a wa
 });
 
 Deno.test("table plans creation under dry-run and creates nothing", async () => {
-  const ctx = await testContext(desiredFrom(["--dry-run"]));
+  const ctx = await testContext(["--dry-run"]);
   const outcome = await reconcileTable(ctx);
   assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "enable-ttl"]);
   assert.equal(ctx.counter.writes(), 0);

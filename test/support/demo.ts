@@ -9,7 +9,7 @@
 import { main } from "../../refresh.ts";
 import { TASKS } from "../../lib/config.ts";
 import { startFakeGithub } from "./github.ts";
-import { AWS_ENV, MOTO_URL, NETWORK, resetMoto } from "./moto.ts";
+import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
 
 /** A PAT-shaped token the fake GitHub accepts; refresh masks it in everything it prints. */
 const DEMO_PAT = "ghp_DemoPersonalAccessToken00000000000000";
@@ -21,7 +21,7 @@ const bold = (text: string) => Deno.noColor ? text : `\x1b[1m${text}\x1b[22m`;
 for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 
 // An empty account with a VPC, two subnets and a security group for the runners.
-await resetMoto();
+const network = await resetMoto();
 const github = startFakeGithub({ tokens: [DEMO_PAT] });
 const userData = await Deno.makeTempFile({ suffix: ".sh" });
 await Deno.writeTextFile(userData, "#!/bin/sh\necho 'start the runner here'\n");
@@ -36,9 +36,9 @@ const args = [
   "--iam-instance-profile",
   "runner-profile",
   "--security-group-ids",
-  NETWORK.securityGroupId,
+  network.securityGroupId,
   "--subnet-ids",
-  NETWORK.subnetIds.join(","),
+  network.subnetIds.join(","),
   "--user-data",
   userData,
   "--github-api-url",

@@ -30,9 +30,17 @@ resolved, `$Default` included) and on every fleet instance (`aws:ec2:fleet-id`).
 launch the way fleet-actions' provision does (type `instant`, version `$Default`) and the reaper's
 rollout sees what it would see on AWS. It checks itself at start like the patch above, and refuses
 to start once moto stamps the tags itself.
+
+moto before 5.2.5 (5.2.1, say) ignores SQS ListQueues' MaxResults and never answers a NextToken,
+which the resource-pools task follows. `add_list_queues_pages` gives such a moto pages as the SQS
+API reference describes them (MaxResults 1 to 1000; a NextToken only when MaxResults was given
+and more queues remain; without MaxResults at most 1000 queues); a moto that pages already is left
+alone. So the suite runs on any moto 5.x that serves the calls.
 """
 
+import inspect
 import sys
+from urllib.parse import urlparse
 
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult
@@ -51,6 +59,8 @@ from moto.ec2.models.launch_templates import (
 )
 from moto.ec2.responses.launch_templates import LaunchTemplates
 from moto.server import ThreadedMotoServer
+from moto.sqs.exceptions import InvalidParameterValue as SqsInvalidParameterValue
+from moto.sqs.responses import SQSResponse
 
 DEFAULT_VERSION_CODE = "launchTemplateVersionIsDefaultVersion"
 MAX_VERSIONS = 200
@@ -319,8 +329,40 @@ def fleet_check(backend):
         backend.delete_launch_template(None, template.id)
 
 
+def list_queues_by_page(self):
+    request_url = urlparse(self.uri)
+    queues = self.sqs_backend.list_queues(self._get_param("QueueNamePrefix"))
+    urls = [queue.url(request_url) for queue in queues]
+    max_results = self._get_param("MaxResults")
+    if not max_results:
+        return ActionResult({"QueueUrls": urls[:LIST_QUEUES_MAX]} if urls else {})
+    max_results = int(max_results)
+    if not 1 <= max_results <= LIST_QUEUES_MAX:
+        raise SqsInvalidParameterValue(f"MaxResults: {max_results} is not in 1-{LIST_QUEUES_MAX}")
+    token = self._get_param("NextToken") or "0"
+    if not token.isdigit():
+        raise SqsInvalidParameterValue(f"NextToken: {token} is not a token ListQueues gave")
+    start = int(token)
+    result = {"QueueUrls": urls[start : start + max_results]} if urls[start:] else {}
+    if start + max_results < len(urls):
+        result["NextToken"] = str(start + max_results)
+    return ActionResult(result)
+
+
+LIST_QUEUES_MAX = 1000
+
+
+def add_list_queues_pages():
+    if not hasattr(SQSResponse, "list_queues") or not hasattr(SQSResponse, "sqs_backend"):
+        raise RuntimeError(f"moto lacks SQSResponse.list_queues: update {__file__}")
+    if "MaxResults" in inspect.getsource(SQSResponse.list_queues):
+        return  # this moto pages ListQueues itself
+    SQSResponse.list_queues = list_queues_by_page
+
+
 add_delete_launch_template_versions()
 add_fleet_launch_template_tags()
+add_list_queues_pages()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 server.start()
