@@ -35,6 +35,7 @@ import { reconcileLaunchTemplate } from "./lib/launch_template.ts";
 import { reconcileParameters } from "./lib/parameters.ts";
 import { reconcileResourcePools } from "./lib/resource_pools.ts";
 import { reapInstances } from "./lib/reaper.ts";
+import { readBounded, type ReadTextFile } from "./lib/inputs.ts";
 import { Redactor } from "./lib/redact.ts";
 import { AWS_MAX_ATTEMPTS, awsRequestHandler, explainAwsTimeouts } from "./lib/requests.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
@@ -58,34 +59,28 @@ export const IMPLEMENTATIONS: Record<TaskName, Task> = {
   "reaper": reapInstances,
 };
 
-/**
- * Minutes after which no task starts (well under the 15 min `timeout-minutes` of
- * .github/workflows/refresh.yml, so a run reports what it skipped before the job is killed).
- */
-export const DEADLINE_MIN = 10;
-
 /** Where the entry reads and writes; tests pass their own. */
 export interface Io {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
-  readTextFile: (path: string) => string;
+  /** Reads a file input, at most `maxBytes + 1` bytes of it. */
+  readTextFile: ReadTextFile;
+  /** The monotonic clock the run's deadline counts on (milliseconds; default performance.now). */
+  monotonic?: () => number;
 }
 
 const realIo: Io = {
   stdout: (text) => console.log(text),
   stderr: (text) => console.error(text),
-  readTextFile: (path) => Deno.readTextFileSync(path),
+  readTextFile: (path, maxBytes) => readBounded(Deno.openSync(path), maxBytes),
 };
-
-/** Seconds each attempt of a request may take (AWS and GitHub). */
-export const REQUEST_TIMEOUT_SEC = 20;
 
 /** Builds the AWS and GitHub clients for a desired state, counting their calls. */
 export function buildClients(
   desired: DesiredState,
   env: Record<string, string | undefined>,
   counter: CallCounter,
-  limits: GithubRequestLimits = { timeoutMs: REQUEST_TIMEOUT_SEC * 1000 },
+  limits: GithubRequestLimits = { timeoutMs: desired.requestTimeoutSec * 1000 },
 ): Clients {
   // The SDK also reads AWS_ENDPOINT_URL itself; passing it keeps the injected env authoritative.
   const endpoint = env.AWS_ENDPOINT_URL;
@@ -222,7 +217,7 @@ async function run(
   }
 
   // Counted from here: flags and files are read, the first request is about to go.
-  const budget = runBudget(DEADLINE_MIN * 60_000);
+  const budget = runBudget(desired.deadlineMin * 60_000, io.monotonic);
   const counter = new CallCounter();
   const clients = buildClients(desired, env, counter);
   const log = makeLogger(io, redactor, desired.json);

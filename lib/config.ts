@@ -1,6 +1,9 @@
 /**
  * The desired state: flags, environment and an optional JSON config file become one validated
- * {@link DesiredState}. Flags win over the environment, which wins over the file.
+ * {@link DesiredState}. Flags win over the environment, which wins over the file, which wins over
+ * the ambient environment (the variables GitHub Actions and the AWS credentials action set in
+ * every job: GITHUB_REPOSITORY, GITHUB_API_URL, AWS_REGION, AWS_DEFAULT_REGION), so a config file
+ * naming another repository's pool manages that pool.
  *
  * This module holds what every task shares: the sources and their precedence ({@link collect}),
  * the inputs every task uses (config, region, repository/organization, table, `--only`,
@@ -19,9 +22,12 @@ import * as github from "./github_token.ts";
 import {
   ConfigError,
   duplicateKeys,
+  FILE_INPUT_MAX_BYTES,
   type InputSpec,
+  parseJson,
   type Raw,
   Reader,
+  type ReadTextFile,
   type Requirements,
 } from "./inputs.ts";
 import * as launchTemplate from "./launch_template_inputs.ts";
@@ -42,18 +48,29 @@ export const TASKS = [
 ] as const;
 export type TaskName = typeof TASKS[number];
 
+/**
+ * Minutes after which no task starts (well under the 15 min `timeout-minutes` of
+ * .github/workflows/refresh.yml, so a run reports what it skipped before the job is killed).
+ */
+export const DEADLINE_MIN = 10;
+
+/** Seconds each attempt of a request may take (AWS and GitHub). */
+export const REQUEST_TIMEOUT_SEC = 20;
+
 /** The inputs every task shares. */
 const SHARED_INPUTS: InputSpec[] = [
   { name: "config", kind: "string", help: "JSON file of inputs, keyed by flag name" },
   {
     name: "region",
     env: ["AWS_REGION", "AWS_DEFAULT_REGION"],
+    ambient: true,
     kind: "string",
     help: "AWS region of the pool",
   },
   {
     name: "repo",
     env: ["GITHUB_REPOSITORY"],
+    ambient: true,
     kind: "string",
     help: "owner/name of the repository the pool serves; names default from it",
   },
@@ -85,6 +102,20 @@ const SHARED_INPUTS: InputSpec[] = [
     help: "compute every change, write nothing",
   },
   { name: "json", kind: "bool", default: "false", help: "print the results as one JSON document" },
+  {
+    name: "deadline-min",
+    env: ["REFRESH_DEADLINE_MIN"],
+    kind: "int",
+    default: String(DEADLINE_MIN),
+    help: "minutes after which no task starts; the rest are reported as skipped (exit 1)",
+  },
+  {
+    name: "request-timeout-sec",
+    env: ["REFRESH_REQUEST_TIMEOUT_SEC"],
+    kind: "int",
+    default: String(REQUEST_TIMEOUT_SEC),
+    help: "seconds each attempt of an AWS or GitHub request may take before it is retried",
+  },
 ];
 
 /**
@@ -115,6 +146,10 @@ export interface DesiredState {
   tasks: TaskName[];
   dryRun: boolean;
   json: boolean;
+  /** No task starts after this many minutes (see `TaskContext.budget`). */
+  deadlineMin: number;
+  /** Each attempt of a request is abandoned after this many seconds. */
+  requestTimeoutSec: number;
   parameters: parameters.DesiredParameters;
   launchTemplate: launchTemplate.DesiredLaunchTemplate;
   pools: pools.DesiredPools;
@@ -136,7 +171,8 @@ export interface Names {
 export interface ConfigSources {
   args: string[];
   env: Record<string, string | undefined>;
-  readTextFile: (path: string) => string;
+  /** Reads a file input, never more than its limit (see {@link ReadTextFile}). */
+  readTextFile: ReadTextFile;
 }
 
 /** The help text: every input with its environment variable and default. */
@@ -146,7 +182,8 @@ export function helpText(): string {
     "",
     "usage: deno run --allow-net --allow-env --allow-read --allow-sys=osRelease,homedir refresh.ts [options]",
     "",
-    "options (config-file key = flag name; flags win over environment, environment over file):",
+    "options (config-file key = flag name; flags win over environment, environment over file,",
+    `  file over the ambient ${AMBIENT_ENV.join(", ")}):`,
   ];
   for (const input of INPUTS) {
     const flag = input.secret ? `(env) ${input.env![0]}` : `--${input.name}`;
@@ -161,17 +198,24 @@ export function helpText(): string {
   return lines.join("\n");
 }
 
-/** Collects raw values: config file, then environment, then flags (later wins). */
+/** Environment variables the platform sets in every job, which a config file overrides. */
+const AMBIENT_ENV = INPUTS.filter((i) => i.ambient).flatMap((i) => i.env ?? []);
+
+/**
+ * Collects raw values, later sources winning: the ambient environment, the config file, the rest
+ * of the environment, then flags.
+ */
 function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: boolean } {
   const options: Record<string, { type: "string" | "boolean" }> = { help: { type: "boolean" } };
   for (const input of INPUTS) {
     if (input.secret) continue;
     options[input.name] = { type: input.kind === "bool" ? "boolean" : "string" };
   }
+  const args = negativeValuesJoined(sources.args, options);
   let values: Record<string, unknown> = {};
   try {
     const parsed = parseArgs({
-      args: sources.args,
+      args,
       options,
       strict: true,
       allowPositionals: false,
@@ -180,7 +224,7 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
   } catch (error) {
     problems.push(`flags: ${(error as Error).message}`);
     // Keep reading the well-formed flags, so every other problem is listed too.
-    const loose = parseArgs({ args: sources.args, options, strict: false, allowPositionals: true });
+    const loose = parseArgs({ args, options, strict: false, allowPositionals: true });
     for (const [name, value] of Object.entries(loose.values)) {
       const type = options[name]?.type;
       if (
@@ -191,11 +235,24 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
     }
   }
   const raw: Raw = {};
+  const fromEnv = (ambient: boolean) => {
+    for (const input of INPUTS) {
+      if ((input.ambient ?? false) !== ambient) continue;
+      for (const name of input.env ?? []) {
+        const value = sources.env[name];
+        if (value !== undefined && value !== "") {
+          raw[input.name] = value;
+          break;
+        }
+      }
+    }
+  };
+  fromEnv(true);
   const configPath = (values.config as string | undefined) ?? undefined;
   if (configPath !== undefined) {
     try {
-      const text = sources.readTextFile(configPath);
-      const file = JSON.parse(text);
+      const text = sources.readTextFile(configPath, FILE_INPUT_MAX_BYTES);
+      const file = parseJson(text);
       for (const key of duplicateKeys(text)) {
         problems.push(`config: key "${key}" appears more than once in ${configPath}`);
       }
@@ -217,19 +274,31 @@ function collect(sources: ConfigSources, problems: string[]): { raw: Raw; help: 
       problems.push(`config: cannot read ${configPath}: ${(error as Error).message}`);
     }
   }
-  for (const input of INPUTS) {
-    for (const name of input.env ?? []) {
-      const value = sources.env[name];
-      if (value !== undefined && value !== "") {
-        raw[input.name] = value;
-        break;
-      }
-    }
-  }
+  fromEnv(false);
   for (const input of INPUTS) {
     if (!input.secret && values[input.name] !== undefined) raw[input.name] = values[input.name];
   }
   return { raw, help: values.help === true };
+}
+
+/**
+ * `--name -5` as `--name=-5`, for a flag that takes a value: parseArgs would otherwise take `-5`
+ * for an option ("argument is ambiguous") instead of a value for the range check to report.
+ */
+function negativeValuesJoined(
+  args: string[],
+  options: Record<string, { type: "string" | "boolean" }>,
+): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = /^--([^=]+)$/.exec(args[i])?.[1];
+    const next = args[i + 1];
+    if (name && options[name]?.type === "string" && next !== undefined && /^-\d/.test(next)) {
+      out.push(`${args[i]}=${next}`);
+      i++;
+    } else out.push(args[i]);
+  }
+  return out;
 }
 
 /**
@@ -252,6 +321,8 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     tasks,
     dryRun: r.bool("dry-run"),
     json: r.bool("json"),
+    deadlineMin: r.int("deadline-min", 1, 24 * 60)!,
+    requestTimeoutSec: r.int("request-timeout-sec", 1, 300)!,
     parameters: parameters.parseParameters(r),
     launchTemplate: launchTemplate.parseLaunchTemplate(r, names, sources.readTextFile),
     pools: pools.parsePools(r, names),

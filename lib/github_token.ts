@@ -24,6 +24,7 @@ export const INPUTS: InputSpec[] = [
   {
     name: "github-api-url",
     env: ["GITHUB_API_URL"],
+    ambient: true,
     kind: "string",
     default: "https://api.github.com",
     help: "GitHub REST API base URL (GitHub Enterprise Server: https://HOST/api/v3)",

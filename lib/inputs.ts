@@ -29,6 +29,12 @@ export interface InputSpec {
   help: string;
   /** Read from the environment only (never a flag or a config file), and never printed. */
   secret?: boolean;
+  /**
+   * Its environment variables are set by the platform whether or not the user meant them for
+   * refresh (GitHub Actions sets GITHUB_REPOSITORY and GITHUB_API_URL in every job, the AWS
+   * credentials action AWS_REGION), so a `--config` file wins over them.
+   */
+  ambient?: boolean;
 }
 
 /**
@@ -108,7 +114,7 @@ export class Reader {
     const value = this.raw[name];
     if (typeof value !== "string") return value;
     try {
-      return JSON.parse(value);
+      return parseJson(value);
     } catch (error) {
       this.problems.push(`${name}: malformed JSON (${(error as Error).message})`);
       return undefined;
@@ -122,8 +128,79 @@ export class Reader {
 
 /** A value as a problem quotes it: JSON, cut to 80 characters. */
 export function show(value: unknown): string {
-  const text = JSON.stringify(value) ?? String(value);
+  const text = value instanceof TooLargeNumber
+    ? value.describe()
+    : JSON.stringify(value) ?? String(value);
   return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+/**
+ * A JSON number no JavaScript number holds exactly (`1e400` is Infinity, `12345678901234567890`
+ * is rounded), kept as its text so a problem quotes what was written rather than `null`.
+ */
+export class TooLargeNumber {
+  constructor(readonly source: string) {}
+  describe(): string {
+    return `${this.source} (a number too large)`;
+  }
+  toJSON(): string {
+    return this.describe();
+  }
+}
+
+type Reviver = (key: string, value: unknown, context?: { source?: string }) => unknown;
+
+/**
+ * JSON.parse, but a number that cannot be held exactly becomes a {@link TooLargeNumber} (V8's
+ * `JSON.parse` passes the reviver each primitive's source text).
+ */
+export function parseJson(text: string): unknown {
+  const reviver: Reviver = (_key, value, context) =>
+    typeof value === "number" && context?.source !== undefined &&
+      (!Number.isFinite(value) || (Number.isInteger(value) && !Number.isSafeInteger(value)))
+      ? new TooLargeNumber(context.source)
+      : value;
+  return JSON.parse(text, reviver as Parameters<typeof JSON.parse>[1]);
+}
+
+/**
+ * Reads a file input as text, reading at most `maxBytes + 1` bytes: a file larger than that (or
+ * an endless one such as /dev/zero) throws {@link FileTooLarge} at once instead of being read
+ * whole. The entry passes one over real files ({@link readBounded}); tests pass their own.
+ */
+export type ReadTextFile = (path: string, maxBytes: number) => string;
+
+/** The most refresh reads of a file input (config file, user data) unless the input says less. */
+export const FILE_INPUT_MAX_BYTES = 1024 * 1024;
+
+export class FileTooLarge extends Error {
+  constructor(readonly maxBytes: number) {
+    super(`larger than ${maxBytes} bytes, the most refresh reads of it`);
+    this.name = "FileTooLarge";
+  }
+}
+
+/** What {@link readBounded} reads from (`Deno.FsFile` is one). */
+export interface SyncReadable {
+  readSync(buffer: Uint8Array): number | null;
+  close(): void;
+}
+
+/** Reads a whole file as UTF-8 text, at most `maxBytes + 1` bytes of it; closes the file. */
+export function readBounded(file: SyncReadable, maxBytes: number): string {
+  try {
+    const buffer = new Uint8Array(maxBytes + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const n = file.readSync(buffer.subarray(length));
+      if (n === null || n === 0) break;
+      length += n;
+    }
+    if (length > maxBytes) throw new FileTooLarge(maxBytes);
+    return new TextDecoder().decode(buffer.subarray(0, length));
+  } finally {
+    file.close();
+  }
 }
 
 /**

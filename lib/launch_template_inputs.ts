@@ -8,8 +8,10 @@ import type { Names } from "./config.ts";
 import { OWNER_TAG } from "./contract.ts";
 import {
   checkIds,
+  FILE_INPUT_MAX_BYTES,
   type InputSpec,
   type Reader,
+  type ReadTextFile,
   type Requirements,
   SECURITY_GROUP,
   show,
@@ -133,7 +135,7 @@ const AMI_OWNER = /^(?:\d{12}|self|amazon|aws-marketplace|aws-backup-vault)$/;
 export function parseLaunchTemplate(
   r: Reader,
   { stem }: Names,
-  readTextFile: (path: string) => string,
+  readTextFile: ReadTextFile,
 ): DesiredLaunchTemplate {
   const problems = r.problems;
   const ltName = r.string("launch-template-name") ?? `${stem}-ci-launch-template`;
@@ -192,7 +194,7 @@ export function parseLaunchTemplate(
   const userDataPath = r.string("user-data");
   if (userDataPath !== undefined) {
     try {
-      userData = readTextFile(userDataPath);
+      userData = readTextFile(userDataPath, FILE_INPUT_MAX_BYTES);
       const size = base64Length(userData);
       if (size > USER_DATA_MAX_BASE64) {
         problems.push(

@@ -3,6 +3,7 @@ import { ConfigError, type DesiredState, INPUTS, parseDesiredState } from "../li
 import { DEFAULT_RESOURCE_CLASSES } from "../lib/resource_pools.ts";
 import { main } from "../refresh.ts";
 import { BASE_ARGS, EXAMPLE_NETWORK, TEST_PAT } from "./support/aws.ts";
+import { runRefresh } from "./support/process.ts";
 
 function parse(
   args: string[],
@@ -127,6 +128,121 @@ Deno.test("config lets flags win over the environment and the environment over t
   assert.deepEqual(d.parameters.subnetIds, ["subnet-0000000000000000a"]);
   assert.deepEqual(d.pools.classes, { small: { cpu: 1, mmem: 512 } });
   assert.deepEqual(d.tasks, ["parameters"]);
+});
+
+Deno.test("config lets an explicit config file win over the ambient GitHub Actions and AWS variables", () => {
+  // A central repository's workflow runs refresh for another repository's pool: Actions sets
+  // GITHUB_REPOSITORY and GITHUB_API_URL to the central repository's, the credentials action
+  // AWS_REGION to its own region; the config file names the pool.
+  const files = {
+    "pool.json": JSON.stringify({
+      repo: "other/pool",
+      "github-api-url": "https://ghes.example.com/api/v3",
+      region: "eu-west-1",
+      only: "table",
+    }),
+  };
+  const ambient = {
+    GITHUB_REPOSITORY: "acme/central",
+    GITHUB_API_URL: "https://api.github.com",
+    AWS_REGION: "us-east-1",
+    AWS_DEFAULT_REGION: "us-east-2",
+  };
+  const d = parse(["--config", "pool.json"], ambient, files);
+  assert.equal(d.region, "eu-west-1");
+  assert.equal(d.table, "other-pool-ci-table");
+  assert.deepEqual(d.github.scope, { repo: { owner: "other", name: "pool" } });
+  assert.equal(d.github.apiUrl, "https://ghes.example.com/api/v3");
+
+  // Without the file, the ambient variables still give the defaults.
+  const plain = parse(["--only", "table"], ambient);
+  assert.equal(plain.region, "us-east-1");
+  assert.equal(plain.table, "acme-central-ci-table");
+  assert.equal(plain.github.apiUrl, "https://api.github.com");
+
+  // Flags and refresh's own variables still win over the file.
+  const over = parse(
+    ["--config", "pool.json", "--region", "ap-south-1"],
+    { ...ambient, REFRESH_TABLE: "chosen-table", REFRESH_ONLY: "table,reaper" },
+    files,
+  );
+  assert.equal(over.region, "ap-south-1");
+  assert.equal(over.table, "chosen-table");
+  assert.deepEqual(over.tasks, ["table", "reaper"]);
+});
+
+Deno.test("config reads the run's deadline and request timeout, with defaults", () => {
+  const d = parse([...BASE_ARGS], { GITHUB_TOKEN: TEST_PAT });
+  assert.equal(d.deadlineMin, 10);
+  assert.equal(d.requestTimeoutSec, 20);
+  const set = parse([...BASE_ARGS, "--deadline-min", "5"], {
+    GITHUB_TOKEN: TEST_PAT,
+    REFRESH_REQUEST_TIMEOUT_SEC: "3",
+  });
+  assert.equal(set.deadlineMin, 5);
+  assert.equal(set.requestTimeoutSec, 3);
+  assert.deepEqual(
+    problemsOf([...BASE_ARGS, "--deadline-min", "0", "--request-timeout-sec", "301"]),
+    [
+      'deadline-min: expected a whole number 1-1440, got "0"',
+      'request-timeout-sec: expected a whole number 1-300, got "301"',
+    ],
+  );
+});
+
+Deno.test("config reports a number too large for JSON by its text, not as null", () => {
+  const files = {
+    "big.json": '{"idle-time-sec": 1e400, "max-runtime-min": 12345678901234567890, ' +
+      '"resource-class-config": {"huge": {"cpu": 2e999, "mmem": 4096}}}',
+  };
+  const problems = problemsOf([...BASE_ARGS, "--config", "big.json"], undefined, files);
+  assert.ok(
+    problems.includes(
+      "idle-time-sec: expected a whole number >= 1, got 1e400 (a number too large)",
+    ),
+    problems.join("\n"),
+  );
+  assert.ok(
+    problems.includes(
+      "max-runtime-min: expected a whole number >= 1, got 12345678901234567890 (a number too large)",
+    ),
+    problems.join("\n"),
+  );
+  assert.match(problems.join("\n"), /resource-class-config: .*2e999 \(a number too large\)/);
+  assert.doesNotMatch(problems.join("\n"), /null/);
+});
+
+Deno.test("config takes a negative number after a flag as its value and reports its range", () => {
+  assert.deepEqual(
+    problemsOf([...BASE_ARGS, "--orphan-grace-min", "-5", "--idle-time-sec", "-1"]),
+    [
+      'idle-time-sec: expected a whole number >= 1, got "-1"',
+      'orphan-grace-min: expected a whole number >= 1, got "-5"',
+    ],
+  );
+});
+
+Deno.test("refresh exits 2 at once when a file input is endless or too large", async () => {
+  const started = performance.now();
+  const result = await runRefresh([
+    ...BASE_ARGS,
+    "--config",
+    "/dev/zero",
+    "--user-data",
+    "/dev/zero",
+  ]);
+  const elapsed = performance.now() - started;
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(
+    result.stderr,
+    /config: cannot read \/dev\/zero: larger than 1048576 bytes, the most refresh reads of it/,
+  );
+  assert.match(
+    result.stderr,
+    /user-data: cannot read \/dev\/zero: larger than 1048576 bytes, the most refresh reads of it/,
+  );
+  // A process start and two reads of 1 MiB, not an endless read.
+  assert.ok(elapsed < 15_000, `took ${Math.round(elapsed)} ms`);
 });
 
 Deno.test("config splits lists on commas and spaces like fleet-actions' inputs", () => {

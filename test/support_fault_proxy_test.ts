@@ -5,7 +5,7 @@ import { CreateQueueCommand, ListQueuesCommand, SQSClient } from "npm:@aws-sdk/c
 import { Octokit } from "npm:@octokit/rest@22.0.1";
 import { retry } from "npm:@octokit/plugin-retry@8.1.1";
 import { throttling } from "npm:@octokit/plugin-throttling@11.0.5";
-import { type Fault, type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
+import { type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
 import { TEST_PAT } from "./support/aws.ts";
@@ -223,7 +223,7 @@ Deno.test("fault proxy draws the same faults from the same seed, whatever the in
       });
       await response.body?.cancel();
     }
-    const byOperation: Record<string, (Fault | "-")[]> = {};
+    const byOperation: Record<string, string[]> = {};
     for (const r of proxy.requests) (byOperation[r.operation] ??= []).push(r.fault ?? "-");
     return byOperation;
   };
@@ -236,4 +236,28 @@ Deno.test("fault proxy draws the same faults from the same seed, whatever the in
   assert.notDeepEqual(other, first);
   const faults = Object.values(first).flat().filter((f) => f !== "-").length;
   assert.ok(faults > 5 && faults < 35, `${faults} of 40 faulted at rate 0.5`);
+});
+
+Deno.test("fault proxy rewrites the target's answer, or answers a request itself", async () => {
+  await resetMoto();
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  using once = aws(proxy, 1);
+  // The target creates the queue; the client is told the URL it asked about is another.
+  proxy.rewrite("SQS.CreateQueue", (answer) => ({
+    ...answer,
+    body: answer.body.replace("rewritten", "renamed"),
+  }));
+  const { QueueUrl } = await once.sqs.send(new CreateQueueCommand({ QueueName: "rewritten" }));
+  assert.match(QueueUrl!, /\/renamed$/);
+  assert.deepEqual((await queues(once.sqs)).map((u) => u.split("/").at(-1)), ["rewritten"]);
+  // An answer of the proxy's own: the target never sees the request.
+  proxy.respond("SQS.CreateQueue", {
+    status: 200,
+    headers: { "content-type": "application/x-amz-json-1.0" },
+    body: JSON.stringify({ QueueUrl: "http://127.0.0.1/000000000000/imaginary" }),
+  });
+  const made = await once.sqs.send(new CreateQueueCommand({ QueueName: "imaginary" }));
+  assert.equal(made.QueueUrl, "http://127.0.0.1/000000000000/imaginary");
+  assert.deepEqual((await queues(once.sqs)).map((u) => u.split("/").at(-1)), ["rewritten"]);
+  assert.deepEqual(proxy.requests.map((r) => r.fault ?? "-"), ["rewrite", "-", "respond", "-"]);
 });

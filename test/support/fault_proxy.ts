@@ -30,6 +30,10 @@
  * interleaving of different operations. On purpose: {@link FaultProxy.inject} queues a fault for
  * the k-th next request matching an operation.
  *
+ * It can also answer what the emulator never does: {@link FaultProxy.rewrite} changes the target's
+ * answer to a request (which the target did), {@link FaultProxy.respond} answers a request itself
+ * (which the target never sees).
+ *
  *     await using proxy = startFaultProxy({ target: MOTO_URL, seed: 7, rate: 0.2 });
  *     proxy.inject("DynamoDB.UpdateItem", "lose-reply", { after: 2 }); // the 3rd UpdateItem
  *     // point the SDK (AWS_ENDPOINT_URL) or --github-api-url at proxy.url ...
@@ -60,7 +64,21 @@ export interface FaultProxyOptions {
 /** One request the proxy saw, and the fault it got (none when forwarded normally). */
 export interface ProxiedRequest {
   operation: string;
-  fault?: Fault;
+  fault?: Fault | "rewrite" | "respond";
+}
+
+/** An HTTP answer as {@link FaultProxy.rewrite} and {@link FaultProxy.respond} see it. */
+export interface ProxyAnswer {
+  status: number;
+  /** Header names in lower case. */
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Where a queued rule applies: after letting `after` matches through, `times` in a row. */
+export interface RuleOptions {
+  after?: number;
+  times?: number;
 }
 
 export interface FaultProxy extends AsyncDisposable {
@@ -74,11 +92,18 @@ export interface FaultProxy extends AsyncDisposable {
    * Queues a fault for one request whose operation equals `operation` (or matches it), after
    * letting `after` such requests through; `times` faults in a row (default 1).
    */
-  inject(
+  inject(operation: string | RegExp, fault: Fault, options?: RuleOptions): void;
+  /**
+   * Forwards the next request matching `operation` and hands the client `change(answer)` instead
+   * of the target's answer (e.g. a warning EC2 sends and moto does not).
+   */
+  rewrite(
     operation: string | RegExp,
-    fault: Fault,
-    options?: { after?: number; times?: number },
+    change: (answer: ProxyAnswer) => ProxyAnswer,
+    options?: RuleOptions,
   ): void;
+  /** Answers the next request matching `operation` with `answer`, without forwarding it. */
+  respond(operation: string | RegExp, answer: ProxyAnswer, options?: RuleOptions): void;
   /** The requests that got a fault. */
   injected(): ProxiedRequest[];
   /** Seed, rate and the faults injected so far, for assertion messages (a failure replays). */
@@ -87,9 +112,14 @@ export interface FaultProxy extends AsyncDisposable {
   close(): Promise<void>;
 }
 
+type Action =
+  | Fault
+  | { rewrite: (answer: ProxyAnswer) => ProxyAnswer }
+  | { respond: ProxyAnswer };
+
 interface Rule {
   match: string | RegExp;
-  fault: Fault;
+  action: Action;
   after: number;
   times: number;
 }
@@ -123,7 +153,13 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
     requests,
     rate: options.rate ?? 0,
     inject(match, fault, { after = 0, times = 1 } = {}) {
-      rules.push({ match, fault, after, times });
+      rules.push({ match, action: fault, after, times });
+    },
+    rewrite(match, change, { after = 0, times = 1 } = {}) {
+      rules.push({ match, action: { rewrite: change }, after, times });
+    },
+    respond(match, answer, { after = 0, times = 1 } = {}) {
+      rules.push({ match, action: { respond: answer }, after, times });
     },
     injected: () => requests.filter((r) => r.fault),
     describe() {
@@ -144,8 +180,8 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
     [Symbol.asyncDispose]: () => proxy.close(),
   };
 
-  /** The fault for this request: a queued one first, else a seeded draw. */
-  const decide = (operation: string): Fault | undefined => {
+  /** What to do to this request: a queued rule first, else a seeded draw. */
+  const decide = (operation: string): Action | undefined => {
     const n = seen.get(operation) ?? 0;
     seen.set(operation, n + 1);
     const rule = rules.find((r) =>
@@ -155,7 +191,7 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
       if (rule.after > 0) rule.after--;
       else {
         if (--rule.times === 0) rules.splice(rules.indexOf(rule), 1);
-        return rule.fault;
+        return rule.action;
       }
     }
     if (proxy.rate <= 0 || (options.only && !options.only.test(operation))) return undefined;
@@ -172,7 +208,17 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
         const request = await readRequest(reader);
         if (!request) return;
         const operation = operationOf(request);
-        const fault = decide(operation);
+        const action = decide(operation);
+        if (typeof action === "object") {
+          const rewrite = "rewrite" in action;
+          requests.push({ operation, fault: rewrite ? "rewrite" : "respond" });
+          const answer = rewrite
+            ? fromProxyAnswer(action.rewrite(toProxyAnswer(await forward(target, request))))
+            : fromProxyAnswer(action.respond);
+          await writeResponse(conn, answer);
+          continue;
+        }
+        const fault = action;
         requests.push(fault ? { operation, fault } : { operation });
         if (fault === "drop") return;
         if (fault === "stall") {
@@ -334,6 +380,23 @@ function faultResponse(operation: string, fault: "throttle" | "error", variant: 
       "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
       { "retry-after": "1" },
     );
+}
+
+function toProxyAnswer(answer: Answer): ProxyAnswer {
+  return {
+    status: answer.status,
+    headers: Object.fromEntries(answer.headers),
+    body: new TextDecoder().decode(answer.body),
+  };
+}
+
+function fromProxyAnswer(answer: ProxyAnswer): Answer {
+  return {
+    status: answer.status,
+    reason: answer.status < 400 ? "OK" : "Error",
+    headers: Object.entries(answer.headers).filter(([k]) => k.toLowerCase() !== "content-length"),
+    body: new TextEncoder().encode(answer.body),
+  };
 }
 
 /** Sends the request to the target and reads the whole answer (fetch decodes any compression). */

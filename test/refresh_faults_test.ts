@@ -1,0 +1,137 @@
+/**
+ * refresh run whole through the fault-injecting proxy: it converges through injected faults, a
+ * stalled call fails its task within the request timeout instead of hanging the run, and the run's
+ * deadline stops new tasks.
+ */
+import assert from "node:assert/strict";
+import { TASKS } from "../lib/config.ts";
+import type { RunReport } from "../lib/report.ts";
+import { main } from "../refresh.ts";
+import { baseArgs, TEST_PAT } from "./support/aws.ts";
+import { startFaultProxy } from "./support/fault_proxy.ts";
+import { startFakeGithub } from "./support/github.ts";
+import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
+import { runRefresh } from "./support/process.ts";
+
+/** Runs the entry in-process; returns its exit code and JSON report. */
+async function runMain(args: string[], env: Record<string, string>, monotonic?: () => number) {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main([...args, "--json"], { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT, ...env }, {
+    stdout: (t) => out.push(t),
+    stderr: (t) => err.push(t),
+    readTextFile: () => {
+      throw new Error("no files here");
+    },
+    ...(monotonic ? { monotonic } : {}),
+  });
+  return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
+}
+
+Deno.test("refresh converges through 20% injected faults within a few runs, then writes nothing", async () => {
+  const network = await resetMoto();
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  // Throttling, 500s, dropped connections and lost replies on AWS and GitHub alike; a seed per
+  // proxy, so a failure replays (the faults are listed in the assertion message).
+  await using aws = startFaultProxy({ target: MOTO_URL, seed: 12, rate: 0.2 });
+  await using github = startFaultProxy({ target: gh.url, seed: 12, rate: 0.2 });
+  // And the reply of each first create lost: the SDK's retry then finds the thing made.
+  for (
+    const op of [
+      "DynamoDB.CreateTable",
+      "EC2.CreateLaunchTemplate",
+      "SQS.CreateQueue",
+      "DynamoDB.PutItem",
+      "DynamoDB.UpdateItem",
+    ]
+  ) aws.inject(op, "lose-reply");
+  github.inject(/registration-token$/, "lose-reply");
+  const args = [...baseArgs(network), "--github-api-url", github.url, "--root-volume-size", "30"];
+  const env = { AWS_ENDPOINT_URL: aws.url };
+  const statuses: string[][] = [];
+  let converged = false;
+  for (let run = 0; run < 4 && !converged; run++) {
+    const { code, report } = await runMain(args, env);
+    statuses.push(
+      report.results.map((r) => `${r.task}:${r.status}${r.error ? ` (${r.error})` : ""}`),
+    );
+    converged = code === 0;
+  }
+  const story = () =>
+    `${JSON.stringify(statuses, null, 1)}\n${aws.describe()}\n${github.describe()}`;
+  assert.ok(converged, `no clean run within 4 runs:\n${story()}`);
+  assert.ok(aws.injected().length >= 5, `too few faults to prove anything:\n${story()}`);
+
+  // Without faults, the state is complete: nothing to write.
+  aws.rate = 0;
+  github.rate = 0;
+  const { code, report } = await runMain(args, env);
+  assert.equal(code, 0, story());
+  assert.deepEqual(report.results.map((r) => r.status), TASKS.map(() => "unchanged"), story());
+  assert.equal(report.writeCalls, 0, story());
+});
+
+Deno.test("refresh fails a stalled call within its request timeout, and still runs and reports every task", async () => {
+  const network = await resetMoto();
+  await using aws = startFaultProxy({
+    target: MOTO_URL,
+    only: /^EC2\.DescribeSubnets$/,
+    rate: 1,
+    faults: ["stall"],
+  });
+  const started = performance.now();
+  const result = await runRefresh(
+    [
+      ...baseArgs(network),
+      "--only",
+      "table,parameters,reaper",
+      "--request-timeout-sec",
+      "1",
+      "--json",
+    ],
+    { AWS_ENDPOINT_URL: aws.url },
+  );
+  const elapsed = performance.now() - started;
+  assert.equal(result.code, 1, result.stderr);
+  const report: RunReport = JSON.parse(result.stdout);
+  assert.deepEqual(report.results.map((r) => [r.task, r.status]), [
+    ["table", "changed"],
+    ["parameters", "failed"],
+    ["reaper", "unchanged"],
+  ]);
+  assert.match(
+    report.results[1].error!,
+    /EC2\.DescribeSubnets got no answer within 1 s \(5 attempts; --request-timeout-sec\)/,
+  );
+  assert.equal(aws.injected().length, 5, aws.describe());
+  // Five attempts of 1 s, their backoffs and a process start: not the stall, which never ends.
+  assert.ok(elapsed < 20_000, `took ${Math.round(elapsed)} ms`);
+});
+
+Deno.test("refresh starts no task after its deadline, reports the rest as skipped and exits 1", async () => {
+  const network = await resetMoto();
+  // The monotonic clock moves 4 minutes each time it is read: the budget is made at 0, the first
+  // task starts at 4 min and the second at 8, both within the 10 min deadline; the third at 12.
+  let t = -4 * 60_000;
+  const clock = () => (t += 4 * 60_000);
+  const { code, report, stderr } = await runMain(
+    [...baseArgs(network), "--only", "table,parameters,github-token,reaper"],
+    { GITHUB_API_URL: "http://127.0.0.1:9" },
+    clock,
+  );
+  assert.equal(code, 1);
+  assert.equal(report.exitCode, 1);
+  assert.deepEqual(report.results.map((r) => [r.task, r.status]), [
+    ["table", "changed"],
+    ["parameters", "changed"],
+    ["github-token", "skipped"],
+    ["reaper", "skipped"],
+  ]);
+  assert.equal(
+    report.results[2].error,
+    "not started: the run's 10 min deadline had passed (--deadline-min); the next run does it",
+  );
+  assert.match(stderr, /warning: github-token: not started: the run's 10 min deadline/);
+  // The skipped tasks made no call (GitHub's address would refuse one).
+  assert.deepEqual(Object.keys(report.calls).filter((c) => c.startsWith("GitHub")), []);
+});
