@@ -6,7 +6,22 @@ import {
   UpdateTimeToLiveCommand,
 } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { reconcileTable } from "../lib/table.ts";
-import { testContext } from "./support/aws.ts";
+import { contextOn, desiredFrom, testContext } from "./support/aws.ts";
+import { type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
+import { MOTO_URL, resetMoto } from "./support/moto.ts";
+
+/** A context on a reset moto whose clients go through `proxy`. */
+async function throughProxy(proxy: FaultProxy) {
+  const network = await resetMoto();
+  return contextOn(desiredFrom([], undefined, undefined, network), network, {
+    clientEnv: { AWS_ENDPOINT_URL: proxy.url },
+  });
+}
+
+const TTL = (status: string) => (answer: { status: number; headers: Record<string, string> }) => ({
+  ...answer,
+  body: JSON.stringify({ TimeToLiveDescription: { TimeToLiveStatus: status } }),
+});
 
 Deno.test("table is created with PK/SK, on-demand billing and TTL when missing", async () => {
   const ctx = await testContext();
@@ -75,5 +90,64 @@ Deno.test("table plans creation under dry-run and creates nothing", async () => 
   await assert.rejects(
     ctx.clients.ddb.send(new DescribeTableCommand({ TableName: "acme-widgets-ci-table" })),
     /ResourceNotFound|not found/,
+  );
+});
+
+Deno.test("table warns and leaves TTL alone while it is DISABLING, and enables it once DISABLED", async () => {
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  const ctx = await throughProxy(proxy);
+  // DynamoDB refuses UpdateTimeToLive for up to an hour while TTL is DISABLING; moto has no such
+  // state, so the proxy answers DescribeTimeToLive with it.
+  proxy.rewrite("DynamoDB.DescribeTimeToLive", TTL("DISABLING"));
+  const first = await reconcileTable(ctx);
+  assert.deepEqual(first.changes.map((c) => c.action), ["create"]);
+  assert.equal(first.found.ttl, "DISABLING");
+  assert.deepEqual(first.warnings, [
+    "TTL of acme-widgets-ci-table is being disabled (DISABLING), and DynamoDB refuses to change it until that ends (up to an hour); a later run enables it on expiresAt",
+  ]);
+  assert.equal(ctx.counter.counts.get("DynamoDB.UpdateTimeToLive"), undefined);
+
+  const later = await reconcileTable(ctx);
+  assert.deepEqual(later.changes.map((c) => c.action), ["enable-ttl"]);
+  assert.deepEqual(later.warnings, []);
+});
+
+Deno.test("table warns when DynamoDB refuses to change TTL so soon after the last change, and a later run enables it", async () => {
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  const ctx = await throughProxy(proxy);
+  proxy.respond("DynamoDB.UpdateTimeToLive", {
+    status: 400,
+    headers: { "content-type": "application/x-amz-json-1.0" },
+    body: JSON.stringify({
+      __type: "com.amazon.coral.validate#ValidationException",
+      message: "Time to live has been modified multiple times within a fixed interval",
+    }),
+  });
+  const first = await reconcileTable(ctx);
+  assert.deepEqual(first.changes.map((c) => c.action), ["create"]);
+  assert.equal(first.found.ttl, "DISABLED");
+  assert.match(
+    first.warnings![0],
+    /^DynamoDB refused to enable TTL on acme-widgets-ci-table yet \("Time to live has been modified multiple times within a fixed interval"\)/,
+  );
+  const later = await reconcileTable(ctx);
+  assert.deepEqual(later.changes.map((c) => c.action), ["enable-ttl"]);
+  assert.equal(later.found.ttl, "ENABLED");
+});
+
+Deno.test("table takes the table a lost CreateTable reply made as created", async () => {
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  const ctx = await throughProxy(proxy);
+  proxy.inject("DynamoDB.CreateTable", "lose-reply");
+  const outcome = await reconcileTable(ctx);
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "enable-ttl"]);
+  assert.deepEqual(
+    proxy.requests.filter((r) => r.operation === "DynamoDB.CreateTable").map((r) => r.fault ?? "-"),
+    ["lose-reply", "-"],
+  );
+  assert.ok(
+    ctx.lines.includes(
+      "warning: table: acme-widgets-ci-table exists already (an earlier attempt made it)",
+    ),
   );
 });
