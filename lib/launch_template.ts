@@ -7,11 +7,15 @@
  * template is created; a drifted one gets a new version carrying the full data,
  * made the default (or an existing equal version is made the default again); an equal one is left
  * alone. Old versions beyond the newest `keepVersions` are deleted, never the default one, and
- * the template itself never is.
+ * the template itself never is, but for one this run made that EC2 flagged as invalid: EC2 accepts
+ * some invalid parameters with a warning (`Warning.Errors`) instead of an error, and such a
+ * template or version is deleted again, so no later run takes it for good, and the task fails
+ * with EC2's codes and messages.
  *
  * Writes: CreateLaunchTemplate, CreateLaunchTemplateVersion, ModifyLaunchTemplate,
- * DeleteLaunchTemplateVersions, CreateTags (the ownership tag on an adopted template), and the
- * `ID#launch_template` metadata record.
+ * DeleteLaunchTemplateVersions, DeleteLaunchTemplate (only a template this run made with a
+ * warning), CreateTags (the ownership tag on an adopted template), and the `ID#launch_template`
+ * metadata record.
  *
  * Its inputs, and the parser of its section of the desired state, are in
  * lib/launch_template_inputs.ts.
@@ -25,6 +29,7 @@ import {
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
   CreateTagsCommand,
+  DeleteLaunchTemplateCommand,
   DeleteLaunchTemplateVersionsCommand,
   DescribeImagesCommand,
   DescribeLaunchTemplatesCommand,
@@ -38,6 +43,7 @@ import {
   paginateDescribeLaunchTemplateVersions,
   type RequestLaunchTemplateData,
   type ResponseLaunchTemplateData,
+  type ValidationWarning,
   type VolumeType,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import type { DesiredState } from "./config.ts";
@@ -172,7 +178,35 @@ async function create(
       ClientToken: crypto.randomUUID(),
     }),
   );
-  return { id: created.LaunchTemplate!.LaunchTemplateId!, version: 1, versions: [1] };
+  const id = created.LaunchTemplate!.LaunchTemplateId!;
+  await refuseWarned(
+    created.Warning,
+    `launch template ${name} (${id})`,
+    () => ctx.clients.ec2.send(new DeleteLaunchTemplateCommand({ LaunchTemplateId: id })),
+  );
+  return { id, version: 1, versions: [1] };
+}
+
+/**
+ * Fails when EC2 made a template or version with a warning (invalid parameters it accepted), after
+ * deleting it with `undo`, so no later run finds it equal to the desired data and records it.
+ */
+async function refuseWarned(
+  warning: ValidationWarning | undefined,
+  what: string,
+  undo: () => Promise<unknown>,
+): Promise<void> {
+  const errors = warning?.Errors ?? [];
+  if (errors.length === 0) return;
+  const said = errors.map((e) => `${e.Code}: ${e.Message}`).join("; ");
+  const undone = await undo().then(
+    () => "deleted it again",
+    (error) => `could not delete it (${(error as Error).message}); delete it by hand`,
+  );
+  throw new Error(
+    `EC2 made ${what} with warnings about invalid parameters (${said}); refresh ${undone} ` +
+      "and did not record it: fix the launch template inputs",
+  );
 }
 
 /**
@@ -246,6 +280,11 @@ async function makeDefault(
         }),
       );
       version = created.LaunchTemplateVersion!.VersionNumber!;
+      const made = String(version);
+      await refuseWarned(created.Warning, `version ${made} of ${target}`, () =>
+        ec2.send(
+          new DeleteLaunchTemplateVersionsCommand({ LaunchTemplateId: id, Versions: [made] }),
+        ));
     }
     versions.push(version);
   }

@@ -187,6 +187,7 @@ Deno.test("iam-policy.json changes only launch templates carrying the pool's own
       "ec2:CreateLaunchTemplateVersion",
       "ec2:ModifyLaunchTemplate",
       "ec2:DeleteLaunchTemplateVersions",
+      "ec2:DeleteLaunchTemplate",
     ]
   ) {
     for (const s of allowing(action)) {
