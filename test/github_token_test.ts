@@ -12,6 +12,7 @@ import { main } from "../refresh.ts";
 import { BASE_ARGS, TEST_PAT, type TestContext, testContext } from "./support/aws.ts";
 import { type FakeGithub, type FakeGithubOptions, startFakeGithub } from "./support/github.ts";
 import { AWS_ENV } from "./support/moto.ts";
+import { checkRefused, type InvalidInput, problemsOf } from "./support/refused.ts";
 
 const START = "2026-01-15T12:00:00Z";
 const REPO_PATH = "/repos/acme/widgets/actions/runners/registration-token";
@@ -545,3 +546,49 @@ Deno.test("no secret appears in any output of these tests", () => {
     }
   }
 });
+
+Deno.test("github-token selects App auth when an App id is given", () => {
+  const key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEabc\n-----END RSA PRIVATE KEY-----\n";
+  const d = parse([...BASE_ARGS, "--github-app-id", "12345"], { GITHUB_APP_PRIVATE_KEY: key });
+  assert.deepEqual(d.github.auth, {
+    kind: "app",
+    appId: "12345",
+    privateKey: key,
+    installationId: undefined,
+  });
+});
+
+Deno.test("github-token inputs never echo a secret in their problems", () => {
+  const key = "-----BEGIN NOT A KEY-----SuperSecretMaterial";
+  const problems = problemsOf([...BASE_ARGS, "--github-app-id", "12"], {
+    GITHUB_APP_PRIVATE_KEY: key,
+  });
+  assert.match(problems.join("\n"), /GITHUB_APP_PRIVATE_KEY is not a PEM private key/);
+  assert.doesNotMatch(problems.join("\n"), /SuperSecretMaterial/);
+});
+
+// Each invalid input of the task: the problem names the field, the offending value and what is
+// expected.
+const INVALID: InvalidInput[] = [
+  [
+    "App id without private key",
+    [...BASE_ARGS, "--github-app-id", "123"],
+    {},
+    /github-app-private-key: required with github-app-id; set GITHUB_APP_PRIVATE_KEY/,
+  ],
+  [
+    "no GitHub credential",
+    BASE_ARGS,
+    {},
+    /github-token: required by task github-token; set GITHUB_TOKEN or --github-app-id or GITHUB_APP_ID/,
+  ],
+  [
+    "malformed API URL",
+    [...BASE_ARGS, "--github-api-url", "ftp:/x"],
+    undefined,
+    /github-api-url: "ftp:\/x" is not an http\(s\) URL/,
+  ],
+];
+
+Deno.test("github-token refuses invalid inputs with a message and sends no request", (t) =>
+  checkRefused(t, INVALID));

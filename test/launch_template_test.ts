@@ -30,6 +30,7 @@ import {
   withDesired,
 } from "./support/aws.ts";
 import { AWS_ENV, type Network, startMoto } from "./support/moto.ts";
+import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
 const NAME = "acme-widgets-ci-launch-template";
 const TABLE = "acme-widgets-ci-table";
@@ -811,3 +812,53 @@ Deno.test("launch-template inputs are rejected before any call", async (t) => {
     assert.match(err.join("\n"), /tags: key "refresh:pool" is refresh's ownership tag/);
   });
 });
+
+// Each invalid input of the task: the problem names the field, the offending value and what is
+// expected.
+const INVALID: InvalidInput[] = [
+  [
+    "malformed security group",
+    [...BASE_ARGS, "--security-group-ids", "sg-1"],
+    undefined,
+    /security-group-ids: "sg-1" is not a security group id/,
+  ],
+  [
+    "malformed AMI id",
+    [...BASE_ARGS, "--ami", "ami-zz"],
+    undefined,
+    /ami: "ami-zz" is not an AMI id/,
+  ],
+  [
+    "both AMI id and name pattern",
+    [...BASE_ARGS, "--ami-name", "ubuntu/*"],
+    undefined,
+    /ami: set either --ami or --ami-name, not both/,
+  ],
+  [
+    "user data too large",
+    [...BASE_ARGS, "--user-data", "big.sh"],
+    undefined,
+    /user-data: big.sh is 20000 bytes base64-encoded; EC2 allows at most 16384/,
+  ],
+  [
+    "user data file missing",
+    [...BASE_ARGS, "--user-data", "missing.sh"],
+    undefined,
+    /user-data: cannot read missing.sh: No such file or directory: missing.sh/,
+  ],
+  [
+    "non-string tag value",
+    [...BASE_ARGS, "--tags", '{"team": 7}'],
+    undefined,
+    /tags: value of "team" must be a string, got 7/,
+  ],
+  [
+    "keep-versions zero",
+    [...BASE_ARGS, "--keep-versions", "0"],
+    undefined,
+    /keep-versions: expected a whole number 1-100, got "0"/,
+  ],
+];
+
+Deno.test("launch-template refuses invalid inputs with a message and sends no request", (t) =>
+  checkRefused(t, INVALID, { "big.sh": "x".repeat(15000) }));

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { reconcileParameters } from "../lib/parameters.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import { reconcileTable } from "../lib/table.ts";
-import { testContext, withDesired } from "./support/aws.ts";
+import { BASE_ARGS, testContext, withDesired } from "./support/aws.ts";
+import { checkRefused, type InvalidInput } from "./support/refused.ts";
 import type { Network } from "./support/moto.ts";
 import {
   CreateSecurityGroupCommand,
@@ -189,3 +190,41 @@ Deno.test("parameters reports each subnet's zone and free addresses, and warns w
   ]);
   assert.equal(outcome.changes.length, 3);
 });
+
+// Each invalid input of the task: the problem names the field, the offending value and what is
+// expected.
+const INVALID: InvalidInput[] = [
+  [
+    "malformed subnet",
+    [...BASE_ARGS, "--subnet-ids", "subnet-xyz"],
+    undefined,
+    /subnet-ids: "subnet-xyz" is not a subnet id \(subnet-…\)/,
+  ],
+  [
+    "duplicate subnet",
+    [...BASE_ARGS, "--subnet-ids", "subnet-0000000000000000a,subnet-0000000000000000a"],
+    undefined,
+    /subnet-ids: "subnet-0000000000000000a" is listed twice/,
+  ],
+  [
+    "zero idle time",
+    [...BASE_ARGS, "--idle-time-sec", "0"],
+    undefined,
+    /idle-time-sec: expected a whole number >= 1, got "0"/,
+  ],
+  [
+    "non-numeric max runtime",
+    [...BASE_ARGS, "--max-runtime-min", "abc"],
+    undefined,
+    /max-runtime-min: expected a whole number >= 1, got "abc"/,
+  ],
+  [
+    "fractional max runtime",
+    [...BASE_ARGS, "--max-runtime-min", "1.5"],
+    undefined,
+    /max-runtime-min: expected a whole number >= 1, got "1.5"/,
+  ],
+];
+
+Deno.test("parameters refuses invalid inputs with a message and sends no request", (t) =>
+  checkRefused(t, INVALID));

@@ -27,6 +27,7 @@ import {
   withDesired,
 } from "./support/aws.ts";
 import { AWS_ENV } from "./support/moto.ts";
+import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const TWO = [
@@ -585,3 +586,35 @@ Deno.test("refresh exits 2 and makes no AWS call when the resource class config 
   assert.match(stderr.join("\n"), /large\.mmem must be a positive whole number, got undefined/);
   assert.deepEqual(await allQueueNames(ctx), []);
 });
+
+// Each invalid input of the task: the problem names the field, the offending value and what is
+// expected.
+const INVALID: InvalidInput[] = [
+  [
+    "malformed resource-class JSON",
+    [...BASE_ARGS, "--resource-class-config", "{large:"],
+    undefined,
+    /resource-class-config: malformed JSON/,
+  ],
+  [
+    "zero cpu",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":0,"mmem":1024}}'],
+    undefined,
+    /resource-class-config: large.cpu must be a positive whole number, got 0/,
+  ],
+  [
+    "negative memory",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2,"mmem":-5}}'],
+    undefined,
+    /resource-class-config: large.mmem must be a positive whole number, got -5/,
+  ],
+  [
+    "non-integer cpu",
+    [...BASE_ARGS, "--resource-class-config", '{"large":{"cpu":2.5,"mmem":1024}}'],
+    undefined,
+    /large.cpu must be a positive whole number, got 2.5/,
+  ],
+];
+
+Deno.test("resource-pools refuses invalid inputs with a message and sends no request", (t) =>
+  checkRefused(t, INVALID));
