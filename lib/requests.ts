@@ -1,8 +1,9 @@
 /**
  * Bounds every request refresh sends, so a silent endpoint fails a task instead of hanging the run:
  * the AWS SDK's request handler options (a timeout per attempt) and a `fetch` for Octokit that
- * gives up on an attempt after the same time. The clients' own retries still apply, so a call
- * fails after its attempts (AWS: 5, GitHub: 4) have each timed out.
+ * gives up on an attempt after the same time (and treats an answer that breaks off as an error).
+ * The clients' own retries still apply, so a call fails after its attempts (AWS: 5, GitHub: 4)
+ * have each timed out.
  *
  * Relied on (checked by test/requests_test.ts against a stalled server): the SDK's
  * `NodeHttpHandler` (what @aws-sdk runs under Deno) only logs a warning when `requestTimeout`
@@ -66,7 +67,10 @@ export function explainAwsTimeouts(client: AwsClient, service: string, timeoutMs
 
 /**
  * A `fetch` whose every call is aborted after `timeoutMs` (the answer's body included), failing
- * with a message naming the request and the limit. Octokit takes it as `request.fetch`.
+ * with a message naming the request and the limit. The body is read here, so an answer that
+ * breaks off midway (a connection lost after the status line) is an error Octokit retries, not an
+ * empty answer (`@octokit/request` reads a body that fails as nothing). Octokit takes it as
+ * `request.fetch`.
  */
 export function timedFetch(
   timeoutMs: number,
@@ -75,15 +79,26 @@ export function timedFetch(
   return async (input, init) => {
     const timeout = AbortSignal.timeout(timeoutMs);
     const signal = init?.signal ? AbortSignal.any([init.signal, timeout]) : timeout;
+    const url = new URL(input instanceof Request ? input.url : String(input));
+    const request = `${init?.method ?? "GET"} ${url.origin}${url.pathname}`;
     try {
-      return await fetcher(input, { ...init, signal });
+      const response = await fetcher(input, { ...init, signal });
+      const body = await response.arrayBuffer().catch((error) => {
+        if (timeout.aborted) throw error;
+        throw new Error(`${request}: the answer broke off (${(error as Error).message})`, {
+          cause: error,
+        });
+      });
+      const read = new Response(response.status === 204 || response.status === 304 ? null : body, {
+        status: response.status,
+        statusText: response.statusText,
+        headers: response.headers,
+      });
+      return Object.defineProperty(read, "url", { value: response.url });
     } catch (error) {
       if (!timeout.aborted || init?.signal?.aborted) throw error;
-      const url = new URL(input instanceof Request ? input.url : String(input));
       throw new Error(
-        `${init?.method ?? "GET"} ${url.origin}${url.pathname} got no answer within ${
-          describeDuration(timeoutMs)
-        } (--request-timeout-sec)`,
+        `${request} got no answer within ${describeDuration(timeoutMs)} (--request-timeout-sec)`,
         { cause: error },
       );
     }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { DescribeInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { CallCounter } from "../lib/calls.ts";
 import { reconcileGithubToken } from "../lib/github_token.ts";
+import { readMetadata } from "../lib/metadata.ts";
 import { reconcileParameters } from "../lib/parameters.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { runTasks } from "../lib/task.ts";
@@ -114,4 +115,38 @@ Deno.test("timedFetch leaves an answered request alone", async () => {
   });
   assert.equal(response.status, 404);
   await response.body?.cancel();
+});
+
+Deno.test("timedFetch turns an answer that breaks off into an error naming the request", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  await using proxy = startFaultProxy({ target: gh.url });
+  proxy.inject(/registration-token$/, "lose-reply");
+  const error = await timedFetch(2_000)(
+    `${proxy.url}/repos/acme/widgets/actions/runners/registration-token`,
+    { method: "POST", headers: { authorization: `token ${TEST_PAT}` } },
+  ).then(() => assert.fail("a broken answer was taken"), (e: Error) => e);
+  assert.match(
+    error.message,
+    /^POST http:\/\/127\.0\.0\.1:\d+\/repos\/acme\/widgets\/actions\/runners\/registration-token: the answer broke off/,
+  );
+});
+
+Deno.test("the github-token task retries a GitHub answer that broke off and stores the token", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  await using proxy = startFaultProxy({ target: gh.url });
+  const ctx = await testContext(["--only", "table,github-token", "--github-api-url", proxy.url], {
+    limits: { timeoutMs: 2_000, retryBaseMs: 10 },
+  });
+  proxy.inject(/registration-token$/, "lose-reply");
+  const [table, token] = await runTasks([
+    ["table", reconcileTable],
+    ["github-token", reconcileGithubToken],
+  ], ctx);
+  assert.equal(table.status, "changed");
+  assert.equal(token.status, "changed", token.error);
+  assert.deepEqual(proxy.requests.map((r) => r.fault ?? "answered"), ["lose-reply", "answered"]);
+  // GitHub made two tokens; the one stored is the one whose answer arrived.
+  assert.equal(gh.issued.length, 2);
+  const stored = await readMetadata(ctx.clients.ddb, ctx.desired.table, "gh_registration_token");
+  assert.equal((stored as { token: string }).token, gh.issued[1]);
 });
