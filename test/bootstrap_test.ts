@@ -6,6 +6,14 @@
  */
 import assert from "node:assert/strict";
 import { bootstrapScript, type BootstrapSpec, specProblems } from "../lib/bootstrap.ts";
+import {
+  bootInstance,
+  type BootstrapInstance,
+  watchCommandLines,
+} from "./support/bootstrap_instance.ts";
+import type { Outcome } from "./support/control_plane.ts";
+import { startFaultProxy } from "./support/fault_proxy.ts";
+import { MOTO_URL, resetMoto } from "./support/moto.ts";
 import { shellcheck } from "./support/tools_bin.ts";
 
 const SHA_X64 = "0123456789abcdef".repeat(4);
@@ -97,4 +105,311 @@ Deno.test("bootstrapScript passes shellcheck for every spec variant", async () =
     const result = await shellcheck(bootstrapScript(spec));
     assert.equal(result, "", `shellcheck found problems for ${JSON.stringify(spec)}`);
   }
+});
+
+// ---- The script run for real ----------------------------------------------------------------
+// Each scenario is one instance (its own table, moto instance, metadata server and runner
+// package); independent scenarios run concurrently. The harness' AWS CLI (v1, from PyPI) takes
+// about half a second of CPU per call, seconds on a busy machine, so waits here are longer than
+// the protocol's; bench/bootstrap_bench.ts measures the real figures against the protocol's.
+
+/** Waits until `check` returns a value (not undefined/false), polling; throws after `ms`. */
+async function until<T>(
+  what: string,
+  ms: number,
+  check: () => T | undefined | false | Promise<T | undefined | false>,
+) {
+  const deadline = Date.now() + ms;
+  while (true) {
+    const value = await check();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+}
+
+/** Fails with the instance's log when a control-plane step did not succeed. */
+async function expectOk(instance: BootstrapInstance, outcome: Outcome, what: string) {
+  if (!outcome.ok) {
+    assert.fail(`${what}: ${outcome.reason}\n--- bootstrap log ---\n${await instance.log()}`);
+  }
+}
+
+function alive(pid: number): boolean {
+  const { code } = new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" })
+    .outputSync();
+  return code === 0;
+}
+
+const TIMINGS = { heartbeatSec: 3, selfTerminateCheckSec: 3, claimPollSec: 1, jobPollSec: 1 };
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+
+Deno.test("bootstrap run for real", async (t) => {
+  await resetMoto();
+  const tokens: string[] = [];
+  const scripts: string[] = [];
+  const watcher = watchCommandLines(() => tokens);
+  const concurrent = { sanitizeOps: false, sanitizeResources: false, sanitizeExit: false };
+
+  const cycle = t.step({
+    name: "bootstrap registers, heartbeats, releases, registers <id>-2 on a claim and " +
+      "terminates itself past its threshold",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({ name: "cycle", runId: "1001", timings: TIMINGS });
+      tokens.push(instance.token);
+      scripts.push(instance.script);
+      const { plane, instanceId } = instance;
+
+      // Boot: UD_OK, then UD_REG_OK for the initial run id, with a fresh heartbeat.
+      await expectOk(instance, await plane.provision(instanceId, "1001"), "provision");
+      const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
+      assert.deepEqual(seen.slice(-2), ["UD_OK/1001", "UD_REG_OK/1001"], seen.join(", "));
+      let github = await instance.github();
+      assert.deepEqual(github.runners, {
+        [`${instanceId}-1`]: {
+          labels: "1001",
+          url: "https://github.com/acme/widgets",
+          group: "Default",
+        },
+      });
+      assert.deepEqual(github.calls, [{
+        verb: "config",
+        token: "valid",
+        args: [
+          "--unattended",
+          "--url",
+          "https://github.com/acme/widgets",
+          "--name",
+          `${instanceId}-1`,
+          "--labels",
+          "1001",
+          "--no-default-labels",
+          "--disableupdate",
+        ],
+      }]);
+      const signal = await plane.signal(instanceId);
+      assert.match(signal!.updatedAt, TIMESTAMP);
+
+      // Heartbeats every few seconds while the job runs, in the protocol's item shape.
+      const beats = new Set<string>();
+      const watchUntil = Date.now() + 10_000;
+      while (Date.now() < watchUntil) {
+        const beat = await plane.heartbeat(instanceId);
+        beats.add(beat!.updatedAt as string);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      assert.ok(beats.size >= 3, `heartbeats in 10 s: ${[...beats].join(", ")}`);
+      const beat = await plane.heartbeat(instanceId);
+      assert.deepEqual({ ...beat, updatedAt: "" }, {
+        PK: "TYPE#HEARTBEAT",
+        SK: `ID#${instanceId}`,
+        entityType: "HEARTBEAT",
+        identifier: instanceId,
+        value: "PING",
+        updatedAt: "",
+      });
+      assert.match(beat!.updatedAt as string, TIMESTAMP);
+
+      // The runner and its job never see the token.
+      github = await instance.github();
+      const listener = github.events.find((e) => e.startsWith(`listening ${instanceId}-1 `));
+      const job = github.events.find((e) => e.startsWith(`job ${instanceId}-1 `));
+      assert.ok(listener && job, github.events.join("\n"));
+      for (const file of ["env-run", "env-job"]) {
+        const env = await Deno.readTextFile(`${instance.dir}/github/${file}-${instanceId}-1`);
+        assert.ok(!env.includes(instance.token), `${file} holds the token`);
+        assert.ok(!env.includes("ACTIONS_RUNNER_INPUT_"), `${file} holds a runner input`);
+      }
+
+      // Release: the runner, its listener and its job are stopped, the registration removed.
+      await expectOk(instance, await plane.release(instanceId, "1001"), "release");
+      assert.deepEqual(await plane.signal(instanceId).then((s) => [s!.state, s!.runId]), [
+        "UD_REMOVE_REG_REMOVE_RUN_OK",
+        "1001",
+      ]);
+      github = await instance.github();
+      assert.deepEqual(github.runners, {});
+      assert.deepEqual(github.calls.at(-1), {
+        verb: "remove",
+        token: "valid",
+        args: ["--unattended"],
+      });
+      assert.ok(github.events.includes(`stopped ${instanceId}-1`), github.events.join("\n"));
+      for (const line of [listener, job]) {
+        const pid = Number(line.split(" ")[2]);
+        assert.ok(!alive(pid), `still alive after release: ${line}`);
+      }
+
+      // A second claim registers <id>-2 for the new run id; its release removes it.
+      await expectOk(
+        instance,
+        await plane.claim(instanceId, "1002", { timeoutMs: 60_000 }),
+        "claim",
+      );
+      github = await instance.github();
+      assert.deepEqual(Object.keys(github.runners), [`${instanceId}-2`]);
+      assert.equal(github.runners[`${instanceId}-2`].labels, "1002");
+      await expectOk(instance, await plane.release(instanceId, "1002"), "second release");
+      assert.deepEqual((await instance.github()).runners, {});
+
+      // Past threshold + 1 minute, the instance terminates itself in EC2 (moto).
+      assert.equal(await instance.ec2State(), "running");
+      await plane.expire(instanceId, new Date(Date.now() - 2 * 60_000));
+      await until(
+        "self-termination",
+        60_000,
+        async () => (await instance.ec2State()) === "terminated",
+      );
+      assert.match(await instance.log(), /self-termination: TerminateInstances accepted/);
+
+      // IMDSv2 only: a token first, every request with it.
+      assert.deepEqual(instance.imds.requests[0], {
+        method: "PUT",
+        path: "/latest/api/token",
+        authorized: true,
+        status: 200,
+      });
+      assert.ok(instance.imds.requests.every((r) => r.authorized), "an IMDSv1 request was made");
+    },
+  });
+
+  const setupFails = t.step({
+    name: "bootstrap signals UD_FAILED and says why when the setup script fails",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        name: "setup",
+        runId: "2001",
+        timings: TIMINGS,
+        preRunnerScript: "#!/bin/bash\necho installing tools\nexit 3\n",
+      });
+      tokens.push(instance.token);
+      const outcome = await instance.plane.provision(instance.instanceId, "2001");
+      assert.equal(outcome.ok, false);
+      assert.deepEqual(outcome.ok ? undefined : [outcome.signal?.state, outcome.signal?.runId], [
+        "UD_FAILED",
+        "2001",
+      ]);
+      const log = await instance.log();
+      assert.match(log, /installing tools/);
+      assert.match(
+        log,
+        /refresh-bootstrap: FAILED at setup: the setup script \S+pre-runner.sh exited with status 3/,
+      );
+      assert.deepEqual(instance.runnerPackage.requests, [], "the runner was downloaded");
+    },
+  });
+
+  const registrationFails = t.step({
+    name: "bootstrap signals UD_REG_FAILED and says why when registration fails",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        name: "register",
+        runId: "3001",
+        timings: TIMINGS,
+        tokenInTable: "AAAAWRONGTOKEN",
+      });
+      tokens.push(instance.token, "AAAAWRONGTOKEN");
+      const outcome = await instance.plane.provision(instance.instanceId, "3001");
+      assert.deepEqual(outcome.ok ? "ok" : [outcome.signal?.state, outcome.signal?.runId], [
+        "UD_REG_FAILED",
+        "3001",
+      ]);
+      assert.match(
+        await instance.log(),
+        /FAILED at registration: config.sh could not register runner i-\w+-1/,
+      );
+      const github = await instance.github();
+      assert.deepEqual(github.runners, {});
+      assert.deepEqual(github.calls.map((c) => [c.verb, c.token]), [["config", "invalid"]]);
+    },
+  });
+
+  const checksumMismatch = t.step({
+    name: "bootstrap signals UD_FAILED when the runner package's SHA-256 does not match",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        name: "checksum",
+        runId: "4001",
+        timings: TIMINGS,
+        sha256: "0".repeat(64),
+      });
+      tokens.push(instance.token);
+      const outcome = await instance.plane.provision(instance.instanceId, "4001");
+      assert.deepEqual(outcome.ok ? "ok" : [outcome.signal?.state, outcome.signal?.runId], [
+        "UD_FAILED",
+        "4001",
+      ]);
+      assert.match(
+        await instance.log(),
+        new RegExp(
+          `FAILED at runner checksum: SHA-256 of \\S+ is ${instance.runnerPackage.sha256}, ` +
+            `expected ${"0".repeat(64)}`,
+        ),
+      );
+      assert.equal(instance.runnerPackage.requests.length, 1);
+      assert.deepEqual((await instance.github()).calls, []);
+    },
+  });
+
+  const outage = t.step({
+    name: "bootstrap retries through DynamoDB outages and completes the cycle, for an " +
+      "organization on GitHub Enterprise Server with a runner group",
+    ...concurrent,
+    fn: async () => {
+      await using proxy = startFaultProxy({
+        target: MOTO_URL,
+        only: /^DynamoDB\./,
+        faults: ["drop"],
+        rate: 1, // DynamoDB unreachable from the start
+      });
+      await using instance = await bootInstance({
+        name: "outage",
+        runId: "5001",
+        timings: TIMINGS,
+        awsEndpoint: proxy.url,
+        githubUrl: "https://ghe.example.com/acme",
+        runnerGroup: "ci runners",
+      });
+      tokens.push(instance.token);
+      const { plane, instanceId } = instance;
+      const provisioning = plane.provision(instanceId, "5001");
+      await until("a dropped DynamoDB call", 60_000, () => proxy.injected().length > 0);
+      await new Promise((resolve) => setTimeout(resolve, 5_000));
+      proxy.rate = 0;
+      await expectOk(instance, await provisioning, "provision through an outage");
+      assert.deepEqual((await instance.github()).runners, {
+        [`${instanceId}-1`]: {
+          labels: "5001",
+          url: "https://ghe.example.com/acme",
+          group: "ci runners",
+        },
+      });
+
+      // Unreachable again while the job runs and is released.
+      const before = proxy.injected().length;
+      proxy.rate = 1;
+      const releasing = plane.release(instanceId, "5001");
+      await until("a dropped DynamoDB call", 60_000, () => proxy.injected().length > before);
+      await new Promise((resolve) => setTimeout(resolve, 5_000));
+      proxy.rate = 0;
+      await expectOk(instance, await releasing, "release through an outage");
+      assert.deepEqual((await instance.github()).runners, {});
+      assert.match(await instance.log(), /attempt 1 failed|failed \(\d+ in a row\)/);
+    },
+  });
+
+  await Promise.all([cycle, setupFails, registrationFails, checksumMismatch, outage]);
+  await watcher.stop();
+
+  await t.step("the registration token is never in a process's arguments nor in the script", () => {
+    assert.ok(watcher.samples > 10, `only ${watcher.samples} samples of the process table`);
+    assert.deepEqual(watcher.hits, []);
+    for (const script of scripts) {
+      for (const token of tokens) assert.ok(!script.includes(token));
+    }
+  });
 });

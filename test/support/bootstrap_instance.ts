@@ -1,0 +1,296 @@
+/**
+ * Runs the generated bootstrap for real, as one pool instance would, with everything on
+ * 127.0.0.1: a pool table and an instance really launched in moto (tagged `InitialRunId` and
+ * `AllowSelfTermination=true`, as provision tags them), a fake instance-metadata server answering
+ * with that instance's id and tags, a fake runner package, the registration token record, and a
+ * {@link ControlPlane} on the table. The script runs with bash in a temporary directory
+ * (REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and REFRESH_IMDS_ENDPOINT point into the harness) and
+ * the pinned AWS CLI on PATH; AWS_ENDPOINT_URL is moto's, or a proxy's in front of it.
+ *
+ * Every process the instance starts carries a marker in its environment; {@link
+ * BootstrapInstance.kill} (also on dispose) SIGKILLs all of them, the runner's own session
+ * included.
+ *
+ *     await using instance = await bootInstance({ name: "cycle", runId: "1001" });
+ *     const outcome = await instance.plane.provision(instance.instanceId, "1001");
+ */
+import { join } from "node:path";
+import {
+  DescribeInstancesCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { bootstrapScript, type BootstrapSpec } from "../../lib/bootstrap.ts";
+import { ControlPlane } from "./control_plane.ts";
+import { type FakeImds, startFakeImds } from "./imds.ts";
+import { MOTO_URL, NETWORK } from "./moto.ts";
+import {
+  type FakeRunnerPackage,
+  type GithubSide,
+  readGithubSide,
+  startFakeRunnerPackage,
+} from "./runner_package.ts";
+import { TOOLS_PATH } from "./tools_bin.ts";
+
+const REGION = "us-east-1";
+const CREDENTIALS = { accessKeyId: "testing", secretAccessKey: "testing" };
+/** One of moto's built-in images (the harness turns AMI validation on). */
+const AMI = "ami-1e749f67";
+
+/** Timings short enough for tests; the protocol's defaults are in lib/bootstrap.ts. */
+export const TEST_TIMINGS: NonNullable<BootstrapSpec["timings"]> = {
+  heartbeatSec: 2,
+  selfTerminateCheckSec: 2,
+  claimPollSec: 0.5,
+  jobPollSec: 1,
+};
+
+export interface BootOptions {
+  /** Names the table and temporary directory. */
+  name: string;
+  /** The InitialRunId tag. */
+  runId: string;
+  /** The token the fake runner accepts (default a fresh one). */
+  token?: string;
+  /** The token written in the table (default `token`). */
+  tokenInTable?: string;
+  preRunnerScript?: string;
+  /** Overrides the package's real checksum for both architectures. */
+  sha256?: string;
+  runnerGroup?: string;
+  githubUrl?: string;
+  timings?: BootstrapSpec["timings"];
+  /** AWS endpoint the script uses (default moto; e.g. a fault proxy in front of it). */
+  awsEndpoint?: string;
+}
+
+export interface BootstrapInstance extends AsyncDisposable {
+  instanceId: string;
+  table: string;
+  token: string;
+  script: string;
+  dir: string;
+  /** When bash was started (ms since the epoch). */
+  startedAt: number;
+  plane: ControlPlane;
+  imds: FakeImds;
+  runnerPackage: FakeRunnerPackage;
+  ec2: EC2Client;
+  /** The bootstrap's log so far. */
+  log(): Promise<string>;
+  /** What the fake runner recorded on the GitHub side. */
+  github(): Promise<GithubSide>;
+  /** The instance's state in moto. */
+  ec2State(): Promise<string | undefined>;
+  /** Resolves with bash's exit code when the script exits. */
+  exited: Promise<number>;
+  /** SIGKILLs every process of this instance; resolves when none is left. */
+  kill(): Promise<void>;
+}
+
+export async function bootInstance(options: BootOptions): Promise<BootstrapInstance> {
+  const token = options.token ?? `AAAA${crypto.randomUUID().replaceAll("-", "").toUpperCase()}`;
+  const dir = await Deno.makeTempDir({ prefix: `bootstrap-${options.name}-` });
+  const table = `bootstrap-${options.name}-${crypto.randomUUID().slice(0, 8)}`;
+  const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
+  const ddbClient = new DynamoDBClient({
+    endpoint: MOTO_URL,
+    region: REGION,
+    credentials: CREDENTIALS,
+  });
+  const ddb = DynamoDBDocumentClient.from(ddbClient);
+
+  await ddbClient.send(
+    new CreateTableCommand({
+      TableName: table,
+      KeySchema: [{ AttributeName: "PK", KeyType: "HASH" }, {
+        AttributeName: "SK",
+        KeyType: "RANGE",
+      }],
+      AttributeDefinitions: [
+        { AttributeName: "PK", AttributeType: "S" },
+        { AttributeName: "SK", AttributeType: "S" },
+      ],
+      BillingMode: "PAY_PER_REQUEST",
+    }),
+  );
+  const tags = { AllowSelfTermination: "true", InitialRunId: options.runId };
+  const { Instances } = await ec2.send(
+    new RunInstancesCommand({
+      ImageId: AMI,
+      MinCount: 1,
+      MaxCount: 1,
+      InstanceType: "t3.micro",
+      SubnetId: NETWORK.subnetIds[0],
+      TagSpecifications: [{
+        ResourceType: "instance",
+        Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
+      }],
+    }),
+  );
+  const instanceId = Instances![0].InstanceId!;
+  const imds = startFakeImds({ instanceId, region: REGION, tags });
+  const githubDir = join(dir, "github");
+  const runnerPackage = await startFakeRunnerPackage({ workDir: dir, githubDir, token });
+  const plane = new ControlPlane({ ddb, table });
+  await plane.putRegistrationToken(options.tokenInTable ?? token);
+
+  const spec: BootstrapSpec = {
+    table,
+    region: REGION,
+    githubUrl: options.githubUrl ?? "https://github.com/acme/widgets",
+    runner: {
+      version: "2.323.0",
+      sha256: {
+        x64: options.sha256 ?? runnerPackage.sha256,
+        arm64: options.sha256 ?? runnerPackage.sha256,
+      },
+      downloadUrl: runnerPackage.downloadUrl,
+    },
+    timings: options.timings ?? TEST_TIMINGS,
+  };
+  if (options.runnerGroup !== undefined) spec.runnerGroup = options.runnerGroup;
+  if (options.preRunnerScript !== undefined) spec.preRunnerScript = options.preRunnerScript;
+  const script = bootstrapScript(spec);
+  const scriptPath = join(dir, "user-data.sh");
+  await Deno.writeTextFile(scriptPath, script);
+
+  const marker = `refresh-test-${crypto.randomUUID()}`;
+  const logFile = join(dir, "bootstrap.log");
+  const env: Record<string, string> = {
+    PATH: TOOLS_PATH,
+    HOME: dir,
+    LANG: "C.UTF-8",
+    AWS_ENDPOINT_URL: options.awsEndpoint ?? MOTO_URL,
+    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+    // Only 127.0.0.1: the CLI must never look for credentials or a region at 169.254.169.254,
+    // and must not read this machine's own AWS configuration.
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: join(dir, "no-aws-config"),
+    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-aws-credentials"),
+    REFRESH_IMDS_ENDPOINT: imds.url,
+    REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
+    REFRESH_LOG_FILE: logFile,
+    REFRESH_TEST_MARKER: marker,
+  };
+  const startedAt = Date.now();
+  // setsid: the script leads a process group of its own, as user data does under cloud-init.
+  const child = new Deno.Command("setsid", {
+    args: ["bash", scriptPath],
+    cwd: dir,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const exited = child.status.then((s) => s.code);
+
+  const kill = async () => {
+    for (let round = 0; round < 50; round++) {
+      const pids = await markedPids(marker);
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await exited;
+  };
+  const dispose = async () => {
+    await kill();
+    await imds.close();
+    await runnerPackage.close();
+    ec2.destroy();
+    ddbClient.destroy();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
+  return {
+    instanceId,
+    table,
+    token,
+    script,
+    dir,
+    startedAt,
+    plane,
+    imds,
+    runnerPackage,
+    ec2,
+    log: async () => await Deno.readTextFile(logFile).catch(() => ""),
+    github: () => readGithubSide(githubDir),
+    ec2State: async () => {
+      const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+      return out.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+    },
+    exited,
+    kill,
+    [Symbol.asyncDispose]: dispose,
+  };
+}
+
+/**
+ * Processes whose environment carries `marker`. (Deno reads /proc only with --allow-all, so grep
+ * reads it; the marker is no secret.)
+ */
+async function markedPids(marker: string): Promise<number[]> {
+  const { stdout } = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'grep -lszF -- "$1" /proc/[0-9]*/environ || true',
+      "-",
+      `REFRESH_TEST_MARKER=${marker}`,
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  return new TextDecoder().decode(stdout).split("\n").flatMap((line) => {
+    const match = line.match(/^\/proc\/(\d+)\/environ$/);
+    return match && Number(match[1]) !== Deno.pid ? [Number(match[1])] : [];
+  });
+}
+
+/**
+ * Samples every process's command line (`ps -eww -o args=`, which shows /proc/<pid>/cmdline)
+ * until stopped, keeping those that contain any of `secrets`. The secrets stay in this process.
+ */
+export function watchCommandLines(secrets: () => string[], periodMs = 100): {
+  hits: string[];
+  samples: number;
+  stop(): Promise<void>;
+} {
+  const state = { hits: [] as string[], samples: 0, stopped: false };
+  const loop = (async () => {
+    while (!state.stopped) {
+      const wanted = secrets();
+      const { stdout } = await new Deno.Command("ps", {
+        args: ["-eww", "-o", "args="],
+        stdout: "piped",
+        stderr: "null",
+      }).output();
+      for (const cmdline of new TextDecoder().decode(stdout).split("\n")) {
+        if (wanted.some((s) => cmdline.includes(s))) state.hits.push(cmdline);
+      }
+      state.samples++;
+      await new Promise((resolve) => setTimeout(resolve, periodMs));
+    }
+  })();
+  return {
+    get hits() {
+      return state.hits;
+    },
+    get samples() {
+      return state.samples;
+    },
+    stop: async () => {
+      state.stopped = true;
+      await loop;
+    },
+  };
+}

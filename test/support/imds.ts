@@ -1,0 +1,82 @@
+/**
+ * A fake EC2 instance metadata service (IMDSv2 only) on 127.0.0.1, for running the generated
+ * bootstrap (which reads its address from REFRESH_IMDS_ENDPOINT).
+ *
+ * As EC2 documents IMDSv2: `PUT /latest/api/token` with `X-aws-ec2-metadata-token-ttl-seconds`
+ * (1-21600) answers a session token; every other request must carry it in
+ * `X-aws-ec2-metadata-token`, else 401 (what an instance whose metadata options require tokens
+ * answers). It serves `meta-data/instance-id`, `meta-data/placement/region`, and instance tags
+ * under `meta-data/tags/instance/` (404 for a tag that is not there, as with
+ * InstanceMetadataTags=enabled and the tag missing). Every request is recorded.
+ *
+ *     await using imds = startFakeImds({ instanceId, region: "us-east-1", tags: { InitialRunId: "7" } });
+ */
+
+export interface ImdsRequest {
+  method: string;
+  path: string;
+  /** Whether it carried a valid session token (the token PUT itself counts as authorized). */
+  authorized: boolean;
+  status: number;
+}
+
+export interface FakeImds extends AsyncDisposable {
+  url: string;
+  requests: ImdsRequest[];
+  close(): Promise<void>;
+}
+
+export function startFakeImds(options: {
+  instanceId: string;
+  region: string;
+  tags: Record<string, string>;
+}): FakeImds {
+  const sessions = new Set<string>();
+  const requests: ImdsRequest[] = [];
+  const text = (status: number, body = "") =>
+    new Response(body, { status, headers: { "content-type": "text/plain" } });
+
+  const answer = (request: Request, path: string): Response => {
+    if (request.method === "PUT" && path === "/latest/api/token") {
+      const ttl = Number(request.headers.get("x-aws-ec2-metadata-token-ttl-seconds"));
+      if (!Number.isInteger(ttl) || ttl < 1 || ttl > 21600) return text(400);
+      const token = crypto.randomUUID();
+      sessions.add(token);
+      return text(200, token);
+    }
+    if (!sessions.has(request.headers.get("x-aws-ec2-metadata-token") ?? "")) return text(401);
+    if (request.method !== "GET") return text(405);
+    const tagPrefix = "/latest/meta-data/tags/instance/";
+    if (path === "/latest/meta-data/instance-id") return text(200, options.instanceId);
+    if (path === "/latest/meta-data/placement/region") return text(200, options.region);
+    if (path === "/latest/meta-data/tags/instance") {
+      return text(200, Object.keys(options.tags).join("\n"));
+    }
+    if (path.startsWith(tagPrefix)) {
+      const value = options.tags[decodeURIComponent(path.slice(tagPrefix.length))];
+      return value === undefined ? text(404) : text(200, value);
+    }
+    return text(404);
+  };
+
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    const response = answer(request, path);
+    requests.push({
+      method: request.method,
+      path,
+      authorized: response.status !== 401,
+      status: response.status,
+    });
+    return response;
+  });
+  const close = async () => {
+    await server.shutdown();
+  };
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    requests,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}

@@ -1,0 +1,207 @@
+/**
+ * A fake GitHub Actions runner package for running the generated bootstrap: a tar.gz with
+ * `config.sh`, `run.sh` and `bin/Runner.Listener` scripts, served over HTTP on 127.0.0.1 at the
+ * download URL template the bootstrap is given, with its SHA-256 computed here.
+ *
+ * The scripts act like the real ones where the bootstrap depends on it, against a directory that
+ * stands for GitHub's side of one instance (`github/`):
+ * - `config.sh [--unattended --url U --name N --labels L --no-default-labels --disableupdate
+ *   [--runnergroup G]]` registers runner N (`github/runners/N`, and `.runner` in the install
+ *   directory), refusing when already configured; `config.sh remove` removes it. Both take the
+ *   token only from `ACTIONS_RUNNER_INPUT_TOKEN`, as the real runner can, fail for a token other
+ *   than the one the package was made for (compared by SHA-256), and, as root, refuse to run
+ *   without RUNNER_ALLOW_RUNASROOT. Every call is recorded in `github/calls/<n>-<verb>`: a facts
+ *   line (`token=valid|invalid|missing`), then its arguments, one per line.
+ * - `run.sh` needs a configured runner, records its environment (which jobs inherit) in
+ *   `github/env-run-N`, and starts `bin/Runner.Listener`, which acts out a job: a child process
+ *   that runs until stopped, its environment in `github/env-job-N`. Both append to
+ *   `github/events` (`listening N <pid>`, `job N <pid>`, `stopped N`); SIGTERM stops them.
+ */
+import { join } from "node:path";
+
+export interface FakeRunnerPackage extends AsyncDisposable {
+  /** Download URL template for BootstrapSpec.runner.downloadUrl ({version} and {arch}). */
+  downloadUrl: string;
+  /** SHA-256 (hex) of the package, the same for both architectures. */
+  sha256: string;
+  /** Paths requested from the server. */
+  requests: string[];
+  close(): Promise<void>;
+}
+
+/** What the fake GitHub directory holds after a bootstrap ran. */
+export interface GithubSide {
+  /** Registered runners by name: their labels, URL and group. */
+  runners: Record<string, { labels: string; url: string; group: string }>;
+  /** config.sh calls in order. */
+  calls: { verb: "config" | "remove"; token: string; args: string[] }[];
+  events: string[];
+}
+
+/**
+ * Builds the package in `workDir` for runners whose GitHub side is `githubDir` and whose valid
+ * registration token is `token`, and serves it.
+ */
+export async function startFakeRunnerPackage(options: {
+  workDir: string;
+  githubDir: string;
+  token: string;
+}): Promise<FakeRunnerPackage> {
+  const { workDir, githubDir } = options;
+  const tokenSha = await sha256Hex(new TextEncoder().encode(options.token));
+  const layout = join(workDir, "package");
+  await Deno.mkdir(join(layout, "bin"), { recursive: true });
+  await Deno.mkdir(join(githubDir, "runners"), { recursive: true });
+  await Deno.mkdir(join(githubDir, "calls"), { recursive: true });
+  const prelude = [
+    "#!/bin/bash",
+    "set -u",
+    `readonly GITHUB_DIR='${githubDir}'`,
+    `readonly TOKEN_SHA256='${tokenSha}'`,
+    'here=$(cd "$(dirname "$0")" && pwd)',
+    "",
+  ].join("\n");
+  const files: [string, string][] = [
+    ["config.sh", prelude + CONFIG_SH],
+    ["run.sh", prelude + RUN_SH],
+    ["bin/Runner.Listener", prelude + LISTENER_SH],
+  ];
+  for (const [name, text] of files) {
+    await Deno.writeTextFile(join(layout, name), text, { mode: 0o755 });
+  }
+  const tarball = join(workDir, "runner.tar.gz");
+  const tar = await new Deno.Command("tar", {
+    args: ["-czf", tarball, "-C", layout, "."],
+    stderr: "piped",
+  }).output();
+  if (!tar.success) throw new Error(`tar failed: ${new TextDecoder().decode(tar.stderr)}`);
+  const bytes = await Deno.readFile(tarball);
+  const sha256 = await sha256Hex(bytes);
+
+  const requests: string[] = [];
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, (request) => {
+    const path = new URL(request.url).pathname;
+    requests.push(path);
+    if (/^\/v[\d.]+\/actions-runner-linux-(x64|arm64)-[\d.]+\.tar\.gz$/.test(path)) {
+      return new Response(bytes, { headers: { "content-type": "application/gzip" } });
+    }
+    return new Response("not found", { status: 404 });
+  });
+  const close = async () => {
+    await server.shutdown();
+  };
+  return {
+    downloadUrl:
+      `http://127.0.0.1:${server.addr.port}/v{version}/actions-runner-linux-{arch}-{version}.tar.gz`,
+    sha256,
+    requests,
+    close,
+    [Symbol.asyncDispose]: close,
+  };
+}
+
+/** Reads what the fake runner scripts recorded in `githubDir`. */
+export async function readGithubSide(githubDir: string): Promise<GithubSide> {
+  const runners: GithubSide["runners"] = {};
+  for await (const entry of Deno.readDir(join(githubDir, "runners"))) {
+    const fields = Object.fromEntries(
+      (await Deno.readTextFile(join(githubDir, "runners", entry.name))).trim().split("\n")
+        .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+    );
+    runners[entry.name] = { labels: fields.labels, url: fields.url, group: fields.group };
+  }
+  const names: string[] = [];
+  for await (const entry of Deno.readDir(join(githubDir, "calls"))) names.push(entry.name);
+  names.sort((a, b) => parseInt(a) - parseInt(b));
+  const calls: GithubSide["calls"] = [];
+  for (const name of names) {
+    const [facts, ...args] = (await Deno.readTextFile(join(githubDir, "calls", name)))
+      .replace(/\n$/, "").split("\n");
+    calls.push({
+      verb: name.endsWith("-remove") ? "remove" : "config",
+      token: facts.replace(/^token=/, ""),
+      args,
+    });
+  }
+  let events: string[] = [];
+  try {
+    events = (await Deno.readTextFile(join(githubDir, "events"))).trim().split("\n");
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  return { runners, calls, events };
+}
+
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = await crypto.subtle.digest("SHA-256", bytes);
+  return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const CONFIG_SH = `# Fake config.sh: see test/support/runner_package.ts.
+verb=config
+if [[ \${1:-} == remove ]]; then verb=remove; shift; fi
+given=missing
+if [[ -n \${ACTIONS_RUNNER_INPUT_TOKEN:-} ]]; then
+  sum=$(printf '%s' "$ACTIONS_RUNNER_INPUT_TOKEN" | sha256sum)
+  if [[ \${sum%% *} == "$TOKEN_SHA256" ]]; then given=valid; else given=invalid; fi
+fi
+n=$(find "$GITHUB_DIR/calls" -type f | wc -l)
+{ printf 'token=%s\\n' "$given"; printf '%s\\n' "$@"; } >"$GITHUB_DIR/calls/$((n + 1))-$verb"
+if ((EUID == 0)) && [[ -z \${RUNNER_ALLOW_RUNASROOT:-} ]]; then
+  echo "Must not run with sudo" >&2
+  exit 1
+fi
+if [[ $given != valid ]]; then
+  echo "Http response code: NotFound from 'POST https://api.github.com/actions/runner-registration'" >&2
+  exit 1
+fi
+if [[ $verb == remove ]]; then
+  if [[ ! -e "$here/.runner" ]]; then echo "The runner is not configured." >&2; exit 1; fi
+  name=$(sed -n 's/^name=//p' "$here/.runner")
+  rm -f "$GITHUB_DIR/runners/$name" "$here/.runner"
+  echo "Runner removed successfully"
+  exit 0
+fi
+if [[ -e "$here/.runner" ]]; then
+  echo "Cannot configure the runner because it is already configured." >&2
+  exit 1
+fi
+name="" labels="" url="" group="Default" unattended=""
+while (($# > 0)); do
+  case $1 in
+    --name) name=$2; shift ;;
+    --labels) labels=$2; shift ;;
+    --url) url=$2; shift ;;
+    --runnergroup) group=$2; shift ;;
+    --unattended) unattended=yes ;;
+    --no-default-labels | --disableupdate | --replace | --ephemeral) ;;
+    *) echo "Unrecognized command-line input arguments: '$1'" >&2; exit 1 ;;
+  esac
+  shift
+done
+if [[ -z $unattended || -z $name || -z $url ]]; then echo "missing arguments" >&2; exit 1; fi
+printf 'name=%s\\n' "$name" >"$here/.runner"
+printf 'labels=%s\\nurl=%s\\ngroup=%s\\n' "$labels" "$url" "$group" >"$GITHUB_DIR/runners/$name"
+echo "Runner successfully added"
+`;
+
+const RUN_SH = `# Fake run.sh: see test/support/runner_package.ts.
+if [[ ! -e "$here/.runner" ]]; then echo "not configured" >&2; exit 1; fi
+name=$(sed -n 's/^name=//p' "$here/.runner")
+env >"$GITHUB_DIR/env-run-$name"
+"$here/bin/Runner.Listener" "$name" &
+listener=$!
+trap 'kill -TERM "$listener" 2>/dev/null; wait "$listener"; echo "stopped $name" >>"$GITHUB_DIR/events"; exit 0' TERM INT
+wait "$listener"
+`;
+
+const LISTENER_SH = `# Fake Runner.Listener: see test/support/runner_package.ts.
+name=$1
+echo "listening $name $$" >>"$GITHUB_DIR/events"
+env >"$GITHUB_DIR/env-job-$name"
+sleep 3600 &
+job=$!
+echo "job $name $job" >>"$GITHUB_DIR/events"
+trap 'kill "$job" 2>/dev/null; exit 0' TERM
+wait "$job"
+`;
