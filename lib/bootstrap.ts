@@ -259,7 +259,7 @@ log() { printf '%s refresh-bootstrap: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$
 fail() {
   local signal=$1 run_id=$2 step=$3 why=$4
   log "FAILED at $step: $why (signal $signal, run id $run_id)"
-  stop_runner || log "could not stop the runner (process group $RUNNER_PID)"
+  stop_runner || log "could not stop every process of the runner"
   stop_heartbeat
   signal "$signal" "$run_id" || true
   if [[ -n \${SELF_TERMINATION_PID:-} ]]; then
@@ -315,6 +315,10 @@ key() { printf '{"PK":{"S":"TYPE#%s"},"SK":{"S":"ID#%s"}}' "$1" "$2"; }
 # signal STATE RUN_ID: overwrites this instance's worker signal item.
 signal() {
   local state=$1 run_id=$2 item
+  if ! command -v aws >/dev/null; then
+    log "FAILED at worker signal: no AWS CLI to write $state for run id $run_id"
+    return 1
+  fi
   item=$(printf '{"PK":{"S":"TYPE#WS"},"SK":{"S":"ID#%s"},"entityType":{"S":"WS"},"identifier":{"S":"%s"},"value":{"M":{"state":{"S":"%s"},"runId":{"S":"%s"}}},"updatedAt":{"S":"%s"}}' \\
     "$INSTANCE_ID" "$INSTANCE_ID" "$state" "$run_id" "$(now_utc)")
   if retry "worker signal $state" "$SIGNAL_ATTEMPTS" ddb_put "$item"; then
@@ -374,10 +378,6 @@ read_identity() {
 # ---- 2. The operator's setup script ----
 run_setup() {
   local script="$BOOTSTRAP_DIR/pre-runner.sh" status
-  if ! command -v aws >/dev/null; then
-    log "FAILED at setup: the AWS CLI (aws) is not on PATH; install it in the AMI or the setup script"
-    exit 1
-  fi
   if write_pre_runner_script "$script"; then
     chmod 700 "$script"
     log "running the setup script $script"
@@ -387,6 +387,11 @@ run_setup() {
       fail UD_FAILED "$INITIAL_RUN_ID" "setup" "the setup script $script exited with status $status"
     fi
     log "setup script succeeded"
+  fi
+  # The setup script may be what installs the AWS CLI; from here on it is needed.
+  if ! command -v aws >/dev/null; then
+    log "FAILED at setup: the AWS CLI (aws) is not on PATH; install it in the AMI or the setup script"
+    exit 1
   fi
   signal UD_OK "$INITIAL_RUN_ID" || fail UD_FAILED "$INITIAL_RUN_ID" "setup" "could not signal UD_OK"
 }
@@ -418,14 +423,15 @@ install_runner() {
 
 # ---- 4. Background loops ----
 heartbeat_loop() {
-  local started item
+  local started elapsed item
   while true; do
     started=$(epoch)
     item=$(printf '{"PK":{"S":"TYPE#HEARTBEAT"},"SK":{"S":"ID#%s"},"entityType":{"S":"HEARTBEAT"},"identifier":{"S":"%s"},"value":{"S":"PING"},"updatedAt":{"S":"%s"}}' \\
       "$INSTANCE_ID" "$INSTANCE_ID" "$(now_utc)")
     ddb_put "$item" || log "heartbeat: put failed, next try in \${HEARTBEAT_SEC}s"
     # One put every HEARTBEAT_SEC, however long the put took.
-    sleep $((HEARTBEAT_SEC - ($(epoch) - started) > 0 ? HEARTBEAT_SEC - ($(epoch) - started) : 0))
+    elapsed=$(($(epoch) - started))
+    if ((elapsed < HEARTBEAT_SEC)); then sleep $((HEARTBEAT_SEC - elapsed)); fi
   done
 }
 
