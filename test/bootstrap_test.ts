@@ -5,7 +5,12 @@
  * claim and release as PROTOCOL.md describes.
  */
 import assert from "node:assert/strict";
-import { bootstrapScript, type BootstrapSpec, specProblems } from "../lib/bootstrap.ts";
+import {
+  BOOTSTRAP_AWS_ACTIONS,
+  bootstrapScript,
+  type BootstrapSpec,
+  specProblems,
+} from "../lib/bootstrap.ts";
 import {
   bootInstance,
   type BootstrapInstance,
@@ -56,6 +61,24 @@ Deno.test("bootstrapScript quotes a runner group and keeps a setup script verbat
   assert.ok(
     script.includes(`<<'REFRESH_PRE_RUNNER_SCRIPT_1'\n${setup}REFRESH_PRE_RUNNER_SCRIPT_1\n`),
   );
+});
+
+Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => {
+  const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
+  const calls = new Set(
+    [...script.matchAll(/aws_call (\S+) (\S+)/g)].map((m) => `${m[1]} ${m[2]}`),
+  );
+  assert.deepEqual([...calls].sort(), [
+    "dynamodb get-item",
+    "dynamodb put-item",
+    "ec2 terminate-instances",
+  ]);
+  const partitions = (action: string) =>
+    [...BOOTSTRAP_AWS_ACTIONS.find((a) => a.action === action)!.partitions!].sort();
+  const read = new Set([...script.matchAll(/\$\(key (\w+) /g)].map((m) => `TYPE#${m[1]}`));
+  assert.deepEqual([...read].sort(), partitions("dynamodb:GetItem"));
+  const written = new Set([...script.matchAll(/\{"PK":\{"S":"(TYPE#\w+)"\}/g)].map((m) => m[1]));
+  assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
 });
 
 Deno.test("bootstrapScript lists every invalid field at once", () => {
@@ -153,7 +176,7 @@ Deno.test("bootstrap run for real", async (t) => {
   await resetMoto();
   const tokens: string[] = [];
   const scripts: string[] = [];
-  const watcher = watchCommandLines(() => tokens, 250);
+  const watcher = watchCommandLines(() => tokens, 200);
   const concurrent = { sanitizeOps: false, sanitizeResources: false, sanitizeExit: false };
 
   const cycle = t.step({
@@ -161,7 +184,14 @@ Deno.test("bootstrap run for real", async (t) => {
       "terminates itself past its threshold",
     ...concurrent,
     fn: async () => {
-      await using instance = await bootInstance({ name: "cycle", runId: "1001", timings: TIMINGS });
+      // A fault-free proxy in front of moto records every AWS call the instance makes.
+      await using observer = startFaultProxy({ target: MOTO_URL });
+      await using instance = await bootInstance({
+        name: "cycle",
+        runId: "1001",
+        timings: TIMINGS,
+        awsEndpoint: observer.url,
+      });
       tokens.push(instance.token);
       scripts.push(instance.script);
       const { plane, instanceId } = instance;
@@ -277,6 +307,18 @@ Deno.test("bootstrap run for real", async (t) => {
         async () =>
           (await instance.ec2State()) === "terminated" &&
           /self-termination: TerminateInstances accepted/.test(await instance.log()),
+      );
+
+      // The calls the instance profile must allow (BOOTSTRAP_AWS_ACTIONS), and no other.
+      const operations = [...new Set(observer.requests.map((r) => r.operation))].sort();
+      assert.deepEqual(operations, [
+        "DynamoDB.GetItem",
+        "DynamoDB.PutItem",
+        "EC2.TerminateInstances",
+      ]);
+      assert.deepEqual(
+        BOOTSTRAP_AWS_ACTIONS.map((a) => a.action).sort(),
+        ["dynamodb:GetItem", "dynamodb:PutItem", "ec2:TerminateInstances"],
       );
 
       // IMDSv2 only: a token first, every request with it.

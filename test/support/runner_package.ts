@@ -151,6 +151,7 @@ if ((EUID == 0)) && [[ -z \${RUNNER_ALLOW_RUNASROOT:-} ]]; then
   echo "Must not run with sudo" >&2
   exit 1
 fi
+sleep 0.5 # the real one talks to GitHub for seconds: long enough to be seen in the process table
 if [[ $given != valid ]]; then
   echo "Http response code: NotFound from 'POST https://api.github.com/actions/runner-registration'" >&2
   exit 1
