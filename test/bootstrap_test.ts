@@ -279,7 +279,7 @@ Deno.test("bootstrap run for real", async (t) => {
         assert.ok(!alive(pid), `still alive after release: ${line}`);
       }
 
-      // A second claim registers <id>-2 for the new run id; its release removes it.
+      // A second claim registers <id>-2 for the new run id.
       await expectOk(
         instance,
         await plane.claim(instanceId, "1002", { timeoutMs: 60_000 }),
@@ -295,9 +295,6 @@ Deno.test("bootstrap run for real", async (t) => {
       github = await instance.github();
       assert.deepEqual(Object.keys(github.runners), [`${instanceId}-2`]);
       assert.equal(github.runners[`${instanceId}-2`].labels, "1002");
-      await expectOk(instance, await plane.release(instanceId, "1002"), "second release");
-      assert.deepEqual((await instance.github()).runners, {});
-
       // Past threshold + 1 minute, the instance terminates itself in EC2 (moto).
       assert.equal(await instance.ec2State(), "running");
       await plane.expire(instanceId, new Date(Date.now() - 2 * 60_000));
@@ -360,13 +357,14 @@ Deno.test("bootstrap run for real", async (t) => {
   });
 
   const registrationFails = t.step({
-    name: "bootstrap signals UD_REG_FAILED and says why when registration fails",
+    name: "bootstrap signals UD_REG_FAILED and says why when registration fails, then only " +
+      "terminates itself once expired",
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
         name: "register",
         runId: "3001",
-        timings: QUIET_TIMINGS,
+        timings: { ...QUIET_TIMINGS, selfTerminateCheckSec: 5 },
         tokenInTable: "AAAAWRONGTOKEN",
       });
       tokens.push(instance.token, "AAAAWRONGTOKEN");
@@ -382,6 +380,17 @@ Deno.test("bootstrap run for real", async (t) => {
       const github = await instance.github();
       assert.deepEqual(github.runners, {});
       assert.deepEqual(github.calls.map((c) => [c.verb, c.token]), [["config", "invalid"]]);
+
+      // Stopped taking part: no heartbeat any more, but self-termination still watches.
+      const beat = await instance.plane.heartbeat(instance.instanceId);
+      await new Promise((resolve) => setTimeout(resolve, 6_000));
+      assert.deepEqual(await instance.plane.heartbeat(instance.instanceId), beat);
+      await instance.plane.expire(instance.instanceId, new Date(Date.now() - 2 * 60_000));
+      await until(
+        "self-termination after a failure",
+        60_000,
+        async () => (await instance.ec2State()) === "terminated",
+      );
     },
   });
 
