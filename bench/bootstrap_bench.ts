@@ -34,13 +34,13 @@ if (timingsName !== "protocol" && timingsName !== "test") {
 }
 const timings = timingsName === "protocol" ? { ...DEFAULT_TIMINGS } : TEST_TIMINGS;
 
-await resetMoto();
+const subnetId = (await resetMoto()).subnetIds[0];
 const failures: string[] = [];
 const boot: number[] = [];
 const release: number[] = [];
 const claim: number[] = [];
 {
-  await using instance = await bootInstance({ name: "bench", runId: "5000", timings });
+  await using instance = await bootInstance({ name: "bench", runId: "5000", subnetId, timings });
   const { plane, instanceId } = instance;
   const provisioned = await plane.provision(instanceId, "5000");
   if (provisioned.ok) boot.push(Date.now() - instance.startedAt);

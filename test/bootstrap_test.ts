@@ -173,7 +173,7 @@ const QUIET_TIMINGS = { ...TIMINGS, heartbeatSec: 5, selfTerminateCheckSec: 60 }
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 Deno.test("bootstrap run for real", async (t) => {
-  await resetMoto();
+  const subnetId = (await resetMoto()).subnetIds[0];
   const tokens: string[] = [];
   const scripts: string[] = [];
   const watcher = watchCommandLines(() => tokens, 200);
@@ -187,6 +187,7 @@ Deno.test("bootstrap run for real", async (t) => {
       // A fault-free proxy in front of moto records every AWS call the instance makes.
       await using observer = startFaultProxy({ target: MOTO_URL });
       await using instance = await bootInstance({
+        subnetId,
         name: "cycle",
         runId: "1001",
         timings: TIMINGS,
@@ -334,6 +335,7 @@ Deno.test("bootstrap run for real", async (t) => {
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
+        subnetId,
         name: "setup",
         runId: "2001",
         timings: QUIET_TIMINGS,
@@ -362,6 +364,7 @@ Deno.test("bootstrap run for real", async (t) => {
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
+        subnetId,
         name: "register",
         runId: "3001",
         timings: { ...QUIET_TIMINGS, selfTerminateCheckSec: 5 },
@@ -399,6 +402,7 @@ Deno.test("bootstrap run for real", async (t) => {
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
+        subnetId,
         name: "checksum",
         runId: "4001",
         timings: QUIET_TIMINGS,
@@ -434,6 +438,7 @@ Deno.test("bootstrap run for real", async (t) => {
         rate: 1, // DynamoDB unreachable from the start
       });
       await using instance = await bootInstance({
+        subnetId,
         name: "outage",
         runId: "5001",
         timings: QUIET_TIMINGS,

@@ -11,7 +11,8 @@
  * BootstrapInstance.kill} (also on dispose) SIGKILLs all of them, the runner's own session
  * included.
  *
- *     await using instance = await bootInstance({ name: "cycle", runId: "1001" });
+ *     const network = await resetMoto();
+ *     await using instance = await bootInstance({ name: "cycle", runId: "1001", subnetId: network.subnetIds[0] });
  *     const outcome = await instance.plane.provision(instance.instanceId, "1001");
  */
 import { join } from "node:path";
@@ -25,7 +26,7 @@ import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { bootstrapScript, type BootstrapSpec } from "../../lib/bootstrap.ts";
 import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
-import { MOTO_URL, NETWORK } from "./moto.ts";
+import { MOTO_URL } from "./moto.ts";
 import {
   type FakeRunnerPackage,
   type GithubSide,
@@ -52,6 +53,8 @@ export interface BootOptions {
   name: string;
   /** The InitialRunId tag. */
   runId: string;
+  /** Subnet to launch the moto instance in (from resetMoto()). */
+  subnetId: string;
   /** The token the fake runner accepts (default a fresh one). */
   token?: string;
   /** The token written in the table (default `token`). */
@@ -123,7 +126,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
       MinCount: 1,
       MaxCount: 1,
       InstanceType: "t3.micro",
-      SubnetId: NETWORK.subnetIds[0],
+      SubnetId: options.subnetId,
       TagSpecifications: [{
         ResourceType: "instance",
         Tags: Object.entries(tags).map(([Key, Value]) => ({ Key, Value })),
