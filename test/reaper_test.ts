@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  CreateFleetCommand,
   CreateLaunchTemplateCommand,
   DescribeInstancesCommand,
   type EC2Client,
@@ -18,8 +19,16 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { type ReaperCounts, reapInstances, terminateOwned } from "../lib/reaper.ts";
 import { reconcileTable } from "../lib/table.ts";
 import { type FakeGithub, type FakeRunner, startFakeGithub } from "./support/github.ts";
-import { baseArgs, TEST_PAT, type TestContext, testContext, withDesired } from "./support/aws.ts";
-import { AWS_ENV } from "./support/moto.ts";
+import {
+  baseArgs,
+  contextOn,
+  TEST_PAT,
+  type TestContext,
+  testContext,
+  withDesired,
+} from "./support/aws.ts";
+import { startFaultProxy } from "./support/fault_proxy.ts";
+import { AWS_ENV, MOTO_URL } from "./support/moto.ts";
 import { main } from "../refresh.ts";
 
 const TABLE = "acme-widgets-ci-table";
@@ -836,26 +845,27 @@ Deno.test("reaper never expires a record whose threshold is not a strict UTC tim
 
 Deno.test("reaper recognises its own lock whose reply was lost and terminates the instance", async () => {
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
-  const ctx = await setup(gh);
-  const [id] = await launch(ctx, 1);
-  await seed(ctx, id, "claimed", -1, "run-1");
   // DynamoDB applies the first lock, but its reply never arrives: the SDK retries the update,
   // whose condition now fails on the lock's own write.
-  let lost = 0;
-  ctx.clients.ddb.middlewareStack.add(
-    (next, context) => async (args) => {
-      const result = await next(args);
-      if (context.commandName === "UpdateItemCommand" && lost++ === 0) {
-        throw Object.assign(new Error("socket hang up"), { code: "ECONNRESET" });
-      }
-      return result;
-    },
-    { step: "deserialize", name: "loseReply" },
-  );
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  const seeded = await setup(gh);
+  const ctx = {
+    ...contextOn(seeded.desired, seeded.network, { clientEnv: { AWS_ENDPOINT_URL: proxy.url } }),
+    now: seeded.now,
+  };
+  const [id] = await launch(seeded, 1);
+  await seed(seeded, id, "claimed", -1, "run-1");
+  proxy.inject("DynamoDB.UpdateItem", "lose-reply");
 
   const outcome = await reapInstances(ctx);
 
-  assert.equal(lost, 2, "the update was sent twice");
+  assert.deepEqual(
+    proxy.requests.filter((r) => r.operation === "DynamoDB.UpdateItem"),
+    [{ operation: "DynamoDB.UpdateItem", fault: "lose-reply" }, {
+      operation: "DynamoDB.UpdateItem",
+    }],
+    proxy.describe(),
+  );
   const found = counts(outcome.found);
   assert.equal(found.locked, 1);
   assert.equal(found.lostRace, 0);
@@ -1135,4 +1145,35 @@ Deno.test("reaper starts no new work once the run's deadline has passed, says wh
   for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
     assert.deepEqual(await stored(ctx, entity), [], entity);
   }
+});
+
+Deno.test("reaper terminates an instance provision launched with CreateFleet and instance tags of its own, proven by its template", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  // As if EC2 kept only the request's instance tags: the template stamps none here.
+  const template = await untaggingTemplate(ctx, "acme-widgets-ci-launch-template");
+  const fleet = await ctx.clients.ec2.send(
+    new CreateFleetCommand({
+      Type: "instant",
+      LaunchTemplateConfigs: [{
+        LaunchTemplateSpecification: { LaunchTemplateId: template, Version: "$Default" },
+        Overrides: [{ InstanceType: "t3.micro", SubnetId: ctx.network.subnetIds[0] }],
+      }],
+      TargetCapacitySpecification: {
+        TotalTargetCapacity: 1,
+        DefaultTargetCapacityType: "on-demand",
+      },
+      TagSpecifications: [{
+        ResourceType: "instance",
+        Tags: [{ Key: "AllowSelfTermination", Value: "true" }, { Key: "InitialRunId", Value: "7" }],
+      }],
+    }),
+  );
+  const [id] = fleet.Instances![0].InstanceIds!;
+  await seed(ctx, id, "created", -1, "7");
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(counts(outcome.found).terminated, 1, JSON.stringify(outcome));
+  assert.equal((await ec2States(ctx.clients.ec2, [id]))[id], "terminated");
 });
