@@ -273,137 +273,207 @@ export async function reapInstances(
 ): Promise<TaskOutcome> {
   const { ddb, ec2 } = ctx.clients;
   const { table, reaper } = ctx.desired;
-  const log = ctx.log;
-  const sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
-  const now = ctx.now();
-  const nowText = timestamp(now);
-  const expiresAt = Math.floor(now.getTime() / 1000) + reaper.terminatedRetentionHours * 3600;
+  const now = timestamp(ctx.now());
 
-  // 1. Read.
-  const read = await readTable(ddb, table, options.pageSize, log);
-  const pool = await readPool(ec2, table, reaper.legacyLaunchTemplateIds, read.records, log);
-  log.info(
+  const read = await readTable(ddb, table, options.pageSize, ctx.log);
+  const pool = await readPool(ec2, table, reaper.legacyLaunchTemplateIds, read.records, ctx.log);
+  ctx.log.info(
     `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
-
-  // 2. Classify.
   const plan = classify({
     records: read.records,
     artifacts: read.artifacts,
     pool,
     // Whole seconds, as the lock's condition compares the threshold with the text of now.
-    now: parseTimestamp(nowText)!,
+    now: parseTimestamp(now)!,
     graceMs: reaper.orphanGraceMin * 60_000,
   });
-  const counts = countsOf(read, pool, plan);
-  const warnings = [...plan.warnings];
-  const errors: string[] = [];
-  const changes: Change[] = [];
-  // The run's deadline: no new unit of work starts after it; what is left is reported.
-  const stop = () => ctx.budget.expired();
+  const report = newReport(read, pool, plan);
+  if (ctx.dryRun) return await listPlan(ctx, pool, plan, report, options);
 
-  if (ctx.dryRun) {
-    const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
-      .filter((id) => pool.alive.has(id));
-    const expunge = [
-      ...plan.expired.filter((id) => !pool.alive.has(id)),
-      ...plan.lost,
-      ...plan.gone,
-    ];
-    changes.push(
-      ...terminate.map((id) => change("terminate", id, plan.reasons)),
-      ...expunge.map((id) => change("expunge", id, plan.reasons)),
-      ...plan.strays.map(strayChange),
-    );
-    counts.lost = plan.lost.length;
-    await reconcileRunners(ctx, pool, new Set(terminate), counts, changes, warnings, options);
-    return outcome(counts, changes, warnings, true);
-  }
+  const locked = await lockPhase(ctx, read.records, plan, now, report);
+  const terminated = await terminatePhase(ctx, pool, plan, locked, report);
+  await expungePhase(ctx, pool, plan, locked, terminated, report, options);
+  await runnerPhase(ctx, pool, terminated, report, options);
+  return finish(report);
+}
 
-  // 3. Lock: expired records with DESIGN.md's condition, records of vanished instances only if
-  // unchanged since the read.
-  const rows = new Map(read.records.map((r) => [r.id, r]));
-  const lock = await lockRecords(ddb, table, [
-    ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(nowText) })),
+/** What a run has found, done, warned about and failed at so far. */
+export interface Report {
+  counts: ReaperCounts;
+  changes: Change[];
+  warnings: string[];
+  errors: string[];
+  /** Work not started because the run's deadline had passed. */
+  skipped: string[];
+  reasons: Map<string, string>;
+}
+
+function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
+  return {
+    counts: countsOf(read, pool, plan),
+    changes: [],
+    warnings: [...plan.warnings],
+    errors: [],
+    skipped: [],
+    reasons: plan.reasons,
+  };
+}
+
+/** The run's deadline: no new unit of work starts after it; what is left is reported. */
+function deadline(ctx: TaskContext): () => boolean {
+  return () => ctx.budget.expired();
+}
+
+/** Under dry-run: what would be terminated, expunged and deleted; nothing is written. */
+async function listPlan(
+  ctx: TaskContext,
+  pool: Pool,
+  plan: Plan,
+  report: Report,
+  options: ReaperOptions,
+): Promise<TaskOutcome> {
+  const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
+    .filter((id) => pool.alive.has(id));
+  const expunge = [...plan.expired.filter((id) => !pool.alive.has(id)), ...plan.lost, ...plan.gone];
+  report.changes.push(
+    ...terminate.map((id) => change("terminate", id, plan.reasons)),
+    ...expunge.map((id) => change("expunge", id, plan.reasons)),
+    ...plan.strays.map(strayChange),
+  );
+  report.counts.lost = plan.lost.length;
+  await reconcileRunners(ctx, pool, new Set(terminate), report, options);
+  return outcome(report.counts, report.changes, report.warnings, true);
+}
+
+/**
+ * Phase 3: expired records with DESIGN.md's condition, records of vanished instances only if
+ * unchanged since the read. Returns the ids this run locked.
+ */
+async function lockPhase(
+  ctx: TaskContext,
+  records: Row[],
+  plan: Plan,
+  now: string,
+  report: Report,
+): Promise<{ expired: string[]; lost: string[] }> {
+  const { reaper } = ctx.desired;
+  const rows = new Map(records.map((r) => [r.id, r]));
+  const lock = await lockRecords(ctx.clients.ddb, ctx.desired.table, [
+    ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(now) })),
     ...plan.lost.map((id) => ({
       row: rows.get(id)!,
       condition: unchangedCondition(rows.get(id)!),
     })),
-  ], { now: nowText, expiresAt, concurrency: reaper.concurrency, log, stop });
-  errors.push(...lock.errors);
+  ], {
+    now,
+    expiresAt: parseTimestamp(now)! / 1000 + reaper.terminatedRetentionHours * 3600,
+    concurrency: reaper.concurrency,
+    log: ctx.log,
+    stop: deadline(ctx),
+  });
+  report.errors.push(...lock.errors);
+  if (lock.skipped.length) report.skipped.push(`${lock.skipped.length} locks`);
   for (const id of lock.lostRace) {
-    log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
+    ctx.log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
   }
   const won = new Set(lock.locked);
-  const lockedExpired = plan.expired.filter((id) => won.has(id));
-  const lockedLost = plan.lost.filter((id) => won.has(id));
-  counts.locked = lockedExpired.length;
-  counts.lostRace = lock.lostRace.length;
-  counts.lost = lockedLost.length;
+  const locked = {
+    expired: plan.expired.filter((id) => won.has(id)),
+    lost: plan.lost.filter((id) => won.has(id)),
+  };
+  report.counts.locked = locked.expired.length;
+  report.counts.lostRace = lock.lostRace.length;
+  report.counts.lost = locked.lost.length;
+  return locked;
+}
 
-  // 4. Terminate only what is proven the pool's: locked, already terminated, or orphaned.
-  const toTerminate = [...lockedExpired, ...plan.unfinished, ...plan.orphans]
+/** Phase 4: only what is proven the pool's: locked, already terminated, or orphaned. */
+async function terminatePhase(
+  ctx: TaskContext,
+  pool: Pool,
+  plan: Plan,
+  locked: { expired: string[] },
+  report: Report,
+): Promise<Terminated> {
+  const instances = [...locked.expired, ...plan.unfinished, ...plan.orphans]
     .flatMap((id) => pool.alive.get(id) ?? []);
-  const result = await terminateOwned(ec2, toTerminate, log, stop);
-  counts.terminated = result.terminated.length;
-  counts.notFound = result.notFound.length;
-  counts.refused = result.refused.length;
+  const result = await terminateOwned(ctx.clients.ec2, instances, ctx.log, deadline(ctx));
+  report.counts.terminated = result.terminated.length;
+  report.counts.notFound = result.notFound.length;
+  report.counts.refused = result.refused.length;
   for (const [id, message] of result.refused) {
-    warnings.push(`${id}: EC2 refused to terminate it (${message}); its record stays terminated`);
+    report.warnings.push(
+      `${id}: EC2 refused to terminate it (${message}); its record stays terminated`,
+    );
   }
-  errors.push(...result.errors);
+  report.errors.push(...result.errors);
+  if (result.skipped.length) report.skipped.push(`${result.skipped.length} terminations`);
+  report.changes.push(...result.terminated.map((id) => change("terminate", id, report.reasons)));
+  return result;
+}
 
-  // 5. Expunge what is certainly gone, record last; sweep stray artifacts.
-  const goneLocked = [...lockedExpired.filter((id) => !pool.alive.has(id)), ...lockedLost];
-  const dead = [...result.terminated, ...result.notFound, ...goneLocked, ...plan.gone];
-  const deleted = await expunge(ddb, table, dead, plan.strays, {
-    concurrency: reaper.concurrency,
-    sleep,
-    log,
-    stop,
+/** Phase 5: what is certainly gone, record last; and the stray artifacts. */
+async function expungePhase(
+  ctx: TaskContext,
+  pool: Pool,
+  plan: Plan,
+  locked: { expired: string[]; lost: string[] },
+  terminated: Terminated,
+  report: Report,
+  options: ReaperOptions,
+): Promise<void> {
+  const goneLocked = [...locked.expired.filter((id) => !pool.alive.has(id)), ...locked.lost];
+  const dead = [...terminated.terminated, ...terminated.notFound, ...goneLocked, ...plan.gone];
+  const deleted = await expunge(ctx.clients.ddb, ctx.desired.table, dead, plan.strays, {
+    concurrency: ctx.desired.reaper.concurrency,
+    sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
+    log: ctx.log,
+    stop: deadline(ctx),
   });
-  counts.expunged = deleted.ids.length;
-  counts.strays = deleted.strays.length;
-  counts.itemsDeleted = deleted.items;
-  errors.push(...deleted.errors);
-
+  report.counts.expunged = deleted.ids.length;
+  report.counts.strays = deleted.strays.length;
+  report.counts.itemsDeleted = deleted.items;
+  report.errors.push(...deleted.errors);
+  if (deleted.skipped) report.skipped.push(`${deleted.skipped} item deletions`);
   const expunged = new Set(deleted.ids);
-  changes.push(
-    ...result.terminated.map((id) => change("terminate", id, plan.reasons)),
-    ...result.notFound.filter((id) => expunged.has(id))
-      .map((id) => change("expunge", id, plan.reasons, "already gone from EC2")),
+  report.changes.push(
+    ...terminated.notFound.filter((id) => expunged.has(id))
+      .map((id) => change("expunge", id, report.reasons, "already gone from EC2")),
     ...[...goneLocked, ...plan.gone].filter((id) => expunged.has(id))
-      .map((id) => change("expunge", id, plan.reasons)),
+      .map((id) => change("expunge", id, report.reasons)),
     ...deleted.strays.map(strayChange),
   );
+}
 
-  // 6. Runners.
-  const runnersSkipped = stop();
-  if (!runnersSkipped) {
-    await reconcileRunners(
-      ctx,
-      pool,
-      new Set(result.terminated),
-      counts,
-      changes,
-      warnings,
-      options,
-    );
+/** Phase 6, unless the deadline has passed. */
+async function runnerPhase(
+  ctx: TaskContext,
+  pool: Pool,
+  terminated: Terminated,
+  report: Report,
+  options: ReaperOptions,
+): Promise<void> {
+  const late = deadline(ctx);
+  if (late()) {
+    report.skipped.push("runner cleanup");
+    return;
   }
+  await reconcileRunners(ctx, pool, new Set(terminated.terminated), report, options);
+  if (report.counts.runnersLeft && late()) {
+    report.skipped.push(`${report.counts.runnersLeft} runner deletions`);
+  }
+}
 
-  const skipped = [
-    lock.skipped.length && `${lock.skipped.length} locks`,
-    result.skipped.length && `${result.skipped.length} terminations`,
-    deleted.skipped && `${deleted.skipped} item deletions`,
-    runnersSkipped && `runner cleanup`,
-    !runnersSkipped && counts.runnersLeft && stop() && `${counts.runnersLeft} runner deletions`,
-  ].filter(Boolean);
-  if (skipped.length) {
+/** The outcome; the task fails when an operation failed or work was left at the deadline. */
+function finish(report: Report): TaskOutcome {
+  const errors = [...report.errors];
+  if (report.skipped.length) {
     errors.unshift(
-      `the run's deadline passed: ${skipped.join(", ")} not started; the next run does them`,
+      `the run's deadline passed: ${report.skipped.join(", ")} not started; the next run does them`,
     );
   }
-  const done = outcome(counts, changes, warnings, false);
+  const done = outcome(report.counts, report.changes, report.warnings, false);
   if (errors.length) {
     const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : "";
     throw new Error(
@@ -1121,11 +1191,10 @@ export async function reconcileRunners(
   ctx: TaskContext,
   pool: Pool,
   terminated: Set<string>,
-  counts: ReaperCounts,
-  changes: Change[],
-  warnings: string[],
+  report: Pick<Report, "counts" | "changes" | "warnings">,
   options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> = {},
 ): Promise<void> {
+  const { counts, changes, warnings } = report;
   const { github } = ctx.clients;
   const scope = ctx.desired.github.scope;
   if (!github || !scope) {
