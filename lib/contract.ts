@@ -110,6 +110,17 @@ export function item(
 /** Tag the launch template stamps on instances and volumes; its value is the pool's table. */
 export const OWNER_TAG = "refresh:pool";
 
+/**
+ * Tags provision puts on every instance it launches (`AllowSelfTermination=true` and
+ * `InitialRunId=<run id>`), on top of the launch template's: the bootstrap reads the second from
+ * instance metadata, and the instance policy lets an instance terminate itself only with the
+ * first.
+ */
+export const PROVISION_INSTANCE_TAGS = ["AllowSelfTermination", "InitialRunId"] as const;
+
+/** EC2's limit on tags per resource. */
+export const EC2_MAX_TAGS = 50;
+
 /** SHA-256 hex digest of a string (user data is compared and stored by this hash). */
 export function sha256(text: string): string {
   return createHash("sha256").update(text).digest("hex");

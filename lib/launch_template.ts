@@ -2,7 +2,10 @@
  * Reconciles the EC2 launch template `provision` launches runners from, against EC2 itself.
  *
  * The AMI is resolved first (an id, or the newest available image matching a name pattern), and
- * the security groups are checked to exist in one VPC (see lib/network.ts). The template's default
+ * the security groups are checked to exist in one VPC (see lib/network.ts). The user data is the
+ * generated bootstrap (lib/bootstrap.ts, with the runner checksums looked up in the runner's
+ * release when not given: lib/runner_release.ts) or the operator's own script, gzip-compressed
+ * when it would not fit EC2's limit otherwise (lib/user_data.ts). The template's default
  * version is then compared with the desired data, field by field, user data by content. A missing
  * template is created; a drifted one gets a new version carrying the full data,
  * made the default (or an existing equal version is made the default again); an equal one is left
@@ -51,20 +54,32 @@ import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contra
 import type { AmiSource } from "./launch_template_inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, requireOneVpc } from "./network.ts";
+import { type ChecksumSources, resolveRunnerChecksums } from "./runner_release.ts";
 import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import {
+  type EncodedUserData,
+  encodeUserData,
+  generatedScript,
+  USER_DATA_MAX_BYTES,
+  userDataContent,
+} from "./user_data.ts";
 
 /**
  * Instances may reach the metadata service only with an IMDSv2 session token. A hop limit of 2
  * lets containers on the runner (Docker bridge network) reach it too, as AWS recommends for
- * container hosts; 1 would cut job containers off from the instance role.
+ * container hosts; 1 would cut job containers off from the instance role. Instance tags are
+ * readable from metadata when `tags` is set: the bootstrap learns its first run id from the tag
+ * `InitialRunId` that provision puts on the instance (PROTOCOL.md).
  */
-export const METADATA_OPTIONS = {
-  HttpTokens: "required",
-  HttpEndpoint: "enabled",
-  HttpPutResponseHopLimit: 2,
-  HttpProtocolIpv6: "disabled",
-  InstanceMetadataTags: "disabled",
-} as const;
+export function metadataOptions(tags: boolean) {
+  return {
+    HttpTokens: "required",
+    HttpEndpoint: "enabled",
+    HttpPutResponseHopLimit: 2,
+    HttpProtocolIpv6: "disabled",
+    InstanceMetadataTags: tags ? "enabled" : "disabled",
+  } as const;
+}
 
 /** DeleteLaunchTemplateVersions takes at most this many versions per call. */
 const DELETE_BATCH = 200;
@@ -80,7 +95,8 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
   // EC2 takes a template naming groups that do not exist; launches from it would all fail.
   const groups = await describeSecurityGroups(ec2, lt.securityGroupIds);
   const vpc = requireOneVpc("security-group-ids", lt.securityGroupIds, groups, ctx.desired.region);
-  const data = templateData(ctx.desired, image);
+  const userData = await buildUserData(ctx);
+  const data = templateData(ctx.desired, image, userData.encoded);
   const template = await findTemplate(ec2, lt.name);
   const out: Outcome = { changes: [], warnings: [] };
   let state: TemplateState;
@@ -98,7 +114,7 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
     ami: image.ImageId!,
     iamInstanceProfile: profileOf(ctx.desired),
     securityGroupIds: lt.securityGroupIds,
-    userDataHash: sha256(lt.userData),
+    userDataHash: sha256(userData.script),
     userData: "",
     userDataBase64: "",
     id,
@@ -127,6 +143,7 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
         ...("namePattern" in lt.ami ? { namePattern: lt.ami.namePattern, matches } : {}),
       },
       securityGroups: { vpc, ...Object.fromEntries(groups.map((g) => [g.id, g.name])) },
+      userData: userData.found,
       template: template
         ? {
           id,
@@ -374,8 +391,74 @@ export async function resolveImage(
   return { image: newest, matches: images.length };
 }
 
-/** The full launch template data for a desired state and its resolved image. */
-export function templateData(desired: DesiredState, image: Image): RequestLaunchTemplateData {
+/** The user data: its script (never shown), what EC2 gets, and what the report says of it. */
+interface UserData {
+  script: string;
+  encoded: EncodedUserData;
+  found: Record<string, unknown>;
+}
+
+/**
+ * The user data of the desired state: the operator's script, or the generated bootstrap with the
+ * runner checksums given or looked up in the runner's release; encoded to fit EC2's limit.
+ */
+async function buildUserData(ctx: TaskContext): Promise<UserData> {
+  const source = ctx.desired.launchTemplate.userData;
+  let script: string;
+  let found: Record<string, unknown>;
+  if (source.kind === "file") {
+    script = source.script;
+    found = { source: `--user-data ${source.path}` };
+  } else {
+    const { runner } = source.inputs;
+    let checksums = runner.sha256;
+    let sources: ChecksumSources | "given" = "given";
+    if (!checksums) {
+      const { apiUrl } = ctx.desired.github;
+      ({ checksums, sources } = await resolveRunnerChecksums(
+        ctx.clients.github,
+        runner.version,
+        apiUrl,
+      ));
+    }
+    script = generatedScript(source.inputs, checksums);
+    found = {
+      source: "generated bootstrap",
+      githubUrl: source.inputs.githubUrl,
+      ...(source.inputs.runnerGroup ? { runnerGroup: source.inputs.runnerGroup } : {}),
+      runner: {
+        version: runner.version,
+        sha256: checksums,
+        checksumsFrom: sources,
+        ...(runner.downloadUrl ? { downloadUrl: runner.downloadUrl } : {}),
+      },
+      preRunnerScript: source.inputs.preRunnerScript !== undefined,
+    };
+  }
+  const encoded = encodeUserData(script);
+  if ("tooLarge" in encoded) {
+    // config.ts checked the size with same-sized checksums; only a compression ratio changed by
+    // the real checksums can get here.
+    const { plainBytes, gzipBytes } = encoded.tooLarge;
+    throw new Error(
+      `user data is ${plainBytes} bytes, ${gzipBytes} gzip-compressed; EC2 allows at most ` +
+        `${USER_DATA_MAX_BYTES} (before base64)`,
+    );
+  }
+  found = {
+    ...found,
+    bytes: encoded.bytes.length,
+    ...(encoded.compressed ? { compressed: "gzip", scriptBytes: encoded.plainBytes } : {}),
+  };
+  return { script, encoded, found };
+}
+
+/** The full launch template data for a desired state, its resolved image and its user data. */
+export function templateData(
+  desired: DesiredState,
+  image: Image,
+  userData: EncodedUserData,
+): RequestLaunchTemplateData {
   const lt = desired.launchTemplate;
   const tags = [...Object.entries(lt.tags), [OWNER_TAG, desired.table]].map(([Key, Value]) => ({
     Key,
@@ -389,11 +472,13 @@ export function templateData(desired: DesiredState, image: Image): RequestLaunch
       ? { IamInstanceProfile: "arn" in profile ? { Arn: profile.arn } : { Name: profile.name } }
       : {}),
     SecurityGroupIds: lt.securityGroupIds,
-    ...(lt.userData ? { UserData: Buffer.from(lt.userData, "utf8").toString("base64") } : {}),
+    ...(userData.bytes.length > 0
+      ? { UserData: Buffer.from(userData.bytes).toString("base64") }
+      : {}),
     ...(lt.instanceType ? { InstanceType: lt.instanceType as _InstanceType } : {}),
     ...(lt.keyName ? { KeyName: lt.keyName } : {}),
     ...(root ? { BlockDeviceMappings: [root] } : {}),
-    MetadataOptions: METADATA_OPTIONS,
+    MetadataOptions: metadataOptions(lt.instanceMetadataTags),
     TagSpecifications: [
       { ResourceType: "instance", Tags: tags },
       { ResourceType: "volume", Tags: tags },
@@ -443,16 +528,17 @@ function rootVolume(
 type Data = RequestLaunchTemplateData | ResponseLaunchTemplateData;
 
 /**
- * Launch template data in a comparable form: user data as the hash of its decoded content,
- * security groups and tags as sets, empty values dropped. moto copies the template's own tags
- * into its data as a `launch-template` tag specification (EC2 does not); those are ignored.
+ * Launch template data in a comparable form: user data as the hash of its content (decoded, and
+ * uncompressed when gzip, so how it was compressed never counts), security groups and tags as
+ * sets, empty values dropped. moto copies the template's own tags into its data as a
+ * `launch-template` tag specification (EC2 does not); those are ignored.
  */
 function canonical(data: Data): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const [key, value] of Object.entries(data)) {
     if (value === undefined || value === null) continue;
     if (key === "UserData") {
-      out[key] = sha256(Buffer.from(value as string, "base64").toString("utf8"));
+      out[key] = sha256(userDataContent(value as string));
     } else if (key === "MetadataOptions") {
       // EC2 answers with the options' rollout `State` (pending, applied), which is not desired data.
       const { State: _state, ...options } = value as NonNullable<

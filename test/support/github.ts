@@ -3,8 +3,9 @@
  *
  * It answers the endpoints refresh uses (runner registration tokens for repositories and
  * organizations, App installation look-up and access tokens, self-hosted runner listing and
- * deletion), checks the `Authorization` header against the credentials it was given, and records
- * every request. A test can queue one-off responses (errors, rate limits) with `fail`.
+ * deletion, releases by tag), checks the `Authorization` header against the credentials it was
+ * given, and records every request. A test can queue one-off responses (errors, rate limits)
+ * with `fail`.
  *
  *     await using gh = startFakeGithub({ tokens: [TEST_PAT] });
  *     // ... point refresh at gh.url ...
@@ -48,6 +49,17 @@ export interface FakeGithubOptions {
    */
   app?: { id: string; installationId: number; publicKeyPem?: string; installedOn?: string[] };
   runners?: FakeRunner[];
+  /** Releases served by `GET /repos/{owner}/{repo}/releases/tags/{tag}`. */
+  releases?: FakeRelease[];
+}
+
+/** A release as GitHub's REST API shows it (the fields refresh reads). */
+export interface FakeRelease {
+  /** "owner/repo". */
+  repository: string;
+  tag_name: string;
+  body?: string;
+  assets?: { name: string; digest?: string | null }[];
 }
 
 export interface FakeGithub extends AsyncDisposable {
@@ -177,6 +189,25 @@ export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
           headers.link = `<${next.href}>; rel="next"`;
         }
         return json(200, { total_count: runners.length, runners: slice }, headers);
+      }
+
+      const tagged = /^\/repos\/([^/]+\/[^/]+)\/releases\/tags\/([^/]+)$/.exec(path);
+      if (request.method === "GET" && tagged) {
+        const [, repository, tag] = tagged;
+        const release = (options.releases ?? []).find((r) =>
+          r.repository === repository && r.tag_name === decodeURIComponent(tag)
+        );
+        if (!release) return json(404, { message: "Not Found" });
+        const { repository: _, ...shown } = release;
+        return json(200, {
+          ...shown,
+          assets: (release.assets ?? []).map((a, i) => ({
+            id: i + 1,
+            ...a,
+            browser_download_url:
+              `https://github.com/${repository}/releases/download/${release.tag_name}/${a.name}`,
+          })),
+        });
       }
 
       const del = /^\/(repos\/[^/]+\/[^/]+|orgs\/[^/]+)\/actions\/runners\/(\d+)$/.exec(path);
