@@ -36,6 +36,11 @@ which the resource-pools task follows. `add_list_queues_pages` gives such a moto
 API reference describes them (MaxResults 1 to 1000; a NextToken only when MaxResults was given
 and more queues remain; without MaxResults at most 1000 queues); a moto that pages already is left
 alone. So the suite runs on any moto 5.x that serves the calls.
+
+moto 5.2 also shows, in DescribeLaunchTemplates, the tags a template was created with and
+never those added later by CreateTags, which EC2 does show; so a template refresh adopted (tagged
+after creation) would look untagged on every later run. `show_live_launch_template_tags` makes a
+template's tags read moto's tag store, as DescribeTags does, and checks itself at start.
 """
 
 import inspect
@@ -360,9 +365,27 @@ def add_list_queues_pages():
     SQSResponse.list_queues = list_queues_by_page
 
 
+def show_live_launch_template_tags():
+    """A template's `tags` read the tag store (moto copies them once, at creation)."""
+    if not hasattr(LaunchTemplate, "get_tags"):
+        raise RuntimeError(f"moto lacks LaunchTemplate.get_tags: update {__file__}")
+    # moto's __init__ assigns `self.tags`; the setter drops that copy.
+    LaunchTemplate.tags = property(lambda self: self.get_tags(), lambda self, value: None)
+    backend = ec2_backends[DEFAULT_ACCOUNT_ID]["us-east-1"]
+    template = backend.create_launch_template("moto-server-tags-check", "", {}, {})
+    try:
+        backend.create_tags([template.id], {"added": "later"})
+        keys = [t["key"] for t in template.tags]
+        if keys != ["added"]:
+            raise RuntimeError(f"{__file__} tags self-check: got {keys}, expected ['added']")
+    finally:
+        backend.delete_launch_template(None, template.id)
+
+
 add_delete_launch_template_versions()
 add_fleet_launch_template_tags()
 add_list_queues_pages()
+show_live_launch_template_tags()
 port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
 server.start()
