@@ -5,7 +5,7 @@
  * @module
  */
 import type { Names } from "./config.ts";
-import { OWNER_TAG } from "./contract.ts";
+import { EC2_MAX_TAGS, OWNER_TAG, PROVISION_INSTANCE_TAGS } from "./contract.ts";
 import {
   checkIds,
   FILE_INPUT_MAX_BYTES,
@@ -16,6 +16,14 @@ import {
   SECURITY_GROUP,
   show,
 } from "./inputs.ts";
+import { specProblems } from "./bootstrap.ts";
+import {
+  DEFAULT_RUNNER_VERSION,
+  isEnterpriseServer,
+  registrationUrl,
+  userDataSizeProblem,
+  type UserDataSource,
+} from "./user_data.ts";
 
 /** The launch-template task's inputs, in `--help` order. */
 export const INPUTS: InputSpec[] = [
@@ -53,10 +61,59 @@ export const INPUTS: InputSpec[] = [
     help: "security groups of runners (comma or space separated)",
   },
   {
+    name: "pre-runner-script",
+    env: ["REFRESH_PRE_RUNNER_SCRIPT"],
+    kind: "string",
+    help:
+      "file run on each instance before the runner starts (your setup), by the generated bootstrap",
+  },
+  {
+    name: "runner-version",
+    env: ["REFRESH_RUNNER_VERSION"],
+    kind: "string",
+    default: DEFAULT_RUNNER_VERSION,
+    help: "GitHub Actions runner version the generated bootstrap installs",
+  },
+  {
+    name: "runner-sha256-x64",
+    env: ["REFRESH_RUNNER_SHA256_X64"],
+    kind: "string",
+    default: "from the runner's release",
+    help: "SHA-256 of the x64 runner package (required with GitHub Enterprise Server)",
+  },
+  {
+    name: "runner-sha256-arm64",
+    env: ["REFRESH_RUNNER_SHA256_ARM64"],
+    kind: "string",
+    default: "from the runner's release",
+    help: "SHA-256 of the arm64 runner package (required with GitHub Enterprise Server)",
+  },
+  {
+    name: "runner-download-url",
+    env: ["REFRESH_RUNNER_DOWNLOAD_URL"],
+    kind: "string",
+    default: "github.com's release download",
+    help: "runner package URL with {version} and {arch} (x64, arm64), for a mirror",
+  },
+  {
+    name: "runner-group",
+    env: ["REFRESH_RUNNER_GROUP"],
+    kind: "string",
+    help: "runner group runners join (organization-level runners only)",
+  },
+  {
     name: "user-data",
     env: ["REFRESH_USER_DATA"],
     kind: "string",
-    help: "file whose content is the instances' user data (at most 16 KB)",
+    help: "expert mode: file that is the whole user data instead of the generated bootstrap",
+  },
+  {
+    name: "instance-metadata-tags",
+    env: ["REFRESH_INSTANCE_METADATA_TAGS"],
+    kind: "string",
+    default: "enabled",
+    help:
+      "enabled or disabled: instance tags in instance metadata (the generated bootstrap needs them)",
   },
   {
     name: "instance-type",
@@ -105,6 +162,8 @@ export const REQUIRED: Requirements = [
   "ami|ami-name",
   "iam-instance-profile",
   "security-group-ids",
+  // The generated bootstrap registers runners with the repository or organization.
+  "repo|org|user-data",
 ];
 
 export type AmiSource = { id: string } | { namePattern: string; owners: string[] };
@@ -115,8 +174,10 @@ export interface DesiredLaunchTemplate {
   ami?: AmiSource;
   iamInstanceProfile?: { name: string } | { arn: string };
   securityGroupIds: string[];
-  /** The user data script itself; only its hash is ever stored or printed. */
-  userData: string;
+  /** Where the user data comes from; the script is never stored or printed, only its hash. */
+  userData: UserDataSource;
+  /** Whether instances can read their tags from instance metadata. */
+  instanceMetadataTags: boolean;
   instanceType?: string;
   keyName?: string;
   /** Settings of the root volume; the device defaults to the AMI's root device. */
@@ -125,8 +186,18 @@ export interface DesiredLaunchTemplate {
   keepVersions: number;
 }
 
-/** The 16 KB limit EC2 puts on base64-encoded user data, checked before any call. */
-export const USER_DATA_MAX_BASE64 = 16 * 1024;
+/** Tag keys provision sets itself, which the template must leave to it. */
+const PROVISION_TAGS: readonly string[] = PROVISION_INSTANCE_TAGS;
+
+/** User tags that fit beside the ownership tag and provision's tags within EC2's limit. */
+const MAX_USER_TAGS = EC2_MAX_TAGS - 1 - PROVISION_TAGS.length;
+
+/**
+ * A tag key instance metadata can show ("View tags for your EC2 instances using instance
+ * metadata", EC2 User Guide): letters, digits and `+ - = . , _ : @`; no spaces or `/`; not only
+ * `.`, `..` or `_index`. EC2 fails the launch of an instance with another key.
+ */
+const METADATA_TAG_KEY = /^(?!\.{1,2}$|_index$)[A-Za-z0-9+\-=.,_:@]+$/;
 
 const AMI = /^ami-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
 const AMI_OWNER = /^(?:\d{12}|self|amazon|aws-marketplace|aws-backup-vault)$/;
@@ -134,10 +205,11 @@ const AMI_OWNER = /^(?:\d{12}|self|amazon|aws-marketplace|aws-backup-vault)$/;
 /** Reads the launch-template task's inputs, recording problems on the reader. */
 export function parseLaunchTemplate(
   r: Reader,
-  { stem }: Names,
+  names: Names,
   readTextFile: ReadTextFile,
 ): DesiredLaunchTemplate {
   const problems = r.problems;
+  const { stem } = names;
   const ltName = r.string("launch-template-name") ?? `${stem}-ci-launch-template`;
   if (!/^[a-zA-Z0-9().\-/_]{3,128}$/.test(ltName)) {
     problems.push(
@@ -190,21 +262,7 @@ export function parseLaunchTemplate(
     "a security group id (sg-…)",
     problems,
   );
-  let userData = "";
-  const userDataPath = r.string("user-data");
-  if (userDataPath !== undefined) {
-    try {
-      userData = readTextFile(userDataPath, FILE_INPUT_MAX_BYTES);
-      const size = base64Length(userData);
-      if (size > USER_DATA_MAX_BASE64) {
-        problems.push(
-          `user-data: ${userDataPath} is ${size} bytes base64-encoded; EC2 allows at most ${USER_DATA_MAX_BASE64}`,
-        );
-      }
-    } catch (error) {
-      problems.push(`user-data: cannot read ${userDataPath}: ${(error as Error).message}`);
-    }
-  }
+  const { userData, instanceMetadataTags } = parseUserData(r, names, readTextFile);
   const instanceType = r.string("instance-type");
   if (instanceType !== undefined && !/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(instanceType)) {
     problems.push(`instance-type: "${instanceType}" is not an instance type like m7i.large`);
@@ -243,11 +301,24 @@ export function parseLaunchTemplate(
           problems.push(`tags: value of "${k}" is longer than 256 characters`);
         } else if (k === OWNER_TAG) {
           problems.push(`tags: key "${k}" is refresh's ownership tag (the table name); remove it`);
+        } else if (PROVISION_TAGS.includes(k)) {
+          problems.push(
+            `tags: key "${k}" is set by provision on every instance it launches; remove it`,
+          );
+        } else if (instanceMetadataTags && !METADATA_TAG_KEY.test(k)) {
+          problems.push(
+            `tags: key "${k}" cannot be read from instance metadata, where EC2 allows only ` +
+              "letters, digits and + - = . , _ : @ (no spaces or /, not only . or .., not _index); " +
+              "rename it, or set --instance-metadata-tags disabled with your own --user-data",
+          );
         } else tags[k] = v;
       }
       const count = Object.keys(tags).length;
-      if (count > 49) {
-        problems.push(`tags: ${count} tags given; at most 49 (EC2's 50 less the ownership tag)`);
+      if (count > MAX_USER_TAGS) {
+        problems.push(
+          `tags: ${count} tags given; at most ${MAX_USER_TAGS} (EC2's 50 per instance, less the ` +
+            `ownership tag and provision's ${PROVISION_TAGS.join(" and ")})`,
+        );
       }
     }
   }
@@ -258,6 +329,7 @@ export function parseLaunchTemplate(
     iamInstanceProfile,
     securityGroupIds: securityGroupIds ?? [],
     userData,
+    instanceMetadataTags,
     instanceType,
     keyName,
     rootVolume: { deviceName: rootDevice, sizeGiB: rootSize, type: rootType },
@@ -266,6 +338,174 @@ export function parseLaunchTemplate(
   };
 }
 
-function base64Length(text: string): number {
-  return Math.ceil(new TextEncoder().encode(text).length / 3) * 4;
+/** Inputs only the generated bootstrap uses. */
+const BOOTSTRAP_INPUTS = [
+  "pre-runner-script",
+  "runner-version",
+  "runner-sha256-x64",
+  "runner-sha256-arm64",
+  "runner-download-url",
+  "runner-group",
+];
+
+/**
+ * The user data: the operator's `--user-data` file (expert mode), or the generated bootstrap made
+ * from the pool's own inputs (table, region, the GitHub server and scope the github-token task
+ * uses: `--github-api-url`, `--repo`/`--org`) and the runner's; and whether instance tags are
+ * readable from metadata. Its size is checked here, before any call, with the checksums'
+ * stand-ins when they are to be looked up.
+ */
+function parseUserData(
+  r: Reader,
+  names: Names,
+  readTextFile: ReadTextFile,
+): { userData: UserDataSource; instanceMetadataTags: boolean } {
+  const problems = r.problems;
+  const before = problems.length;
+  const read = (name: string, path: string): string | undefined => {
+    try {
+      return readTextFile(path, FILE_INPUT_MAX_BYTES);
+    } catch (error) {
+      problems.push(`${name}: cannot read ${path}: ${(error as Error).message}`);
+      return undefined;
+    }
+  };
+  const userDataPath = r.string("user-data");
+  let userData: UserDataSource;
+  if (userDataPath !== undefined) {
+    for (const name of BOOTSTRAP_INPUTS.filter((n) => r.has(n))) {
+      problems.push(
+        `${name}: only used by the generated bootstrap, and --user-data replaces it; remove ` +
+          `${name === "pre-runner-script" ? "one of them" : `--${name}`}`,
+      );
+    }
+    userData = { kind: "file", path: userDataPath, script: read("user-data", userDataPath) ?? "" };
+  } else {
+    const version = r.string("runner-version") ?? DEFAULT_RUNNER_VERSION;
+    if (!/^\d+\.\d+\.\d+$/.test(version)) {
+      problems.push(`runner-version: "${version}" is not a runner version like 2.334.0`);
+    }
+    const x64 = checksum(r, "runner-sha256-x64");
+    const arm64 = checksum(r, "runner-sha256-arm64");
+    if ((r.has("runner-sha256-x64")) !== (r.has("runner-sha256-arm64"))) {
+      const missing = r.has("runner-sha256-x64") ? "runner-sha256-arm64" : "runner-sha256-x64";
+      problems.push(
+        `${missing}: required with --${
+          missing.endsWith("x64") ? "runner-sha256-arm64" : "runner-sha256-x64"
+        }; give the checksums of both packages, or neither to look them up in the runner's release`,
+      );
+    }
+    const downloadUrl = r.string("runner-download-url");
+    if (downloadUrl !== undefined) checkDownloadUrl(downloadUrl, problems);
+    const runnerGroup = r.string("runner-group");
+    if (runnerGroup !== undefined) {
+      if (!/^[\x20-\x7e]{1,100}$/.test(runnerGroup)) {
+        problems.push(`runner-group: "${runnerGroup}" must be 1-100 printable ASCII characters`);
+      } else if (!names.org) {
+        problems.push(
+          "runner-group: runner groups hold organization-level runners only; set --org too, or remove it",
+        );
+      }
+    }
+    const apiUrl = (r.string("github-api-url") ?? "https://api.github.com").replace(/\/+$/, "");
+    let validApi = true;
+    try {
+      new URL(apiUrl);
+    } catch {
+      validApi = false; // parseGithub reports it.
+    }
+    if (validApi && isEnterpriseServer(apiUrl) && !(r.has("runner-sha256-x64"))) {
+      problems.push(
+        `runner-sha256-x64: required with GitHub Enterprise Server (${apiUrl}), whose API does ` +
+          "not hold github.com's actions/runner releases; give --runner-sha256-x64 and " +
+          "--runner-sha256-arm64 (from https://github.com/actions/runner/releases), and " +
+          "--runner-download-url if the instances cannot reach github.com",
+      );
+    }
+    const scope = names.org ? { org: names.org } : names.repo ? { repo: names.repo } : undefined;
+    // No scope: REQUIRED reports it when the task runs (repo|org|user-data).
+    const prePath = r.string("pre-runner-script");
+    const preRunnerScript = prePath !== undefined ? read("pre-runner-script", prePath) : undefined;
+    userData = {
+      kind: "bootstrap",
+      inputs: {
+        table: names.table,
+        region: names.region,
+        githubUrl: scope && validApi ? registrationUrl(apiUrl, scope) : "",
+        ...(runnerGroup !== undefined ? { runnerGroup } : {}),
+        runner: {
+          version,
+          ...(x64 && arm64 ? { sha256: { x64, arm64 } } : {}),
+          ...(downloadUrl !== undefined ? { downloadUrl } : {}),
+        },
+        ...(preRunnerScript !== undefined ? { preRunnerScript } : {}),
+      },
+    };
+  }
+  const generated = userData.kind === "bootstrap";
+  const tagsSetting = r.string("instance-metadata-tags") ?? "enabled";
+  if (tagsSetting !== "enabled" && tagsSetting !== "disabled") {
+    problems.push(`instance-metadata-tags: "${tagsSetting}" is not enabled or disabled`);
+  } else if (generated && tagsSetting === "disabled") {
+    problems.push(
+      "instance-metadata-tags: the generated bootstrap reads its first run id from the instance " +
+        "tag InitialRunId in instance metadata; remove --instance-metadata-tags disabled, or " +
+        "give your own --user-data",
+    );
+  }
+  const instanceMetadataTags = tagsSetting !== "disabled";
+  // The size depends on every value above: checked when they are all good. A bootstrap that
+  // cannot be made (no repository, a bad table name or region) is reported by those inputs.
+  if (problems.length === before && bootstrapPossible(userData)) {
+    const problem = userDataSizeProblem(userData);
+    if (problem) problems.push(problem);
+  }
+  return { userData, instanceMetadataTags };
+}
+
+/** Whether the user data can be made: a file always; the bootstrap when its spec is good. */
+function bootstrapPossible(source: UserDataSource): boolean {
+  if (source.kind === "file") return true;
+  const sha256 = source.inputs.runner.sha256 ?? { x64: "0".repeat(64), arm64: "0".repeat(64) };
+  return specProblems({ ...source.inputs, runner: { ...source.inputs.runner, sha256 } }).length ===
+    0;
+}
+
+/** A SHA-256 input, lowercased; undefined (with a problem) when it is no hex digest. */
+function checksum(r: Reader, name: string): string | undefined {
+  const value = r.string(name);
+  if (value === undefined) return undefined;
+  if (!/^[0-9a-fA-F]{64}$/.test(value)) {
+    r.problems.push(`${name}: "${value}" is not a SHA-256 checksum (64 hex digits)`);
+    return undefined;
+  }
+  return value.toLowerCase();
+}
+
+/**
+ * Checks a runner download URL template: http(s), `{arch}` in it (the packages differ), no other
+ * placeholder than `{version}` and `{arch}`, nothing a shell would read as syntax.
+ */
+function checkDownloadUrl(template: string, problems: string[]): void {
+  const name = "runner-download-url";
+  const sample = template.replaceAll("{version}", "2.334.0").replaceAll("{arch}", "x64");
+  let url: URL | undefined;
+  try {
+    url = new URL(sample);
+  } catch {
+    // reported below
+  }
+  if (!url || (url.protocol !== "https:" && url.protocol !== "http:")) {
+    problems.push(`${name}: "${template}" is not an http(s) URL`);
+  } else if (!template.includes("{arch}")) {
+    problems.push(
+      `${name}: "${template}" has no {arch}; the x64 and arm64 packages are different files`,
+    );
+  } else if (/[{}]/.test(sample)) {
+    problems.push(`${name}: "${template}" has a placeholder other than {version} and {arch}`);
+  } else if (/[\s'"`$\\;&|<>()]/.test(sample)) {
+    problems.push(
+      `${name}: "${template}" has a space, quote or shell character; percent-encode it`,
+    );
+  }
 }
