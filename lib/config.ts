@@ -324,7 +324,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     deadlineMin: r.int("deadline-min", 1, 24 * 60)!,
     requestTimeoutSec: r.int("request-timeout-sec", 1, 300)!,
     parameters: parameters.parseParameters(r),
-    launchTemplate: launchTemplate.parseLaunchTemplate(r, names, sources.readTextFile),
+    launchTemplate: launchTemplate.parseLaunchTemplate(r, names, tasks, sources.readTextFile),
     pools: pools.parsePools(r, names),
     github: github.parseGithub(r, names),
     reaper: reaper.parseReaper(r),

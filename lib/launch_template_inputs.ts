@@ -206,6 +206,7 @@ const AMI_OWNER = /^(?:\d{12}|self|amazon|aws-marketplace|aws-backup-vault)$/;
 export function parseLaunchTemplate(
   r: Reader,
   names: Names,
+  tasks: readonly string[],
   readTextFile: ReadTextFile,
 ): DesiredLaunchTemplate {
   const problems = r.problems;
@@ -262,7 +263,12 @@ export function parseLaunchTemplate(
     "a security group id (sg-…)",
     problems,
   );
-  const { userData, instanceMetadataTags } = parseUserData(r, names, readTextFile);
+  const { userData, instanceMetadataTags } = parseUserData(
+    r,
+    names,
+    tasks.includes("launch-template"),
+    readTextFile,
+  );
   const instanceType = r.string("instance-type");
   if (instanceType !== undefined && !/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(instanceType)) {
     problems.push(`instance-type: "${instanceType}" is not an instance type like m7i.large`);
@@ -358,6 +364,7 @@ const BOOTSTRAP_INPUTS = [
 function parseUserData(
   r: Reader,
   names: Names,
+  selected: boolean,
   readTextFile: ReadTextFile,
 ): { userData: UserDataSource; instanceMetadataTags: boolean } {
   const problems = r.problems;
@@ -414,7 +421,7 @@ function parseUserData(
     } catch {
       validApi = false; // parseGithub reports it.
     }
-    if (validApi && isEnterpriseServer(apiUrl) && !(r.has("runner-sha256-x64"))) {
+    if (selected && validApi && isEnterpriseServer(apiUrl) && !r.has("runner-sha256-x64")) {
       problems.push(
         `runner-sha256-x64: required with GitHub Enterprise Server (${apiUrl}), whose API does ` +
           "not hold github.com's actions/runner releases; give --runner-sha256-x64 and " +
