@@ -1,0 +1,273 @@
+/**
+ * iam-instance-policy.json against what the generated bootstrap calls: every AWS CLI call in the
+ * script, and the DynamoDB partitions and attributes each touches, read from the script itself
+ * (as test/iam_policy_test.ts reads refresh's calls from its code). A small evaluator of the IAM
+ * conditions the policy uses then checks that each call is allowed, and that nothing else is.
+ */
+import assert from "node:assert/strict";
+import { bootstrapScript } from "../lib/bootstrap.ts";
+
+const root = new URL("../", import.meta.url);
+
+interface Statement {
+  Sid?: string;
+  Effect: string;
+  Action: string | string[];
+  Resource: string | string[];
+  Condition?: Record<string, Record<string, string | string[]>>;
+}
+
+function policy(): { Version: string; Statement: Statement[] } {
+  return JSON.parse(Deno.readTextFileSync(new URL("iam-instance-policy.json", root)));
+}
+
+/** The bootstrap with no setup script: the operator's own calls are the operator's business. */
+const SCRIPT = bootstrapScript({
+  table: "acme-widgets-ci-table",
+  region: "us-east-1",
+  githubUrl: "https://github.com/acme/widgets",
+  runner: { version: "2.334.0", sha256: { x64: "a".repeat(64), arm64: "b".repeat(64) } },
+});
+
+/** The script's code: comments dropped, continued lines joined. */
+function code(script: string): string {
+  return script.split("\n").filter((line) => !/^\s*#/.test(line)).join("\n").replace(
+    /\\\n\s*/g,
+    " ",
+  );
+}
+
+/** `aws <service> <command>` (directly or through a wrapper `aws_…`) → IAM action, with lines. */
+function awsCalls(script: string): Map<string, string[]> {
+  const calls = new Map<string, string[]>();
+  for (const line of code(script).split("\n")) {
+    for (
+      const [, service, command] of line.matchAll(
+        /\baws(?:_\w+)?\s+([a-z][a-z0-9]*)\s+([a-z][a-z0-9-]*)/g,
+      )
+    ) {
+      const operation = command.split("-").map((w) => w[0].toUpperCase() + w.slice(1)).join("");
+      const action = `${service}:${operation}`;
+      calls.set(action, [...calls.get(action) ?? [], line.trim()]);
+    }
+  }
+  return calls;
+}
+
+/** The partitions (`TYPE#…`) the script's keys name: `key ENTITY …` calls of its key helper. */
+function keyPartitions(script: string): Set<string> {
+  const found = new Set<string>();
+  for (const [, entity] of code(script).matchAll(/\$\(key ([A-Z]+) /g)) found.add(`TYPE#${entity}`);
+  return found;
+}
+
+/** The items the script writes: its printf formats starting `{"PK":…`, as parsed JSON. */
+function items(script: string): Record<string, unknown>[] {
+  return [...code(script).matchAll(/printf '(\{"PK":\{"S":"TYPE#[A-Z]+"\}[^']*)'/g)].map((
+    [, format],
+  ) => JSON.parse(format.replaceAll("%s", "x")));
+}
+
+// ---- A small IAM evaluator: Allow statements, wildcards, the conditions the policy uses. ----
+
+interface Request {
+  action: string;
+  resource: string;
+  /** Condition keys of the request; a list for multivalued keys. */
+  context: Record<string, string | string[]>;
+}
+
+function list<T>(value: T | T[]): T[] {
+  return Array.isArray(value) ? value : [value];
+}
+
+function wildcard(pattern: string, value: string): boolean {
+  const re = pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*");
+  return new RegExp(`^${re}$`).test(value);
+}
+
+/** `${key}` policy variables resolved from the request; undefined when one has no value. */
+function resolve(text: string, context: Request["context"]): string | undefined {
+  let missing = false;
+  const out = text.replace(/\$\{([^}]+)\}/g, (_, key: string) => {
+    const value = context[key];
+    if (typeof value !== "string") missing = true;
+    return typeof value === "string" ? value : "";
+  });
+  return missing ? undefined : out;
+}
+
+function conditionHolds(statement: Statement, context: Request["context"]): boolean {
+  for (const [operator, keys] of Object.entries(statement.Condition ?? {})) {
+    for (const [key, allowed] of Object.entries(keys)) {
+      const values = context[key];
+      if (operator === "StringEquals") {
+        if (typeof values !== "string" || !list(allowed).includes(values)) return false;
+      } else if (operator === "ForAllValues:StringEquals") {
+        if (values !== undefined && !list(values).every((v) => list(allowed).includes(v))) {
+          return false;
+        }
+      } else throw new Error(`the evaluator does not know the operator ${operator}`);
+    }
+  }
+  return true;
+}
+
+function allows(request: Request): string[] {
+  return policy().Statement.filter((s) =>
+    s.Effect === "Allow" &&
+    list(s.Action).some((a) => wildcard(a, request.action)) &&
+    list(s.Resource).some((r) => {
+      const pattern = resolve(r, request.context);
+      return pattern !== undefined && wildcard(pattern, request.resource);
+    }) &&
+    conditionHolds(s, request.context)
+  ).map((s) => s.Sid ?? "");
+}
+
+const TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/acme-widgets-ci-table";
+const SELF = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0";
+const OTHER = "arn:aws:ec2:us-east-1:123456789012:instance/i-0fedcba9876543210";
+
+function dynamo(action: string, partition: string, attributes?: string[]): Request {
+  return {
+    action,
+    resource: TABLE_ARN,
+    context: {
+      "dynamodb:LeadingKeys": [partition],
+      ...(attributes ? { "dynamodb:Attributes": attributes } : {}),
+    },
+  };
+}
+
+// ---- What the bootstrap calls ----
+
+Deno.test("the bootstrap's AWS calls are read from its script", () => {
+  const calls = awsCalls(SCRIPT);
+  assert.deepEqual([...calls.keys()].sort(), [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "ec2:TerminateInstances",
+  ]);
+  // Keys go only to reads, items only to writes, and the only instance terminated is its own.
+  assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes("--key")));
+  assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes("--item")));
+  assert.ok(!/--key/.test(calls.get("dynamodb:PutItem")!.join("\n")));
+  assert.deepEqual(
+    calls.get("ec2:TerminateInstances")!.map((l) => /--instance-ids (\S+)/.exec(l)?.[1]),
+    ['"$INSTANCE_ID"'],
+  );
+  assert.deepEqual([...keyPartitions(SCRIPT)].sort(), ["TYPE#INSTANCE", "TYPE#METADATA"]);
+  assert.deepEqual(
+    items(SCRIPT).map((i) => Object.keys(i).join(",")),
+    [
+      "PK,SK,entityType,identifier,value,updatedAt",
+      "PK,SK,entityType,identifier,value,updatedAt",
+    ],
+  );
+});
+
+Deno.test("iam-instance-policy.json allows every call the bootstrap makes", () => {
+  const missing: string[] = [];
+  for (const partition of keyPartitions(SCRIPT)) {
+    if (allows(dynamo("dynamodb:GetItem", partition)).length === 0) {
+      missing.push(`dynamodb:GetItem on ${partition}`);
+    }
+  }
+  for (const item of items(SCRIPT)) {
+    const partition = (item.PK as { S: string }).S;
+    if (allows(dynamo("dynamodb:PutItem", partition, Object.keys(item))).length === 0) {
+      missing.push(`dynamodb:PutItem of ${partition} items (${Object.keys(item).join(", ")})`);
+    }
+  }
+  const self: Request = {
+    action: "ec2:TerminateInstances",
+    resource: SELF,
+    context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "true" },
+  };
+  if (allows(self).length === 0) missing.push("ec2:TerminateInstances on itself");
+  assert.deepEqual(missing, []);
+});
+
+Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", async (t) => {
+  const called = awsCalls(SCRIPT);
+  const listed = new Set(policy().Statement.flatMap((s) => list(s.Action)));
+  assert.deepEqual([...listed].sort(), [...called.keys()].sort(), "exactly the actions called");
+
+  await t.step("partitions and attributes: exactly those the script touches", () => {
+    const touched: Record<string, Set<string>> = {
+      "dynamodb:GetItem": keyPartitions(SCRIPT),
+      "dynamodb:PutItem": new Set(items(SCRIPT).map((i) => (i.PK as { S: string }).S)),
+    };
+    const attributes = new Set(items(SCRIPT).flatMap((i) => Object.keys(i)));
+    for (const s of policy().Statement.filter((s) => list(s.Action)[0].startsWith("dynamodb:"))) {
+      const keys = s.Condition?.["ForAllValues:StringEquals"] ?? {};
+      for (const action of list(s.Action)) {
+        assert.deepEqual(
+          new Set(list(keys["dynamodb:LeadingKeys"] ?? [])),
+          touched[action],
+          `${s.Sid}: ${action}`,
+        );
+      }
+      if (list(s.Action).includes("dynamodb:PutItem")) {
+        assert.deepEqual(new Set(list(keys["dynamodb:Attributes"] ?? [])), attributes);
+      }
+    }
+  });
+
+  const denied: [string, Request][] = [
+    ["reading the heartbeat partition", dynamo("dynamodb:GetItem", "TYPE#HEARTBEAT")],
+    ["writing an instance record", dynamo("dynamodb:PutItem", "TYPE#INSTANCE", ["PK", "SK"])],
+    ["writing a metadata record", dynamo("dynamodb:PutItem", "TYPE#METADATA", ["PK", "SK"])],
+    [
+      "writing an attribute outside the protocol's item",
+      dynamo("dynamodb:PutItem", "TYPE#WS", ["PK", "SK", "value", "state"]),
+    ],
+    ["deleting an item", dynamo("dynamodb:DeleteItem", "TYPE#WS")],
+    ["updating an item", dynamo("dynamodb:UpdateItem", "TYPE#INSTANCE")],
+    ["reading another table", {
+      ...dynamo("dynamodb:GetItem", "TYPE#INSTANCE"),
+      resource: "arn:aws:dynamodb:us-east-1:123456789012:table/payroll",
+    }],
+    ["terminating another instance", {
+      action: "ec2:TerminateInstances",
+      resource: OTHER,
+      context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "true" },
+    }],
+    ["terminating itself without AllowSelfTermination=true", {
+      action: "ec2:TerminateInstances",
+      resource: SELF,
+      context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "false" },
+    }],
+    ["terminating from outside an instance", {
+      action: "ec2:TerminateInstances",
+      resource: SELF,
+      context: { "aws:ResourceTag/AllowSelfTermination": "true" },
+    }],
+  ];
+  for (const [name, request] of denied) {
+    await t.step(name, () => assert.deepEqual(allows(request), []));
+  }
+});
+
+Deno.test("iam-instance-policy.json is a valid allow-only policy naming its resources", () => {
+  const doc = policy();
+  assert.equal(doc.Version, "2012-10-17");
+  for (const s of doc.Statement) {
+    assert.equal(s.Effect, "Allow");
+    assert.ok(s.Sid, "every statement says what it is for");
+    for (const resource of list(s.Resource)) assert.notEqual(resource, "*", `${s.Sid}: no *`);
+  }
+});
+
+Deno.test("the script reader finds calls written directly or through a wrapper, not in comments", () => {
+  const script = [
+    "# aws s3 cp is only mentioned here",
+    "aws sqs send-message --queue-url q",
+    "aws_call dynamodb delete-item --table-name t \\",
+    '  --key "$(key WS "$id")"',
+    "log 'the AWS CLI (aws) is not on PATH'",
+  ].join("\n");
+  assert.deepEqual([...awsCalls(script).keys()], ["sqs:SendMessage", "dynamodb:DeleteItem"]);
+  assert.deepEqual([...keyPartitions(script)], ["TYPE#WS"]);
+});
