@@ -2,12 +2,18 @@
  * `deno task demo`: the whole job on this machine, with no AWS account and no GitHub token.
  *
  * Starts moto (an AWS emulator) and a fake GitHub API on 127.0.0.1, runs refresh twice with the
- * same desired state, and shows that the first run builds the pool (table, launch template,
- * queues, parameters, registration token) and the second run changes nothing. Exits 1 if the
- * second run wrote anything.
+ * same desired state, and shows that the first run builds the pool (table, launch template with
+ * the generated bootstrap and a small setup script, queues, parameters, registration token) and
+ * the second run changes nothing. Exits 1 if the second run wrote anything.
+ *
+ * The fake GitHub also serves the `actions/runner` release of the default runner version, with
+ * made-up checksums, so refresh looks them up as it would on github.com.
  */
 import { main } from "../../refresh.ts";
 import { TASKS } from "../../lib/config.ts";
+import { sha256 } from "../../lib/contract.ts";
+import { packageName } from "../../lib/runner_release.ts";
+import { DEFAULT_RUNNER_VERSION } from "../../lib/user_data.ts";
 import { startFakeGithub } from "./github.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
 
@@ -22,9 +28,21 @@ for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 
 // An empty account with a VPC, two subnets and a security group for the runners.
 const network = await resetMoto();
-const github = startFakeGithub({ tokens: [DEMO_PAT] });
-const userData = await Deno.makeTempFile({ suffix: ".sh" });
-await Deno.writeTextFile(userData, "#!/bin/sh\necho 'start the runner here'\n");
+const version = DEFAULT_RUNNER_VERSION;
+const github = startFakeGithub({
+  tokens: [DEMO_PAT],
+  releases: [{
+    repository: "actions/runner",
+    tag_name: `v${version}`,
+    assets: (["x64", "arm64"] as const).map((arch) => ({
+      name: packageName(arch, version),
+      digest: `sha256:${sha256(`demo ${arch} package`)}`,
+    })),
+  }],
+});
+// The operator's own setup, run on each instance before the runner starts.
+const setup = await Deno.makeTempFile({ suffix: ".sh" });
+await Deno.writeTextFile(setup, "#!/bin/bash\ndnf install -y git docker\n");
 
 const args = [
   "--region",
@@ -39,8 +57,8 @@ const args = [
   network.securityGroupId,
   "--subnet-ids",
   network.subnetIds.join(","),
-  "--user-data",
-  userData,
+  "--pre-runner-script",
+  setup,
   "--github-api-url",
   github.url,
 ];
@@ -70,7 +88,7 @@ async function run(title: string): Promise<{ code: number; writes: number }> {
 
 const first = await run("first run: builds the pool");
 const second = await run("second run, same desired state: nothing to do");
-await Deno.remove(userData);
+await Deno.remove(setup);
 await github.close();
 
 const ok = first.code === 0 && second.code === 0 && second.writes === 0;
