@@ -14,22 +14,35 @@ import {
   ModifyLaunchTemplateCommand,
   type RequestLaunchTemplateData,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { ConfigError, parseDesiredState } from "../lib/config.ts";
-import { OWNER_TAG, sha256 } from "../lib/contract.ts";
+import { CallCounter } from "../lib/calls.ts";
+import { ConfigError, type DesiredState, parseDesiredState } from "../lib/config.ts";
+import { item, OWNER_TAG, sha256, timestamp } from "../lib/contract.ts";
 import { differences, reconcileLaunchTemplate, templateData } from "../lib/launch_template.ts";
 import { readMetadata } from "../lib/metadata.ts";
+import type { RunReport } from "../lib/report.ts";
 import { reconcileTable } from "../lib/table.ts";
-import { main } from "../refresh.ts";
+import {
+  type BootstrapInputs,
+  DEFAULT_RUNNER_VERSION,
+  encodeUserData,
+  generatedScript,
+  userDataContent,
+} from "../lib/user_data.ts";
+import { buildClients, main } from "../refresh.ts";
 import {
   BASE_ARGS,
+  baseArgs,
   contextOn,
   desiredFrom,
+  TEST_PAT,
   type TestContext,
   testContext,
   withDesired,
 } from "./support/aws.ts";
-import { AWS_ENV, type Network, startMoto } from "./support/moto.ts";
+import { type FakeRelease, startFakeGithub } from "./support/github.ts";
+import { AWS_ENV, MOTO_URL, type Network, resetMoto, startMoto } from "./support/moto.ts";
 import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
 const NAME = "acme-widgets-ci-launch-template";
@@ -39,6 +52,20 @@ const XENIAL = "ami-785db401";
 const SCRIPT = "#!/bin/sh\necho start runner\n";
 const FILES = { "/user-data.sh": SCRIPT };
 const ARGS = ["--only", "launch-template", "--user-data", "/user-data.sh"];
+/** Checksums of the runner packages, given so no test looks them up on github.com. */
+const SHA_X64 = sha256("runner x64 package");
+const SHA_ARM64 = sha256("runner arm64 package");
+const CHECKSUMS = ["--runner-sha256-x64", SHA_X64, "--runner-sha256-arm64", SHA_ARM64];
+
+/** Text that compresses badly (base64 of hash digests), the same every run. */
+function incompressible(bytes: number): string {
+  let out = "";
+  for (let i = 0; out.length < bytes; i++) {
+    out += Buffer.from(sha256(String(i)), "hex").toString("base64") + "\n";
+  }
+  return out.slice(0, bytes);
+}
+
 /** BASE_ARGS without its `--ami`, for name patterns. */
 const BASE_WITHOUT_AMI = BASE_ARGS.filter((a, i) => a !== "--ami" && BASE_ARGS[i - 1] !== "--ami");
 
@@ -101,7 +128,7 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
     HttpEndpoint: "enabled",
     HttpPutResponseHopLimit: 2,
     HttpProtocolIpv6: "disabled",
-    InstanceMetadataTags: "disabled",
+    InstanceMetadataTags: "enabled",
   });
   // The image's root device, deleted with the instance, gp3 by default.
   assert.deepEqual(data.BlockDeviceMappings, [
@@ -138,7 +165,7 @@ Deno.test("launch-template sees no drift in EC2's answer that adds the metadata 
     ImageId: TRUSTY,
     RootDeviceType: "ebs",
     RootDeviceName: "/dev/sda1",
-  });
+  }, { bytes: new TextEncoder().encode(SCRIPT), compressed: false, plainBytes: SCRIPT.length });
   // What EC2's DescribeLaunchTemplateVersions returns for that data: the same, plus the rollout
   // State of the metadata options and the security groups in another order.
   const answered = {
@@ -496,14 +523,20 @@ Deno.test("launch-template adopts an untagged template of its name: tags it and 
     new DescribeLaunchTemplatesCommand({ LaunchTemplateNames: [NAME] }),
   )).LaunchTemplates!;
   assert.equal(template.DefaultVersionNumber, 2);
-  // moto's DescribeLaunchTemplates shows the tags a template was created with, never later
-  // ones; its tag store shows what EC2 would.
+  // Both the template and the tag store show the tag added after creation, as EC2 does (moto
+  // needs test/support/moto_server.py's patch for the first).
+  assert.deepEqual(template.Tags, [{ Key: OWNER_TAG, Value: TABLE }]);
   const { Tags } = await ctx.clients.ec2.send(
     new DescribeTagsCommand({
       Filters: [{ Name: "resource-id", Values: [template.LaunchTemplateId!] }],
     }),
   );
   assert.deepEqual(Tags!.map((t) => [t.Key, t.Value]), [[OWNER_TAG, TABLE]]);
+
+  // So the next run finds its own template and writes nothing.
+  ctx.counter.reset();
+  assert.deepEqual((await reconcileLaunchTemplate(ctx)).changes, []);
+  assert.equal(ctx.counter.writes(), 0);
 });
 
 Deno.test("launch-template sets the root volume on the image's root device", async (t) => {
@@ -637,6 +670,7 @@ Deno.test("launch-template resolves a name pattern to the newest available image
         "launch-template",
         "--security-group-ids",
         moto.network.securityGroupId,
+        ...CHECKSUMS,
         ...args,
       ],
       env: {},
@@ -704,7 +738,7 @@ function problems(
 }
 
 const manyTags = JSON.stringify(Object.fromEntries(
-  Array.from({ length: 50 }, (_, i) => [`tag${i}`, "x"]),
+  Array.from({ length: 48 }, (_, i) => [`tag${i}`, "x"]),
 ));
 
 const BAD_INPUTS: [string, string[], string, string[]?][] = [
@@ -739,10 +773,26 @@ const BAD_INPUTS: [string, string[], string, string[]?][] = [
     ["--tags", '{"refresh:pool":"mine"}'],
     `tags: key "refresh:pool" is refresh's ownership tag (the table name); remove it`,
   ],
-  ["50 extra tags", [
-    "--tags",
-    manyTags,
-  ], "tags: 50 tags given; at most 49 (EC2's 50 less the ownership tag)"],
+  [
+    "48 extra tags",
+    ["--tags", manyTags],
+    "tags: 48 tags given; at most 47 (EC2's 50 per instance, less the ownership tag and provision's AllowSelfTermination and InitialRunId)",
+  ],
+  [
+    "a tag provision sets",
+    ["--tags", '{"InitialRunId":"1"}'],
+    'tags: key "InitialRunId" is set by provision on every instance it launches; remove it',
+  ],
+  [
+    "a tag key instance metadata cannot show",
+    ["--tags", '{"team/name":"ci"}'],
+    'tags: key "team/name" cannot be read from instance metadata, where EC2 allows only letters, digits and + - = . , _ : @ (no spaces or /, not only . or .., not _index); rename it, or set --instance-metadata-tags disabled with your own --user-data',
+  ],
+  [
+    "_index as a tag key",
+    ["--tags", '{"_index":"ci"}'],
+    'tags: key "_index" cannot be read from instance metadata, where EC2 allows only letters, digits and + - = . , _ : @ (no spaces or /, not only . or .., not _index); rename it, or set --instance-metadata-tags disabled with your own --user-data',
+  ],
   [
     "io2 root volume",
     ["--root-volume-type", "io2"],
@@ -784,11 +834,13 @@ Deno.test("launch-template inputs are rejected before any call", async (t) => {
       assert.deepEqual(problems(args, {}, base), [message]);
     });
   }
-  await t.step("user data over EC2's 16 KB", () => {
-    const found = problems(["--user-data", "/big.sh"], { "/big.sh": "x".repeat(12289) });
-    assert.deepEqual(found, [
-      "user-data: /big.sh is 16388 bytes base64-encoded; EC2 allows at most 16384",
-    ]);
+  await t.step("user data over EC2's 16 KB even gzip-compressed", () => {
+    const found = problems(["--user-data", "/big.sh"], { "/big.sh": incompressible(30_000) });
+    assert.equal(found.length, 1);
+    assert.match(
+      found[0],
+      /^user-data: \/big\.sh is 30000 bytes, (\d+) gzip-compressed; EC2 allows at most 16384 bytes of user data \(before base64\), so shorten it$/,
+    );
   });
   await t.step("every problem at once from the entry, exit 2, no call", async () => {
     const out: string[] = [];
@@ -838,7 +890,7 @@ const INVALID: InvalidInput[] = [
     "user data too large",
     [...BASE_ARGS, "--user-data", "big.sh"],
     undefined,
-    /user-data: big.sh is 20000 bytes base64-encoded; EC2 allows at most 16384/,
+    /user-data: big.sh is 45500 bytes, \d+ gzip-compressed; EC2 allows at most 16384 bytes/,
   ],
   [
     "user data file missing",
@@ -861,4 +913,487 @@ const INVALID: InvalidInput[] = [
 ];
 
 Deno.test("launch-template refuses invalid inputs with a message and sends no request", (t) =>
-  checkRefused(t, INVALID, { "big.sh": "x".repeat(15000) }));
+  checkRefused(t, INVALID, {
+    // Hex digests, one a line: over 16 KB even gzip-compressed.
+    "big.sh": Array.from({ length: 700 }, (_, i) => sha256(String(i))).join("\n") + "\n",
+  }));
+
+// The generated bootstrap (the default user data) and the rules that come with it.
+
+/** The actions/runner release the fake GitHub serves, with both checksums. */
+const RELEASE: FakeRelease = {
+  repository: "actions/runner",
+  tag_name: `v${DEFAULT_RUNNER_VERSION}`,
+  body: [
+    `- actions-runner-linux-x64-${DEFAULT_RUNNER_VERSION}.tar.gz <!-- BEGIN SHA linux-x64 -->${SHA_X64}<!-- END SHA linux-x64 -->`,
+    `- actions-runner-linux-arm64-${DEFAULT_RUNNER_VERSION}.tar.gz <!-- BEGIN SHA linux-arm64 -->${SHA_ARM64}<!-- END SHA linux-arm64 -->`,
+  ].join("\n"),
+  assets: [{
+    name: `actions-runner-linux-x64-${DEFAULT_RUNNER_VERSION}.tar.gz`,
+    digest: `sha256:${SHA_X64}`,
+  }],
+};
+
+/** A setup script of about 1.3 KB, like a typical pre-runner script. */
+const SETUP = [
+  "#!/bin/bash",
+  "# Tools every job of this pool needs.",
+  "set -euo pipefail",
+  ...Array.from(
+    { length: 24 },
+    (_, i) => `dnf install -y tool-${i} && echo "tool ${i} installed" >> /var/log/setup.log`,
+  ),
+].join("\n") + "\n";
+
+/** Flags of a desired state with the generated bootstrap (no --user-data). */
+function generated(args: string[] = []) {
+  return ["--only", "launch-template", ...args];
+}
+
+/** A context with the generated bootstrap, its table made; `files` are readable. */
+async function setupGenerated(args: string[] = [], files: Record<string, string> = {}) {
+  const ctx = await testContext(generated(args), { files });
+  await reconcileTable(ctx);
+  ctx.counter.reset();
+  return ctx;
+}
+
+/** The generated inputs of a desired state. */
+function bootstrapOf(d: DesiredState): BootstrapInputs {
+  const source = d.launchTemplate.userData;
+  assert.equal(source.kind, "bootstrap");
+  return (source as { inputs: BootstrapInputs }).inputs;
+}
+
+/** What the report says of a script's size: its bytes as sent, and as written when compressed. */
+function sizesOf(script: string) {
+  const encoded = encodeUserData(script);
+  assert.ok(!("tooLarge" in encoded));
+  return {
+    bytes: encoded.bytes.length,
+    ...(encoded.compressed ? { compressed: "gzip", scriptBytes: encoded.plainBytes } : {}),
+  };
+}
+
+/** The content (decoded, uncompressed) of a template version's user data. */
+function contentOf(version: { LaunchTemplateData?: { UserData?: string } }): string {
+  return userDataContent(version.LaunchTemplateData!.UserData!);
+}
+
+Deno.test("launch-template generates the bootstrap by default, with checksums from the runner's release and metadata tags enabled", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], releases: [RELEASE] });
+  const args = ["--github-api-url", gh.url, "--pre-runner-script", "/setup.sh"];
+  const files = { "/setup.sh": SETUP };
+  const ctx = await setupGenerated(args, files);
+  const d = ctx.desired;
+  const outcome = await reconcileLaunchTemplate(ctx);
+
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["create", "write"]);
+  const inputs = bootstrapOf(d);
+  assert.deepEqual(inputs, {
+    table: TABLE,
+    region: "us-east-1",
+    githubUrl: `${gh.url}/acme/widgets`,
+    runner: { version: DEFAULT_RUNNER_VERSION },
+    preRunnerScript: SETUP,
+  });
+  const script = generatedScript(inputs, { x64: SHA_X64, arm64: SHA_ARM64 });
+  const version = await defaultVersion(ctx);
+  assert.equal(contentOf(version), script);
+  assert.equal(version.LaunchTemplateData!.MetadataOptions!.InstanceMetadataTags, "enabled");
+  assert.equal((await record(ctx)).userDataHash, sha256(script));
+  assert.deepEqual(outcome.found.userData, {
+    source: "generated bootstrap",
+    githubUrl: `${gh.url}/acme/widgets`,
+    runner: {
+      version: DEFAULT_RUNNER_VERSION,
+      sha256: { x64: SHA_X64, arm64: SHA_ARM64 },
+      checksumsFrom: { x64: "asset digest", arm64: "release notes" },
+    },
+    preRunnerScript: true,
+    // The bootstrap and a 1.3 KB setup script pass 16 KB: EC2 gets them gzip-compressed.
+    ...sizesOf(script),
+  });
+  assert.deepEqual(gh.requests.map((r) => `${r.method} ${r.path}`), [
+    `GET /repos/actions/runner/releases/tags/v${DEFAULT_RUNNER_VERSION}`,
+  ]);
+
+  // Unchanged desired state, second run: the same script, no write.
+  ctx.counter.reset();
+  const again = await reconcileLaunchTemplate(
+    withDesired(ctx, ctx.desiredFrom(generated(args), undefined, files)),
+  );
+  assert.deepEqual(again.changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+  assert.equal((await versionsOf(ctx)).length, 1);
+});
+
+Deno.test("launch-template puts the runner inputs into the bootstrap and makes a version when they change", async () => {
+  const base = generated(CHECKSUMS);
+  const ctx = await setupGenerated(CHECKSUMS);
+  const first = ctx.desired;
+  await reconcileLaunchTemplate(ctx);
+  assert.equal(contentOf(await defaultVersion(ctx)), generatedScript(bootstrapOf(first)));
+
+  const mirror = "https://mirror.example.com/runner/{version}/actions-runner-linux-{arch}.tar.gz";
+  const next = ctx.desiredFrom([
+    ...base,
+    "--org",
+    "acme",
+    "--runner-group",
+    "ci pool",
+    "--runner-version",
+    "2.333.0",
+    "--runner-download-url",
+    mirror,
+  ]);
+  assert.deepEqual(bootstrapOf(next), {
+    table: TABLE,
+    region: "us-east-1",
+    githubUrl: "https://github.com/acme",
+    runnerGroup: "ci pool",
+    runner: {
+      version: "2.333.0",
+      sha256: { x64: SHA_X64, arm64: SHA_ARM64 },
+      downloadUrl: mirror,
+    },
+  });
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(withDesired(ctx, next));
+  assert.equal(outcome.changes[0].detail, "2: UserData content");
+  assert.equal(contentOf(await defaultVersion(ctx)), generatedScript(bootstrapOf(next)));
+  // Given checksums: no GitHub call at all.
+  assert.equal(ctx.counter.total((op) => op.startsWith("GitHub")), 0);
+});
+
+Deno.test("launch-template with --user-data runs the operator's script, with metadata tags as asked", async () => {
+  const ctx = await setup(["--instance-metadata-tags", "disabled", "--tags", '{"team/name":"ci"}']);
+  const outcome = await reconcileLaunchTemplate(ctx);
+  const version = await defaultVersion(ctx);
+  assert.equal(contentOf(version), SCRIPT);
+  assert.equal(version.LaunchTemplateData!.MetadataOptions!.InstanceMetadataTags, "disabled");
+  assert.deepEqual(outcome.found.userData, {
+    source: "--user-data /user-data.sh",
+    bytes: SCRIPT.length,
+  });
+  assert.equal(ctx.counter.total((op) => op.startsWith("GitHub")), 0);
+
+  // Turning them on is drift: a new version, the same script.
+  ctx.counter.reset();
+  const next = await reconcileLaunchTemplate(withDesired(ctx, desired(ctx)));
+  assert.equal(next.changes[0].detail, "2: MetadataOptions; TagSpecifications");
+  assert.equal(
+    (await defaultVersion(ctx)).LaunchTemplateData!.MetadataOptions!.InstanceMetadataTags,
+    "enabled",
+  );
+});
+
+Deno.test("launch-template takes a fleet-actions-sized script plus a 1.3 KB setup script, unlike a check of the base64 form", async (t) => {
+  // fleet-actions' own bootstrap is about 12 KB: with a setup script its base64 form passes
+  // 16 KB while the script itself, what EC2 limits, does not.
+  const fleetSized = `#!/bin/bash\n${incompressible(12_500)}\n${SETUP}`;
+  await t.step("as --user-data, sent as it is", async () => {
+    const ctx = await setup([], { "/user-data.sh": fleetSized });
+    await reconcileLaunchTemplate(ctx);
+    const data = (await defaultVersion(ctx)).LaunchTemplateData!;
+    assert.ok(data.UserData!.length > 16384, `base64 form is ${data.UserData!.length}`);
+    assert.equal(Buffer.from(data.UserData!, "base64").toString("utf8"), fleetSized);
+  });
+  await t.step("as the generated bootstrap with --pre-runner-script", async () => {
+    const ctx = await setupGenerated([...CHECKSUMS, "--pre-runner-script", "/setup.sh"], {
+      "/setup.sh": SETUP,
+    });
+    await reconcileLaunchTemplate(ctx);
+    assert.equal(contentOf(await defaultVersion(ctx)), generatedScript(bootstrapOf(ctx.desired)));
+  });
+});
+
+Deno.test("launch-template gzips user data over 16 KB: EC2 gets the compressed form, which decompresses to the script", async () => {
+  // A long but ordinary setup script: repetitive shell compresses well.
+  const longSetup = `#!/bin/bash\n${SETUP.repeat(15)}`;
+  const files = { "/setup.sh": longSetup };
+  const args = [...CHECKSUMS, "--pre-runner-script", "/setup.sh"];
+  const ctx = await setupGenerated(args, files);
+  const d = ctx.desired;
+  const outcome = await reconcileLaunchTemplate(ctx);
+
+  const script = generatedScript(bootstrapOf(d));
+  const bytes = Buffer.from((await defaultVersion(ctx)).LaunchTemplateData!.UserData!, "base64");
+  assert.ok(new TextEncoder().encode(script).length > 16384);
+  assert.ok(bytes.length <= 16384, `${bytes.length} bytes`);
+  assert.deepEqual([...bytes.subarray(0, 2)], [0x1f, 0x8b]);
+  // The real gzip, as cloud-init's would, gives the script back.
+  const gunzip = new Deno.Command("gzip", { args: ["-dc"], stdin: "piped", stdout: "piped" })
+    .spawn();
+  const writer = gunzip.stdin.getWriter();
+  await writer.write(bytes);
+  await writer.close();
+  assert.equal(new TextDecoder().decode((await gunzip.output()).stdout), script);
+  const found = outcome.found.userData as Record<string, unknown>;
+  assert.equal(found.compressed, "gzip");
+  assert.equal(found.bytes, bytes.length);
+  assert.equal((await record(ctx)).userDataHash, sha256(script));
+
+  ctx.counter.reset();
+  const again = await reconcileLaunchTemplate(
+    withDesired(ctx, ctx.desiredFrom(generated(args), undefined, files)),
+  );
+  assert.deepEqual(again.changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("launch-template fails with no write when the runner's release gives no checksum", async () => {
+  await using gh = startFakeGithub({
+    tokens: [TEST_PAT],
+    releases: [{ ...RELEASE, body: RELEASE.body!.split("\n")[0] }],
+  });
+  const ctx = await setupGenerated(["--github-api-url", gh.url]);
+  await assert.rejects(
+    () => reconcileLaunchTemplate(ctx),
+    new Error(
+      `the actions/runner release v${DEFAULT_RUNNER_VERSION} does not give the checksums refresh ` +
+        `needs: actions-runner-linux-arm64-${DEFAULT_RUNNER_VERSION}.tar.gz: no SHA-256 published ` +
+        "(no asset digest, no <!-- BEGIN SHA linux-arm64 --> marker in the release notes); or " +
+        "give both --runner-sha256-x64 and --runner-sha256-arm64",
+    ),
+  );
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("launch-template bootstrap inputs are rejected before any call", async (t) => {
+  const ghes = ["--github-api-url", "https://ghe.example.com/api/v3"];
+  const cases: [string, string[], string[]][] = [
+    [
+      "--pre-runner-script with --user-data",
+      ["--user-data", "/user-data.sh", "--pre-runner-script", "/setup.sh"],
+      [
+        "pre-runner-script: only used by the generated bootstrap, and --user-data replaces it; remove one of them",
+      ],
+    ],
+    [
+      "runner inputs with --user-data",
+      ["--user-data", "/user-data.sh", "--runner-version", "2.333.0"],
+      [
+        "runner-version: only used by the generated bootstrap, and --user-data replaces it; remove --runner-version",
+      ],
+    ],
+    [
+      "GitHub Enterprise Server without checksums",
+      ghes,
+      [
+        "runner-sha256-x64: required with GitHub Enterprise Server (https://ghe.example.com/api/v3), whose API does not hold github.com's actions/runner releases; give --runner-sha256-x64 and --runner-sha256-arm64 (from https://github.com/actions/runner/releases), and --runner-download-url if the instances cannot reach github.com",
+      ],
+    ],
+    [
+      "one checksum of two",
+      ["--runner-sha256-x64", SHA_X64],
+      [
+        "runner-sha256-arm64: required with --runner-sha256-x64; give the checksums of both packages, or neither to look them up in the runner's release",
+      ],
+    ],
+    [
+      "a checksum that is no SHA-256",
+      ["--runner-sha256-x64", "abc", "--runner-sha256-arm64", SHA_ARM64],
+      ['runner-sha256-x64: "abc" is not a SHA-256 checksum (64 hex digits)'],
+    ],
+    [
+      "a runner version that is no version",
+      ["--runner-version", "latest"],
+      ['runner-version: "latest" is not a runner version like 2.334.0'],
+    ],
+    [
+      "a download URL without {arch}",
+      ["--runner-download-url", "https://mirror.example.com/runner-{version}.tar.gz"],
+      [
+        'runner-download-url: "https://mirror.example.com/runner-{version}.tar.gz" has no {arch}; the x64 and arm64 packages are different files',
+      ],
+    ],
+    [
+      "a download URL with shell syntax",
+      ["--runner-download-url", "https://mirror.example.com/$(id)/{arch}.tar.gz"],
+      [
+        'runner-download-url: "https://mirror.example.com/$(id)/{arch}.tar.gz" has a space, quote or shell character; percent-encode it',
+      ],
+    ],
+    [
+      "a runner group for repository runners",
+      ["--runner-group", "ci"],
+      [
+        "runner-group: runner groups hold organization-level runners only; set --org too, or remove it",
+      ],
+    ],
+    [
+      "metadata tags disabled with the generated bootstrap",
+      ["--instance-metadata-tags", "disabled"],
+      [
+        "instance-metadata-tags: the generated bootstrap reads its first run id from the instance tag InitialRunId in instance metadata; remove --instance-metadata-tags disabled, or give your own --user-data",
+      ],
+    ],
+    [
+      "a pre-runner script that cannot be read",
+      ["--pre-runner-script", "/missing.sh"],
+      ["pre-runner-script: cannot read /missing.sh: no such file: /missing.sh"],
+    ],
+  ];
+  const files = { "/user-data.sh": SCRIPT, "/setup.sh": SETUP };
+  for (const [name, args, expected] of cases) {
+    await t.step(name, () => assert.deepEqual(problems(args, files), expected));
+  }
+  await t.step("GitHub Enterprise Server with checksums and a mirror", () => {
+    const mirror = ["--runner-download-url", "https://ghe.example.com/runner/{arch}.tar.gz"];
+    assert.deepEqual(problems([...ghes, ...CHECKSUMS, ...mirror], files), []);
+  });
+  await t.step("no repository or organization to register with", () => {
+    const base = BASE_ARGS.filter((a, i) => a !== "--repo" && BASE_ARGS[i - 1] !== "--repo");
+    assert.deepEqual(problems(["--table", TABLE, ...CHECKSUMS], files, base), [
+      "repo: required by task launch-template; set --repo or GITHUB_REPOSITORY or --org or REFRESH_ORG or --user-data or REFRESH_USER_DATA",
+    ]);
+  });
+  await t.step(
+    "a bootstrap too large even gzip-compressed: exit 2 with both sizes, no call",
+    async () => {
+      const err: string[] = [];
+      const code = await main(
+        [...BASE_ARGS, "--only", "launch-template", "--pre-runner-script", "/setup.sh"],
+        { ...AWS_ENV, AWS_ENDPOINT_URL: "http://127.0.0.1:9", GITHUB_TOKEN: TEST_PAT },
+        {
+          stdout: () => {},
+          stderr: (s) => err.push(s),
+          readTextFile: () => incompressible(40_000),
+        },
+      );
+      assert.equal(code, 2);
+      assert.match(
+        err.join("\n"),
+        /pre-runner-script: the generated bootstrap with the pre-runner script is \d{5} bytes, \d{5} gzip-compressed; EC2 allows at most 16384 bytes of user data \(before base64\), so shorten it/,
+      );
+    },
+  );
+});
+
+Deno.test("refresh takes over a table and launch template made by fleet-actions with no manual step", async () => {
+  const network = await resetMoto();
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], releases: [RELEASE] });
+  const aws = buildClients(desiredFrom([], undefined, {}, network), AWS_ENV, new CallCounter());
+  // fleet-actions' refresh made the table (PK/SK, on demand) and its records...
+  await new DynamoDBClient({ region: "us-east-1", endpoint: MOTO_URL }).send(
+    new CreateTableCommand({
+      TableName: TABLE,
+      KeySchema: [{ AttributeName: "PK", KeyType: "HASH" }, {
+        AttributeName: "SK",
+        KeyType: "RANGE",
+      }],
+      AttributeDefinitions: [{ AttributeName: "PK", AttributeType: "S" }, {
+        AttributeName: "SK",
+        AttributeType: "S",
+      }],
+      BillingMode: "PAY_PER_REQUEST",
+    }),
+  );
+  const fleetScript = "#!/bin/bash\necho 'fleet-actions bootstrap'\n";
+  const now = new Date();
+  const records: Record<string, unknown> = {
+    idle_time_sec: 420,
+    max_runtime_min: 30,
+    subnet_ids: [network.subnetIds[0]],
+    launch_template: {
+      name: NAME,
+      ami: TRUSTY,
+      iamInstanceProfile: "runner-profile",
+      securityGroupIds: [network.securityGroupId],
+      userDataHash: sha256(fleetScript),
+      userData: "",
+      userDataBase64: "",
+    },
+    gh_registration_token: {
+      token: "AREGFleetActionsToken",
+      timestamp: timestamp(now),
+      expires_at: timestamp(new Date(now.getTime() + 50 * 60_000)),
+    },
+  };
+  for (const [id, value] of Object.entries(records)) {
+    await aws.ddb.send(
+      new PutCommand({ TableName: TABLE, Item: item("METADATA", id, now, { value }) }),
+    );
+  }
+  // ...and the launch template, untagged, as its LaunchTemplateOperations builds it.
+  await aws.ec2.send(
+    new CreateLaunchTemplateCommand({
+      LaunchTemplateName: NAME,
+      LaunchTemplateData: {
+        ImageId: TRUSTY,
+        IamInstanceProfile: { Name: "runner-profile" },
+        SecurityGroupIds: [network.securityGroupId],
+        UserData: Buffer.from(fleetScript).toString("base64"),
+        MetadataOptions: {
+          HttpTokens: "required",
+          HttpPutResponseHopLimit: 10,
+          HttpEndpoint: "enabled",
+          HttpProtocolIpv6: "disabled",
+          InstanceMetadataTags: "enabled",
+        },
+      },
+    }),
+  );
+
+  // The inputs fleet-actions' refresh took, mapped as the README says (its idle time was 420 s).
+  const args = [
+    ...baseArgs(network),
+    "--idle-time-sec",
+    "420",
+    "--github-api-url",
+    gh.url,
+    "--json",
+  ];
+  const env = { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT };
+  const run = async () => {
+    const out: string[] = [];
+    const err: string[] = [];
+    const code = await main(args, env, {
+      stdout: (s) => out.push(s),
+      stderr: (s) => err.push(s),
+      readTextFile: () => "",
+    });
+    assert.equal(code, 0, err.join("\n"));
+    return JSON.parse(out.join("\n")) as RunReport;
+  };
+
+  const first = await run();
+  const byTask = Object.fromEntries(first.results.map((r) => [r.task, r]));
+  assert.deepEqual(byTask["launch-template"].changes.map((c) => c.action), [
+    "tag",
+    "new-version",
+    "write",
+  ]);
+  assert.match(byTask["launch-template"].warnings[0], /^adopted acme-widgets-ci-launch-template/);
+  // The table, its parameters and the token were kept: the same values, nothing rewritten.
+  assert.deepEqual(byTask.table.changes.map((c) => c.action), ["enable-ttl"]);
+  assert.deepEqual(byTask.parameters.changes, []);
+  assert.deepEqual(byTask["github-token"].changes, []);
+  assert.deepEqual(gh.issued, []);
+  const current = (await aws.ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, Versions: ["$Default"] }),
+  )).LaunchTemplateVersions![0];
+  assert.equal(current.VersionNumber, 2);
+  assert.equal(current.LaunchTemplateData!.MetadataOptions!.InstanceMetadataTags, "enabled");
+  assert.match(contentOf(current), /^#!\/bin\/bash/);
+  assert.notEqual(contentOf(current), fleetScript);
+  // fleet-actions' provision reads the same record, with refresh's additions beside its fields.
+  const stored = await readMetadata(aws.ddb, TABLE, "launch_template") as Record<string, unknown>;
+  assert.deepEqual(Object.keys(stored).sort(), [
+    "ami",
+    "iamInstanceProfile",
+    "id",
+    "name",
+    "securityGroupIds",
+    "userData",
+    "userDataBase64",
+    "userDataHash",
+    "version",
+  ]);
+  assert.equal(stored.name, NAME);
+  assert.equal(stored.version, 2);
+
+  const second = await run();
+  assert.equal(second.writeCalls, 0, JSON.stringify(second.calls));
+});

@@ -148,7 +148,17 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await testContext(
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    ["--github-api-url", gh.url, "--root-volume-size", "30"],
+    // The runner checksums are given, so the generated bootstrap needs no release look-up.
+    [
+      "--github-api-url",
+      gh.url,
+      "--root-volume-size",
+      "30",
+      "--runner-sha256-x64",
+      "a".repeat(64),
+      "--runner-sha256-arm64",
+      "b".repeat(64),
+    ],
     { now: new Date().toISOString() },
   );
   const all = TASKS.map((t): [TaskName, Task] => [t, IMPLEMENTATIONS[t]]);
