@@ -42,6 +42,7 @@ import {
   withDesired,
 } from "./support/aws.ts";
 import { type FakeRelease, startFakeGithub } from "./support/github.ts";
+import { runRefresh } from "./support/process.ts";
 import { AWS_ENV, MOTO_URL, type Network, resetMoto, startMoto } from "./support/moto.ts";
 import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
@@ -1396,4 +1397,15 @@ Deno.test("refresh takes over a table and launch template made by fleet-actions 
 
   const second = await run();
   assert.equal(second.writeCalls, 0, JSON.stringify(second.calls));
+});
+
+Deno.test("launch-template reads at most 1 MiB of a pre-runner script: an endless file exits 2 at once", async () => {
+  const started = performance.now();
+  const result = await runRefresh([...BASE_ARGS, "--pre-runner-script", "/dev/zero"]);
+  assert.equal(result.code, 2, result.stderr);
+  assert.match(
+    result.stderr,
+    /pre-runner-script: cannot read \/dev\/zero: larger than 1048576 bytes, the most refresh reads of it/,
+  );
+  assert.ok(performance.now() - started < 15_000);
 });
