@@ -9,6 +9,9 @@ import type { RunReport } from "../lib/report.ts";
 import { main } from "../refresh.ts";
 import { baseArgs, TEST_PAT } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
+import { sha256 } from "../lib/contract.ts";
+import { packageName } from "../lib/runner_release.ts";
+import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
@@ -30,7 +33,18 @@ async function runMain(args: string[], env: Record<string, string>, monotonic?: 
 
 Deno.test("refresh converges through 20% injected faults within a few runs, then writes nothing", async () => {
   const network = await resetMoto();
-  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  // The runner's release too, so the generated bootstrap's checksum look-up meets faults as well.
+  await using gh = startFakeGithub({
+    tokens: [TEST_PAT],
+    releases: [{
+      repository: "actions/runner",
+      tag_name: `v${DEFAULT_RUNNER_VERSION}`,
+      assets: (["x64", "arm64"] as const).map((arch) => ({
+        name: packageName(arch, DEFAULT_RUNNER_VERSION),
+        digest: `sha256:${sha256(arch)}`,
+      })),
+    }],
+  });
   // Throttling, 500s, dropped connections and lost replies on AWS and GitHub alike; a seed per
   // proxy, so a failure replays (the faults are listed in the assertion message).
   await using aws = startFaultProxy({ target: MOTO_URL, seed: 12, rate: 0.2 });
