@@ -5,7 +5,7 @@
  * conditions the policy uses then checks that each call is allowed, and that nothing else is.
  */
 import assert from "node:assert/strict";
-import { bootstrapScript } from "../lib/bootstrap.ts";
+import { BOOTSTRAP_AWS_ACTIONS, bootstrapScript } from "../lib/bootstrap.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -165,6 +165,24 @@ Deno.test("the bootstrap's AWS calls are read from its script", () => {
       "PK,SK,entityType,identifier,value,updatedAt",
     ],
   );
+});
+
+Deno.test("the calls read from the script are BOOTSTRAP_AWS_ACTIONS, which a real run is checked against", () => {
+  // test/bootstrap_test.ts records the calls of a real run through a proxy and compares them with
+  // BOOTSTRAP_AWS_ACTIONS; this ties that list, the script as read here, and the policy together.
+  const fromScript = [...awsCalls(SCRIPT).keys()].sort().map((action) => ({
+    action,
+    ...(action === "dynamodb:GetItem" ? { partitions: [...keyPartitions(SCRIPT)].sort() } : {}),
+    ...(action === "dynamodb:PutItem"
+      ? { partitions: [...new Set(items(SCRIPT).map((i) => (i.PK as { S: string }).S))].sort() }
+      : {}),
+    ...(action === "ec2:TerminateInstances" ? { instance: "itself" } : {}),
+  }));
+  const declared = [...BOOTSTRAP_AWS_ACTIONS].map((a) => ({
+    ...a,
+    ...(a.partitions ? { partitions: [...a.partitions].sort() } : {}),
+  })).sort((x, y) => x.action.localeCompare(y.action));
+  assert.deepEqual(fromScript, declared);
 });
 
 Deno.test("iam-instance-policy.json allows every call the bootstrap makes", () => {
