@@ -173,15 +173,14 @@ export interface RolloutPlan {
 export const NO_CLASS = "(none)";
 
 const STATES = ["idle", "claimed", "running", "created"] as const;
-const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
 
-/** Whether a value is a timestamp as the table stores them (`2025-04-24T18:31:04Z`). */
+/**
+ * Whether a value is a UTC timestamp as the table stores them (`2025-04-24T18:31:04Z`; fractional
+ * seconds tolerated); times are then compared as numbers, never as text.
+ */
 export function isTimestamp(value: unknown): value is string {
   return typeof value === "string" && TIMESTAMP.test(value) && !isNaN(Date.parse(value));
-}
-
-function stamp(date: Date): string {
-  return date.toISOString().replace(/\.\d+Z$/, "Z");
 }
 
 /**
@@ -273,8 +272,7 @@ export function healthOf(
         }; expected a timestamp like 2025-04-24T18:31:04Z, so its health is not judged`,
       };
     }
-    const limit = stamp(new Date(now.getTime() - inputs.heartbeatStaleSec * 1000));
-    if (heartbeat.updatedAt < limit) {
+    if (Date.parse(heartbeat.updatedAt) < now.getTime() - inputs.heartbeatStaleSec * 1000) {
       return {
         kind: "stale-heartbeat",
         detail:
@@ -283,8 +281,10 @@ export function healthOf(
     }
     return { kind: "healthy" };
   }
-  const grace = stamp(new Date(now.getTime() - inputs.bootGraceMin * 60_000));
-  if (!isTimestamp(instance.launchTime) || instance.launchTime >= grace) return { kind: "booting" };
+  const grace = now.getTime() - inputs.bootGraceMin * 60_000;
+  if (!isTimestamp(instance.launchTime) || Date.parse(instance.launchTime) >= grace) {
+    return { kind: "booting" };
+  }
   return {
     kind: "no-heartbeat",
     detail:
@@ -315,7 +315,7 @@ export function planRollout(reading: PoolReading, inputs: RolloutInputs): Rollou
   const classes = new Map<string, ClassView>();
   const warnings: string[] = [];
   const unhealthy: Drain[] = [];
-  const outdated = new Map<string, { drain: Drain; launched: string }[]>();
+  const outdated = new Map<string, { drain: Drain; launched: number }[]>();
   const serving = new Map<string, number>();
 
   for (const record of reading.records) {
@@ -330,7 +330,10 @@ export function planRollout(reading: PoolReading, inputs: RolloutInputs): Rollou
       continue;
     }
     if (isTimestamp(instance.launchTime)) {
-      if (view.oldestLaunch === null || instance.launchTime < view.oldestLaunch) {
+      if (
+        view.oldestLaunch === null ||
+        Date.parse(instance.launchTime) < Date.parse(view.oldestLaunch)
+      ) {
         view.oldestLaunch = instance.launchTime;
       }
     }
@@ -364,7 +367,7 @@ export function planRollout(reading: PoolReading, inputs: RolloutInputs): Rollou
         const list = outdated.get(name) ?? [];
         list.push({
           drain: drain("outdated", version.detail),
-          launched: instance.launchTime ?? "",
+          launched: Date.parse(instance.launchTime ?? "") || 0,
         });
         outdated.set(name, list);
       }
@@ -387,9 +390,7 @@ export function planRollout(reading: PoolReading, inputs: RolloutInputs): Rollou
   for (const name of [...outdated.keys()].sort()) {
     const list = outdated.get(name)!;
     // Oldest launch first; the id breaks ties so the plan is stable.
-    list.sort((a, b) =>
-      a.launched.localeCompare(b.launched) || a.drain.id.localeCompare(b.drain.id)
-    );
+    list.sort((a, b) => a.launched - b.launched || a.drain.id.localeCompare(b.drain.id));
     const limit = limitFor(inputs.maxPerRun, serving.get(name) ?? 0);
     rollout.push(...list.slice(0, limit).map((o) => o.drain));
     classes.get(name)!.deferred = Math.max(0, list.length - limit);
