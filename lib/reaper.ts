@@ -10,6 +10,12 @@
  * 2. **classify** ({@link classify}): pure; decides from what was read, never from a record
  *    alone, what to lock, terminate and expunge, and what to report and leave alone: records of
  *    instances alive outside the pool, thresholds that are not timestamps, unknown states.
+ *    **Rollout and health** ({@link drainPhase}: {@link planRollout} in lib/rollout.ts, pure,
+ *    with the template's default version read by {@link readTemplateDefault}): idle pool
+ *    instances launched from another template version (a few per class and run), or unable to
+ *    serve (a `*_FAILED` worker signal, a stale or missing heartbeat), are drained: locked only if
+ *    still idle and unchanged since the read, then terminated and expunged like expired ones. The
+ *    pool view per resource class goes in `found.pool`.
  * 3. **lock** ({@link lockRecords}): DESIGN.md's conditional update to `terminated` (with
  *    `expiresAt` as a TTL safety net), under a condition the caller gives; a failed condition
  *    means another writer won, unless the item it returns is this run's own write (a lock whose
@@ -27,13 +33,14 @@
  *    over runs.
  *
  * Writes: UpdateItem and BatchWriteItem on the table, TerminateInstances, runner deletions. Under
- * dry-run it reads, and lists what it would lock, terminate, expunge and delete.
+ * dry-run it reads, and lists what it would lock, terminate, drain, expunge and delete.
  *
  * @module
  */
 import {
   DescribeInstancesCommand,
   DescribeLaunchTemplatesCommand,
+  DescribeLaunchTemplateVersionsCommand,
   type Filter,
   type Instance,
   TerminateInstancesCommand,
@@ -48,7 +55,19 @@ import {
 import { unmarshall } from "npm:@aws-sdk/util-dynamodb@3.996.9";
 import { type Entity, idOf, OWNER_TAG, pk, sk, timestamp } from "./contract.ts";
 import { checkIds, type InputSpec, type Reader } from "./inputs.ts";
-import { TEMPLATE_ID_TAG } from "./rollout.ts";
+import {
+  type Drain,
+  type Heartbeat,
+  parseMaxPerRun,
+  planRollout,
+  type PoolInstance,
+  type PoolView,
+  type RecordRow,
+  type RolloutInputs,
+  TEMPLATE_ID_TAG,
+  type TemplateDefault,
+  type WorkerSignal,
+} from "./rollout.ts";
 import {
   type Change,
   describeError,
@@ -56,6 +75,9 @@ import {
   type TaskContext,
   type TaskOutcome,
 } from "./task.ts";
+
+/** `--rollout-max-per-run`'s default: a quarter of a class's serving idle instances per run. */
+const ROLLOUT_DEFAULT = "25%";
 
 /** The reaper's inputs, in `--help` order. */
 export const INPUTS: InputSpec[] = [
@@ -95,6 +117,29 @@ export const INPUTS: InputSpec[] = [
     default: "60",
     help: "seconds a run may spend deleting runner registrations of gone instances",
   },
+  {
+    name: "rollout-max-per-run",
+    env: ["REFRESH_ROLLOUT_MAX_PER_RUN"],
+    kind: "string",
+    default: ROLLOUT_DEFAULT,
+    help:
+      "idle instances of an older template version drained per class and run: a number, or a percentage (0: off)",
+  },
+  {
+    name: "heartbeat-stale-sec",
+    env: ["REFRESH_HEARTBEAT_STALE_SEC"],
+    kind: "int",
+    default: "300",
+    help:
+      "seconds without a heartbeat after which an idle instance is drained as unhealthy (0: heartbeats not judged)",
+  },
+  {
+    name: "boot-grace-min",
+    env: ["REFRESH_BOOT_GRACE_MIN"],
+    kind: "int",
+    default: "15",
+    help: "minutes after launch an idle instance may go without any heartbeat (still booting)",
+  },
 ];
 
 /** The reaper's section of the desired state. */
@@ -106,6 +151,8 @@ export interface DesiredReaper {
   legacyLaunchTemplateIds: string[];
   /** Time budget of the runner phase, in seconds. */
   runnerCleanupSec: number;
+  /** Rollout and health draining (lib/rollout.ts). */
+  rollout: RolloutInputs;
 }
 
 /** A launch template id, as EC2 writes them. */
@@ -126,7 +173,25 @@ export function parseReaper(r: Reader): DesiredReaper {
       r.problems,
     ) ?? [],
     runnerCleanupSec: r.int("runner-cleanup-sec", 0, 3600)!,
+    rollout: {
+      maxPerRun: maxPerRun(r),
+      heartbeatStaleSec: r.int("heartbeat-stale-sec", 0, 86_400)!,
+      bootGraceMin: r.int("boot-grace-min", 1, 1440)!,
+    },
   };
+}
+
+/** `--rollout-max-per-run`: a number (also a JSON number in the config file) or a percentage. */
+function maxPerRun(r: Reader): RolloutInputs["maxPerRun"] {
+  const raw = r.raw["rollout-max-per-run"] ?? ROLLOUT_DEFAULT;
+  const parsed = typeof raw === "string" || typeof raw === "number"
+    ? parseMaxPerRun(String(raw))
+    : `expected a whole number or a percentage, got ${JSON.stringify(raw)}`;
+  if (typeof parsed === "string") {
+    r.problems.push(`rollout-max-per-run: ${parsed}`);
+    return { count: 0 };
+  }
+  return parsed;
 }
 
 /** States a record can expire from. */
@@ -223,6 +288,14 @@ export interface ReaperCounts {
   runnersBusy: number;
   /** Deletable registrations left for the next run when the runner phase ran out of time. */
   runnersLeft: number;
+  /** Idle instances of another template version planned for draining this run. */
+  outdated: number;
+  /** Outdated idle instances the per-run limit leaves for later runs. */
+  outdatedLeft: number;
+  /** Idle instances that cannot serve (failed signal, stale or missing heartbeat) to drain. */
+  unhealthy: number;
+  /** Of those planned, the ones locked and terminated (or already gone) this run. */
+  drained: number;
 }
 
 /**
@@ -235,13 +308,16 @@ export interface Row {
   threshold?: unknown;
   runId?: unknown;
   updatedAt?: unknown;
+  resourceClass?: unknown;
 }
 
-/** A heartbeat or worker signal item's key and age. */
+/** A heartbeat or worker signal item's key and age (and a worker signal's `value`). */
 export interface ArtifactKey {
   entity: "HEARTBEAT" | "WS";
   id: string;
   updatedAt: unknown;
+  /** A worker signal's `{ state, runId }`, as stored. */
+  value?: unknown;
 }
 
 /** How an instance is proven to belong to the pool. */
@@ -254,12 +330,17 @@ export interface LiveInstance {
   launched?: string;
   /** Its proof of belonging to the pool; undefined: not the pool's. */
   proof?: Proof;
+  imageId?: string;
+  /** Its tags (EC2's launch template tags tell its template version). */
+  tags?: Record<string, string>;
 }
 
 /** What EC2 says about the pool. */
 export interface Pool {
   /** Launch template ids whose instances count as the pool's. */
   templateIds: Set<string>;
+  /** The pool's own templates (tagged for this table), by name: their ids. */
+  templatesByName: Map<string, string>;
   /** Instances alive and proven the pool's. */
   alive: Map<string, LiveInstance>;
   /** Instances alive in EC2 that a record names but that are not proven the pool's. */
@@ -289,9 +370,9 @@ export async function reapInstances(
     graceMs: reaper.orphanGraceMin * 60_000,
   });
   const report = newReport(read, pool, plan);
-  if (ctx.dryRun) return await listPlan(ctx, pool, plan, report, options);
-
-  const locked = await lockPhase(ctx, read.records, plan, now, report);
+  const drains = await drainPhase(ctx, read, pool, plan, report);
+  if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options);
+  const locked = await lockPhase(ctx, read.records, plan, drains, now, report);
   const terminated = await terminatePhase(ctx, pool, plan, locked, report);
   await expungePhase(ctx, pool, plan, locked, terminated, report, options);
   await runnerPhase(ctx, pool, terminated, report, options);
@@ -307,6 +388,8 @@ export interface Report {
   /** Work not started because the run's deadline had passed. */
   skipped: string[];
   reasons: Map<string, string>;
+  /** The pool view per resource class (`found.pool`). */
+  pool: PoolView;
 }
 
 function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
@@ -317,7 +400,102 @@ function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
     errors: [],
     skipped: [],
     reasons: plan.reasons,
+    pool: { template: null, classes: {} },
   };
+}
+
+/**
+ * Phase 2b, rollout and health: reads the template's default version (a failure skips the rollout
+ * with a warning, never the reaping), plans which idle instances to drain and why
+ * (lib/rollout.ts), and puts the pool view in the report.
+ */
+async function drainPhase(
+  ctx: TaskContext,
+  read: TableRead,
+  pool: Pool,
+  plan: Plan,
+  report: Report,
+): Promise<Drain[]> {
+  const name = ctx.desired.launchTemplate.name;
+  const template = await readTemplateDefault(ctx.clients.ec2, pool, name).catch((error) => {
+    report.warnings.push(
+      `template versions not judged (no rollout this run): reading the default version of ${name} failed: ${
+        describeError(error)
+      }`,
+    );
+    return null;
+  });
+  const reading = rolloutReading(read, pool, plan, template, ctx.now());
+  const rollout = planRollout(reading, ctx.desired.reaper.rollout);
+  report.pool = rollout.view;
+  report.warnings.push(...rollout.warnings);
+  for (const d of rollout.drains) report.reasons.set(d.id, drainReason(d));
+  const counts = report.counts;
+  counts.outdated = rollout.drains.filter((d) => d.kind === "outdated").length;
+  counts.unhealthy = rollout.drains.length - counts.outdated;
+  counts.outdatedLeft = Object.values(rollout.view.classes).reduce((n, c) => n + c.deferred, 0);
+  return rollout.drains;
+}
+
+/** Why an instance is drained, as the report says it. */
+function drainReason(drain: Drain): string {
+  const why = drain.kind === "outdated" ? "rollout" : "unhealthy";
+  return `${why}: idle ${drain.resourceClass} instance, ${drain.detail}`;
+}
+
+/**
+ * What the rollout planner reads, from what the reaper read: records (those the reaper already
+ * takes this run, or reports as invalid or foreign, are never drained), the pool's instances
+ * with their image and tags, heartbeats and worker signals.
+ */
+export function rolloutReading(
+  read: Pick<TableRead, "records" | "artifacts">,
+  pool: Pick<Pool, "alive">,
+  plan: Pick<Plan, "expired" | "lost" | "invalid" | "foreign">,
+  template: TemplateDefault | null,
+  now: Date,
+) {
+  const text = (value: unknown) => typeof value === "string" ? value : undefined;
+  const records: RecordRow[] = read.records.flatMap((r) =>
+    typeof r.state === "string"
+      ? [{
+        id: r.id,
+        state: r.state,
+        threshold: text(r.threshold),
+        runId: text(r.runId),
+        resourceClass: text(r.resourceClass),
+      }]
+      : []
+  );
+  const instances = new Map<string, PoolInstance>();
+  for (const i of pool.alive.values()) {
+    instances.set(i.id, {
+      id: i.id,
+      launchTime: i.launched,
+      imageId: i.imageId,
+      tags: i.tags ?? {},
+    });
+  }
+  const heartbeats = new Map<string, Heartbeat>();
+  const signals = new Map<string, WorkerSignal>();
+  for (const a of read.artifacts) {
+    if (a.entity === "HEARTBEAT") {
+      heartbeats.set(a.id, { id: a.id, updatedAt: text(a.updatedAt) });
+      continue;
+    }
+    const value = (typeof a.value === "object" && a.value !== null ? a.value : {}) as Record<
+      string,
+      unknown
+    >;
+    signals.set(a.id, {
+      id: a.id,
+      state: text(value.state),
+      runId: text(value.runId),
+      updatedAt: text(a.updatedAt),
+    });
+  }
+  const taken = new Set([...plan.expired, ...plan.lost, ...plan.invalid, ...plan.foreign]);
+  return { records, instances, heartbeats, signals, template, taken, now };
 }
 
 /** The run's deadline: no new unit of work starts after it; what is left is reported. */
@@ -325,11 +503,12 @@ function deadline(ctx: TaskContext): () => boolean {
   return () => ctx.budget.expired();
 }
 
-/** Under dry-run: what would be terminated, expunged and deleted; nothing is written. */
+/** Under dry-run: what would be terminated, drained, expunged and deleted; nothing is written. */
 async function listPlan(
   ctx: TaskContext,
   pool: Pool,
   plan: Plan,
+  drains: Drain[],
   report: Report,
   options: ReaperOptions,
 ): Promise<TaskOutcome> {
@@ -338,30 +517,35 @@ async function listPlan(
   const expunge = [...plan.expired.filter((id) => !pool.alive.has(id)), ...plan.lost, ...plan.gone];
   report.changes.push(
     ...terminate.map((id) => change("terminate", id, plan.reasons)),
+    ...drains.map((d) => change("drain", d.id, plan.reasons)),
     ...expunge.map((id) => change("expunge", id, plan.reasons)),
     ...plan.strays.map(strayChange),
   );
   report.counts.lost = plan.lost.length;
-  await reconcileRunners(ctx, pool, new Set(terminate), report, options);
-  return outcome(report.counts, report.changes, report.warnings, true);
+  const ending = new Set([...terminate, ...drains.map((d) => d.id)]);
+  await reconcileRunners(ctx, pool, ending, report, options);
+  return outcome(report.counts, report.changes, report.warnings, true, report.pool);
 }
 
 /**
- * Phase 3: expired records with DESIGN.md's condition, records of vanished instances only if
- * unchanged since the read. Returns the ids this run locked.
+ * Phase 3: expired records with DESIGN.md's condition; records of vanished instances, and idle
+ * ones to drain, only if unchanged since the read (state, runId, threshold): a drained instance
+ * provision claimed meanwhile keeps running. Drains go last, after the reaping. Returns the ids
+ * this run locked.
  */
 async function lockPhase(
   ctx: TaskContext,
   records: Row[],
   plan: Plan,
+  drains: Drain[],
   now: string,
   report: Report,
-): Promise<{ expired: string[]; lost: string[] }> {
+): Promise<Locked> {
   const { reaper } = ctx.desired;
   const rows = new Map(records.map((r) => [r.id, r]));
   const lock = await lockRecords(ctx.clients.ddb, ctx.desired.table, [
     ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(now) })),
-    ...plan.lost.map((id) => ({
+    ...[...plan.lost, ...drains.map((d) => d.id)].map((id) => ({
       row: rows.get(id)!,
       condition: unchangedCondition(rows.get(id)!),
     })),
@@ -381,22 +565,30 @@ async function lockPhase(
   const locked = {
     expired: plan.expired.filter((id) => won.has(id)),
     lost: plan.lost.filter((id) => won.has(id)),
+    drained: drains.map((d) => d.id).filter((id) => won.has(id)),
   };
-  report.counts.locked = locked.expired.length;
+  report.counts.locked = locked.expired.length + locked.drained.length;
   report.counts.lostRace = lock.lostRace.length;
   report.counts.lost = locked.lost.length;
   return locked;
 }
 
-/** Phase 4: only what is proven the pool's: locked, already terminated, or orphaned. */
+/** The ids the lock phase locked, by why. */
+interface Locked {
+  expired: string[];
+  lost: string[];
+  drained: string[];
+}
+
+/** Phase 4: only what is proven the pool's: locked (expired, drained), already terminated, or orphaned. */
 async function terminatePhase(
   ctx: TaskContext,
   pool: Pool,
   plan: Plan,
-  locked: { expired: string[] },
+  locked: Locked,
   report: Report,
 ): Promise<Terminated> {
-  const instances = [...locked.expired, ...plan.unfinished, ...plan.orphans]
+  const instances = [...locked.expired, ...plan.unfinished, ...plan.orphans, ...locked.drained]
     .flatMap((id) => pool.alive.get(id) ?? []);
   const result = await terminateOwned(ctx.clients.ec2, instances, ctx.log, deadline(ctx));
   report.counts.terminated = result.terminated.length;
@@ -409,7 +601,14 @@ async function terminatePhase(
   }
   report.errors.push(...result.errors);
   if (result.skipped.length) report.skipped.push(`${result.skipped.length} terminations`);
-  report.changes.push(...result.terminated.map((id) => change("terminate", id, report.reasons)));
+  const drained = new Set(locked.drained);
+  report.counts.drained = [...result.terminated, ...result.notFound]
+    .filter((id) => drained.has(id)).length;
+  report.changes.push(
+    ...result.terminated.map((id) =>
+      change(drained.has(id) ? "drain" : "terminate", id, report.reasons)
+    ),
+  );
   return result;
 }
 
@@ -418,7 +617,7 @@ async function expungePhase(
   ctx: TaskContext,
   pool: Pool,
   plan: Plan,
-  locked: { expired: string[]; lost: string[] },
+  locked: Locked,
   terminated: Terminated,
   report: Report,
   options: ReaperOptions,
@@ -473,7 +672,7 @@ function finish(report: Report): TaskOutcome {
       `the run's deadline passed: ${report.skipped.join(", ")} not started; the next run does them`,
     );
   }
-  const done = outcome(report.counts, report.changes, report.warnings, false);
+  const done = outcome(report.counts, report.changes, report.warnings, false, report.pool);
   if (errors.length) {
     const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : "";
     throw new Error(
@@ -522,6 +721,10 @@ function countsOf(read: TableRead, pool: Pool, plan: Plan): ReaperCounts {
     runnersDeleted: 0,
     runnersBusy: 0,
     runnersLeft: 0,
+    outdated: 0,
+    outdatedLeft: 0,
+    unhealthy: 0,
+    drained: 0,
   };
 }
 
@@ -530,6 +733,7 @@ function outcome(
   changes: Change[],
   warnings: string[],
   dryRun: boolean,
+  pool: PoolView,
 ): TaskOutcome {
   const would = dryRun ? "would be " : "";
   const parts = [
@@ -541,6 +745,10 @@ function outcome(
     counts.lost && `${counts.lost} records of vanished instances`,
     counts.foreign && `${counts.foreign} records of instances not the pool's`,
     counts.invalid && `${counts.invalid} invalid records`,
+    counts.outdated && `${counts.outdated} outdated`,
+    counts.unhealthy && `${counts.unhealthy} unhealthy`,
+    counts.drained && `${counts.drained} drained`,
+    counts.outdatedLeft && `${counts.outdatedLeft} outdated left for later runs`,
     counts.terminated && `${counts.terminated} terminated`,
     counts.refused && `${counts.refused} refused by EC2`,
     counts.expunged && `${counts.expunged} expunged (${counts.itemsDeleted} items)`,
@@ -554,7 +762,7 @@ function outcome(
     : parts.length
     ? parts.join(", ")
     : `nothing to reap (${counts.records} records, ${counts.alive} instances alive)`;
-  return { summary, found: { ...counts }, changes, warnings };
+  return { summary, found: { ...counts, pool }, changes, warnings };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -580,7 +788,7 @@ export async function readTable(
     ddb,
     table,
     "INSTANCE",
-    ["state", "threshold", "runId", "updatedAt"],
+    ["state", "threshold", "runId", "updatedAt", "resourceClass"],
     pageSize,
     (item) => {
       records.push({
@@ -589,14 +797,22 @@ export async function readTable(
         threshold: item.threshold,
         runId: item.runId,
         updatedAt: item.updatedAt,
+        resourceClass: item.resourceClass,
       });
     },
     (pages) => log.info(`reaper: read ${records.length} instance records (${pages} pages)`),
   );
   const artifacts: ArtifactKey[] = [];
   for (const entity of ["HEARTBEAT", "WS"] as const) {
-    await queryAll(ddb, table, entity, ["updatedAt"], pageSize, (item) => {
-      artifacts.push({ entity, id: idOf(String(item.SK)), updatedAt: item.updatedAt });
+    // A worker signal's value (its state) is read too, for the health drains.
+    const attributes = entity === "WS" ? ["updatedAt", "value"] : ["updatedAt"];
+    await queryAll(ddb, table, entity, attributes, pageSize, (item) => {
+      artifacts.push({
+        entity,
+        id: idOf(String(item.SK)),
+        updatedAt: item.updatedAt,
+        ...(entity === "WS" ? { value: item.value } : {}),
+      });
     });
   }
   return { records, artifacts, scanned: instances.scanned, pages: instances.pages };
@@ -673,7 +889,11 @@ export async function readPool(
       Filters: [{ Name: `tag:${OWNER_TAG}`, Values: [table] }],
     }),
   );
-  for (const t of templates.LaunchTemplates ?? []) templateIds.add(t.LaunchTemplateId!);
+  const templatesByName = new Map<string, string>();
+  for (const t of templates.LaunchTemplates ?? []) {
+    templateIds.add(t.LaunchTemplateId!);
+    templatesByName.set(t.LaunchTemplateName!, t.LaunchTemplateId!);
+  }
 
   const alive = new Map<string, LiveInstance>();
   const foreign = new Map<string, LiveInstance>();
@@ -683,6 +903,8 @@ export async function readPool(
       id: instance.InstanceId!,
       launched: instance.LaunchTime && timestamp(instance.LaunchTime),
       proof: ownership(instance, table, templateIds),
+      imageId: instance.ImageId,
+      tags: Object.fromEntries((instance.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""])),
     };
     (live.proof ? alive : foreign).set(live.id, live);
   };
@@ -701,7 +923,27 @@ export async function readPool(
   if (unchecked.length > FILTER_VALUES) {
     log.info(`reaper: looked up ${unchecked.length} instances by id`);
   }
-  return { templateIds, alive, foreign };
+  return { templateIds, templatesByName, alive, foreign };
+}
+
+/**
+ * The default version of the pool's template (the one named `name` among those tagged for this
+ * table) and its AMI, as EC2 holds them: one DescribeLaunchTemplateVersions call, none when there
+ * is no such template (then versions are not judged and nothing is drained for them).
+ */
+export async function readTemplateDefault(
+  ec2: EC2Client,
+  pool: Pick<Pool, "templatesByName">,
+  name: string,
+): Promise<TemplateDefault | null> {
+  const id = pool.templatesByName.get(name);
+  if (id === undefined) return null;
+  const out = await ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateId: id, Versions: ["$Default"] }),
+  );
+  const version = out.LaunchTemplateVersions?.[0];
+  if (!version?.VersionNumber) return null;
+  return { id, version: version.VersionNumber, ami: version.LaunchTemplateData?.ImageId ?? "" };
 }
 
 /**

@@ -72,7 +72,10 @@ function at(ctx: TestContext, minutes: number): string {
   return timestamp(new Date(ctx.now().getTime() + minutes * MIN));
 }
 
-/** Writes an instance record with its heartbeat and worker signal. */
+/**
+ * Writes an instance record (written `updatedMin` ago) with its worker signal and a heartbeat
+ * (fresh: a live instance beats every 5 s).
+ */
 async function seed(
   ctx: TestContext,
   id: string,
@@ -82,9 +85,13 @@ async function seed(
   updatedMin = -30,
 ): Promise<void> {
   const updated = new Date(ctx.now().getTime() + updatedMin * MIN);
-  const put = (entity: "INSTANCE" | "HEARTBEAT" | "WS", attributes: Record<string, unknown>) =>
+  const put = (
+    entity: "INSTANCE" | "HEARTBEAT" | "WS",
+    attributes: Record<string, unknown>,
+    at = updated,
+  ) =>
     ctx.clients.ddb.send(
-      new PutCommand({ TableName: TABLE, Item: item(entity, id, updated, attributes) }),
+      new PutCommand({ TableName: TABLE, Item: item(entity, id, at, attributes) }),
     );
   await put("INSTANCE", {
     state,
@@ -94,7 +101,7 @@ async function seed(
     instanceType: "t3.micro",
     usageClass: "on-demand",
   });
-  await put("HEARTBEAT", { value: "PING" });
+  await put("HEARTBEAT", { value: "PING" }, ctx.now());
   await put("WS", { value: { state, runId } });
 }
 
