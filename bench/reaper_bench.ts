@@ -4,18 +4,32 @@
  *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
  *       --allow-run --allow-sys=osRelease,homedir bench/reaper_bench.ts [--instances 6000]
  *
- * It seeds N instance records (one third expired), each with a real moto instance tagged as the
- * pool's, a heartbeat and a worker signal, then runs refresh's entry (`main`, `--only reaper`)
- * twice and prints wall time, calls by operation and items read, checking the issue's targets:
- * every expired instance reaped in one run, TerminateInstances calls = ceil(expired / 1000), a
- * second run that reads no terminated record and writes nothing, and total calls within 10% of
- * the minimum (heartbeats and worker signals deleted before their records). Exits 1 when a target
- * is missed.
+ * It seeds N instance records (one third expired, the rest half idle, half running), each with a
+ * real moto instance launched from the pool's launch template (version 1, so EC2's
+ * `aws:ec2launchtemplate:*` tags and the ownership tag are on it), a heartbeat and a worker
+ * signal, then runs refresh's entry (`main`, `--only reaper`) and prints wall time, calls by
+ * operation and items read, checking the targets:
+ *
+ * - first run: every expired instance reaped in one run, TerminateInstances calls =
+ *   ceil(expired / 1000), total calls within 10% of the minimum (heartbeats and worker signals
+ *   deleted before their records);
+ * - second run: reads no terminated record and writes nothing;
+ * - third run, after the template's default moved to version 2 (rollout): drains exactly
+ *   `--rollout-max-per-run` (25%, rounded up) of the idle instances, touches no running one, and
+ *   stays within 10% of its minimum calls.
+ *
+ * Heartbeats are rewritten before each run, as live instances keep them fresh. Exits 1 when a
+ * target is missed.
  *
  * @module
  */
 import { parseArgs } from "node:util";
-import { RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import {
+  CreateLaunchTemplateCommand,
+  CreateLaunchTemplateVersionCommand,
+  ModifyLaunchTemplateCommand,
+  RunInstancesCommand,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { CallCounter } from "../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../lib/config.ts";
@@ -35,7 +49,8 @@ if (!Number.isSafeInteger(total) || total < 3) {
 for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
 
 const TABLE = "bench-pool-ci-table";
-const ARGS = ["--region", "us-east-1", "--table", TABLE];
+const TEMPLATE = "bench-pool-ci-launch-template";
+const ARGS = ["--region", "us-east-1", "--table", TABLE, "--launch-template-name", TEMPLATE];
 const parsed = parseDesiredState({
   args: [...ARGS, "--only", "reaper"],
   env: {},
@@ -103,18 +118,37 @@ function chunks<T>(items: T[], size: number): T[][] {
   );
 }
 
+/** Launch template data of a version: its AMI, and the ownership tag on instances. */
+const templateData = (ami: string) => ({
+  ImageId: ami,
+  InstanceType: "t3.micro" as const,
+  TagSpecifications: [{
+    ResourceType: "instance" as const,
+    Tags: [{ Key: OWNER_TAG, Value: TABLE }],
+  }],
+});
+
 // Seed.
 const seedStart = performance.now();
 await refresh("table");
+const template = await ec2.send(
+  new CreateLaunchTemplateCommand({
+    LaunchTemplateName: TEMPLATE,
+    LaunchTemplateData: templateData("ami-1e749f67"),
+    TagSpecifications: [{
+      ResourceType: "launch-template",
+      Tags: [{ Key: OWNER_TAG, Value: TABLE }],
+    }],
+  }),
+);
+const templateId = template.LaunchTemplate!.LaunchTemplateId!;
 const ids: string[] = [];
 await forEachLimit(chunks(Array.from({ length: total }), 500), 4, async (batch) => {
   const out = await ec2.send(
     new RunInstancesCommand({
-      ImageId: "ami-1e749f67",
-      InstanceType: "t3.micro",
+      LaunchTemplate: { LaunchTemplateId: templateId, Version: "1" },
       MinCount: batch.length,
       MaxCount: batch.length,
-      TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: OWNER_TAG, Value: TABLE }] }],
     }),
   );
   ids.push(...out.Instances!.map((i) => i.InstanceId!));
@@ -151,8 +185,24 @@ console.error(
   } s`,
 );
 
+/** Rewrites the heartbeats of these instances with the current time, as live instances do. */
+async function beat(alive: string[]) {
+  const at = new Date();
+  await forEachLimit(chunks(alive, 25), 8, async (batch) => {
+    let pending = batch.map((id) => ({
+      PutRequest: { Item: item("HEARTBEAT", id, at, { value: "PING" }) },
+    }));
+    while (pending.length) {
+      const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
+      pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
+    }
+  });
+}
+
 // Measure.
+const liveIds = ids.slice(Math.floor(total / 3));
 async function run(label: string) {
+  await beat(liveIds);
   const started = performance.now();
   const report = await reap();
   const seconds = (performance.now() - started) / 1000;
@@ -179,7 +229,31 @@ const left = await ddb.send(
   }),
 );
 
+// Rollout: a new AMI becomes the default version.
+await ec2.send(
+  new CreateLaunchTemplateVersionCommand({
+    LaunchTemplateId: templateId,
+    LaunchTemplateData: templateData("ami-785db401"),
+  }),
+);
+await ec2.send(
+  new ModifyLaunchTemplateCommand({ LaunchTemplateId: templateId, DefaultVersion: "2" }),
+);
+const third = await run("third run (default moved to version 2)");
+const runningLeft = await ddb.send(
+  new QueryCommand({
+    TableName: TABLE,
+    KeyConditionExpression: "PK = :pk",
+    FilterExpression: "#s = :running",
+    ExpressionAttributeNames: { "#s": "state" },
+    ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE", ":running": "running" },
+    Select: "COUNT",
+  }),
+);
 const live = total - expired;
+const liveIdle = liveIds.filter((_, i) => (expired + i) % 2 === 0).length;
+const liveRunning = live - liveIdle;
+const drains = Math.ceil(liveIdle / 4);
 const op = (report: RunReport, name: string) => report.calls[name] ?? 0;
 // Writes: a lock per expired record, a TerminateInstances per 1,000, then per 25 items a delete
 // request of heartbeats and worker signals, and later one of records. Reads: the Query pages of
@@ -187,7 +261,11 @@ const op = (report: RunReport, name: string) => report.calls[name] ?? 0;
 // DescribeInstances page per 1,000 pool instances, the template look-up.
 const queries = op(first.report, "DynamoDB.Query");
 const minimum = expired + Math.ceil(expired / 1000) + Math.ceil((2 * expired) / 25) +
-  Math.ceil(expired / 25) + queries + Math.ceil(total / 1000) + 1;
+  Math.ceil(expired / 25) + queries + Math.ceil(total / 1000) + 2;
+// The rollout run: the same, for the drained instances, with the reads of the live pool.
+const thirdQueries = op(third.report, "DynamoDB.Query");
+const thirdMinimum = drains + Math.ceil(drains / 1000) + Math.ceil((2 * drains) / 25) +
+  Math.ceil(drains / 25) + thirdQueries + Math.ceil(live / 1000) + 2;
 const checks: [string, boolean][] = [
   [
     `every expired instance reaped in one run (${first.found.terminated} of ${expired} terminated, ${
@@ -213,8 +291,26 @@ const checks: [string, boolean][] = [
       Math.ceil((2 * expired) / 25) + Math.ceil(expired / 25)
     } BatchWriteItem + ${queries} Query pages + ${
       Math.ceil(total / 1000)
-    } DescribeInstances pages + 1 DescribeLaunchTemplates)`,
+    } DescribeInstances pages + DescribeLaunchTemplates + DescribeLaunchTemplateVersions)`,
     first.calls <= minimum * 1.1,
+  ],
+  [
+    `third run drains 25% of ${liveIdle} idle instances, ${drains}: ${third.found.drained} drained, ${third.found.outdatedLeft} left for later runs, ${
+      runningLeft.Count ?? 0
+    } of ${liveRunning} running records untouched`,
+    third.found.outdated === drains && third.found.drained === drains &&
+    third.found.outdatedLeft === liveIdle - drains && third.found.unhealthy === 0 &&
+    runningLeft.Count === liveRunning,
+  ],
+  [
+    `third run's calls ${third.calls} within 10% of its minimum ${thirdMinimum} (${drains} UpdateItem + ${
+      Math.ceil(drains / 1000)
+    } TerminateInstances + ${
+      Math.ceil((2 * drains) / 25) + Math.ceil(drains / 25)
+    } BatchWriteItem + ${thirdQueries} Query pages + ${
+      Math.ceil(live / 1000)
+    } DescribeInstances pages + 2 template look-ups)`,
+    third.calls <= thirdMinimum * 1.1,
   ],
 ];
 console.log("\ntargets:");
