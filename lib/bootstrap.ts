@@ -266,6 +266,7 @@ RUNNER_DIR="$BOOTSTRAP_DIR/actions-runner"
 readonly CONFIG_TIMEOUT_SEC=180   # one config.sh run (register or remove)
 readonly RUNNER_STOP_GRACE_SEC=45 # from SIGTERM to SIGKILL when stopping the runner
 readonly SIGNAL_ATTEMPTS=8        # worker signal puts: ~1 min of retries in all
+readonly TOKEN_MAX_AGE_SEC=300    # a registration token read ahead is used this long
 
 # ---- Logging and failures ----
 log() { printf '%s refresh-bootstrap: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -348,11 +349,35 @@ signal() {
 # A run id must be a plain word: it goes into item JSON and is the runner's only label.
 valid_run_id() { [[ $1 =~ ^[A-Za-z0-9._-]{1,128}$ ]]; }
 
-# The registration token, from TYPE#METADATA / ID#gh_registration_token (value.token). It only
-# ever lives in this shell's unexported variables and config.sh's environment.
-read_registration_token() {
-  retry "read the registration token" 5 ddb_get "$(key METADATA gh_registration_token)" \\
-    'Item.value.M.token.S'
+# registration_token: sets TOKEN to the registration token (TYPE#METADATA /
+# ID#gh_registration_token, value.token), reading it unless the copy read ahead while waiting to
+# be claimed is younger than TOKEN_MAX_AGE_SEC (a claim then costs one read less). TOKEN is never
+# exported: it only goes into config.sh's environment. refresh keeps the table's token valid for
+# far longer than TOKEN_MAX_AGE_SEC, and a failed config.sh run forgets it (forget_token).
+TOKEN="" TOKEN_READ_AT=0
+registration_token() {
+  local value
+  if [[ -n $TOKEN ]] && (($(epoch) - TOKEN_READ_AT < TOKEN_MAX_AGE_SEC)); then return 0; fi
+  value=$(retry "read the registration token" 5 ddb_get "$(key METADATA gh_registration_token)" \\
+    'Item.value.M.token.S') || return 1
+  if [[ -z $value ]]; then
+    log "no registration token in table $TABLE (TYPE#METADATA / ID#gh_registration_token, value.token)"
+    return 1
+  fi
+  TOKEN=$value TOKEN_READ_AT=$(epoch)
+}
+forget_token() { TOKEN="" TOKEN_READ_AT=0; }
+
+# read_token_ahead: while waiting to be claimed, keeps the copy of the token fresh (one quiet
+# attempt at most every 30 s; registration_token reads it, loudly, if this could not).
+TOKEN_TRIED_AT=0
+read_token_ahead() {
+  local now value
+  now=$(epoch)
+  if ((now - TOKEN_READ_AT < TOKEN_MAX_AGE_SEC - 60 || now - TOKEN_TRIED_AT < 30)); then return 0; fi
+  TOKEN_TRIED_AT=$now
+  value=$(ddb_get "$(key METADATA gh_registration_token)" 'Item.value.M.token.S' 2>/dev/null) &&
+    [[ -n $value ]] && TOKEN=$value TOKEN_READ_AT=$now
 }
 
 # ---- 1. Identity (IMDSv2 only) ----
@@ -502,6 +527,7 @@ wait_for_run_id() {
     if read_run_id; then
       failures=0
       [[ -n $RUN_ID ]] && return 0
+      read_token_ahead
       sleep "$CLAIM_POLL_SEC"
     else
       failures=$((failures + 1))
@@ -514,22 +540,27 @@ wait_for_run_id() {
 # Registrations do not pile up: each is removed with a token (config.sh remove) when its run is
 # released. Not --ephemeral, because one instance serves every job of its run that targets the
 # run id label until release, which an ephemeral runner (one job, then gone) would break.
-register_runner() {
-  local n=$1 run_id=$2 token
+register_once() {
+  local n=$1 run_id=$2
   local -a args=(--unattended --url "$GITHUB_URL" --name "$INSTANCE_ID-$n" --labels "$run_id"
     --no-default-labels --disableupdate)
   if [[ -n $RUNNER_GROUP ]]; then args+=(--runnergroup "$RUNNER_GROUP"); fi
-  token=$(read_registration_token) ||
-    fail UD_REG_FAILED "$run_id" "registration" "could not read the registration token from table $TABLE"
-  [[ -n $token ]] || fail UD_REG_FAILED "$run_id" "registration" \\
-    "no registration token in table $TABLE (TYPE#METADATA / ID#gh_registration_token value.token)"
-  log "registering runner $INSTANCE_ID-$n with label $run_id at $GITHUB_URL\${RUNNER_GROUP:+ in group $RUNNER_GROUP}"
-  if ! (cd "$RUNNER_DIR" &&
-    ACTIONS_RUNNER_INPUT_TOKEN=$token RUNNER_ALLOW_RUNASROOT=1 \\
+  registration_token || return 1
+  if (cd "$RUNNER_DIR" &&
+    ACTIONS_RUNNER_INPUT_TOKEN=$TOKEN RUNNER_ALLOW_RUNASROOT=1 \\
       timeout "$CONFIG_TIMEOUT_SEC" ./config.sh "\${args[@]}" </dev/null); then
-    fail UD_REG_FAILED "$run_id" "registration" "config.sh could not register runner $INSTANCE_ID-$n (its output is above)"
+    return 0
   fi
-  token=""
+  forget_token # the next attempt reads it anew
+  return 1
+}
+
+# register_runner N RUN_ID: registers <instance id>-N labelled RUN_ID only; twice at most.
+register_runner() {
+  local n=$1 run_id=$2
+  log "registering runner $INSTANCE_ID-$n with label $run_id at $GITHUB_URL\${RUNNER_GROUP:+ in group $RUNNER_GROUP}"
+  retry "register runner $INSTANCE_ID-$n" 2 register_once "$n" "$run_id" ||
+    fail UD_REG_FAILED "$run_id" "registration" "could not register runner $INSTANCE_ID-$n (config.sh's output is above)"
 }
 
 # start_runner N: run.sh in a session (process group) of its own, so that stopping it stops the
@@ -579,11 +610,14 @@ wait_for_release() {
 }
 
 remove_registration() {
-  local token
-  token=$(read_registration_token) && [[ -n $token ]] || return 1
-  (cd "$RUNNER_DIR" &&
-    ACTIONS_RUNNER_INPUT_TOKEN=$token RUNNER_ALLOW_RUNASROOT=1 \\
-      timeout "$CONFIG_TIMEOUT_SEC" ./config.sh remove --unattended </dev/null)
+  registration_token || return 1
+  if (cd "$RUNNER_DIR" &&
+    ACTIONS_RUNNER_INPUT_TOKEN=$TOKEN RUNNER_ALLOW_RUNASROOT=1 \\
+      timeout "$CONFIG_TIMEOUT_SEC" ./config.sh remove --unattended </dev/null); then
+    return 0
+  fi
+  forget_token # the next attempt reads it anew
+  return 1
 }
 
 # release_runner N RUN_ID: stop the runner, remove its registration, signal.
