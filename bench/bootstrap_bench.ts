@@ -90,3 +90,5 @@ if (failures.length > 0) {
   console.error(`FAILED: ${failures.join("; ")}`);
   Deno.exit(1);
 }
+// The shared moto server would keep the process alive.
+Deno.exit(0);
