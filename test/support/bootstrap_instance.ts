@@ -157,56 +157,13 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   if (options.runnerGroup !== undefined) spec.runnerGroup = options.runnerGroup;
   if (options.preRunnerScript !== undefined) spec.preRunnerScript = options.preRunnerScript;
   const script = bootstrapScript(spec);
-  const scriptPath = join(dir, "user-data.sh");
-  await Deno.writeTextFile(scriptPath, script);
-
-  const marker = `refresh-test-${crypto.randomUUID()}`;
-  const logFile = join(dir, "bootstrap.log");
-  const env: Record<string, string> = {
-    PATH: TOOLS_PATH,
-    HOME: dir,
-    LANG: "C.UTF-8",
-    AWS_ENDPOINT_URL: options.awsEndpoint ?? MOTO_URL,
-    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
-    // Only 127.0.0.1: the CLI must never look for credentials or a region at 169.254.169.254,
-    // and must not read this machine's own AWS configuration.
-    AWS_EC2_METADATA_DISABLED: "true",
-    AWS_CONFIG_FILE: join(dir, "no-aws-config"),
-    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-aws-credentials"),
-    REFRESH_IMDS_ENDPOINT: imds.url,
-    REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
-    REFRESH_LOG_FILE: logFile,
-    REFRESH_TEST_MARKER: marker,
-  };
-  const startedAt = Date.now();
-  // setsid: the script leads a process group of its own, as user data does under cloud-init.
-  const child = new Deno.Command("setsid", {
-    args: ["bash", scriptPath],
-    cwd: dir,
-    env,
-    clearEnv: true,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const exited = child.status.then((s) => s.code);
-
-  const kill = async () => {
-    for (let round = 0; round < 50; round++) {
-      const pids = await markedPids(marker);
-      if (pids.length === 0) break;
-      for (const pid of pids) {
-        try {
-          Deno.kill(pid, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-    await exited;
-  };
+  const run = await runUserData({
+    dir,
+    script,
+    imdsUrl: imds.url,
+    awsEndpoint: options.awsEndpoint ?? MOTO_URL,
+  });
+  const { startedAt, exited, kill } = run;
   const dispose = async () => {
     await kill();
     await imds.close();
@@ -226,7 +183,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     imds,
     runnerPackage,
     ec2,
-    log: async () => await Deno.readTextFile(logFile).catch(() => ""),
+    log: run.log,
     github: () => readGithubSide(githubDir),
     ec2State: async () => {
       const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
@@ -235,6 +192,88 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     exited,
     kill,
     [Symbol.asyncDispose]: dispose,
+  };
+}
+
+/** A user data script running under the harness (see {@link runUserData}). */
+export interface UserDataRun {
+  /** When bash was started (ms since the epoch). */
+  startedAt: number;
+  /** Resolves with bash's exit code when the script exits. */
+  exited: Promise<number>;
+  /** The script's log so far. */
+  log(): Promise<string>;
+  /** SIGKILLs every process the script started; resolves when none is left. */
+  kill(): Promise<void>;
+}
+
+/**
+ * Runs a user data script with bash in `dir` as cloud-init would run it on an instance, changed
+ * only by the harness' environment: REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and
+ * REFRESH_IMDS_ENDPOINT point into the harness, the pinned AWS CLI is on PATH and calls
+ * `awsEndpoint` (moto, or a proxy in front of it) with test credentials. Every process it starts
+ * carries a marker in its environment, so {@link UserDataRun.kill} finds them all.
+ */
+export async function runUserData(options: {
+  dir: string;
+  script: string;
+  imdsUrl: string;
+  awsEndpoint: string;
+}): Promise<UserDataRun> {
+  const { dir } = options;
+  const scriptPath = join(dir, "user-data.sh");
+  await Deno.writeTextFile(scriptPath, options.script);
+  const marker = `refresh-test-${crypto.randomUUID()}`;
+  const logFile = join(dir, "bootstrap.log");
+  const env: Record<string, string> = {
+    PATH: TOOLS_PATH,
+    HOME: dir,
+    LANG: "C.UTF-8",
+    AWS_ENDPOINT_URL: options.awsEndpoint,
+    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
+    // Only 127.0.0.1: the CLI must never look for credentials or a region at 169.254.169.254,
+    // and must not read this machine's own AWS configuration.
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: join(dir, "no-aws-config"),
+    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-aws-credentials"),
+    REFRESH_IMDS_ENDPOINT: options.imdsUrl,
+    REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
+    REFRESH_LOG_FILE: logFile,
+    REFRESH_TEST_MARKER: marker,
+  };
+  const startedAt = Date.now();
+  // setsid: the script leads a process group of its own, as user data does under cloud-init.
+  const child = new Deno.Command("setsid", {
+    args: ["bash", scriptPath],
+    cwd: dir,
+    env,
+    clearEnv: true,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  const exited = child.status.then((s) => s.code);
+  const kill = async () => {
+    for (let round = 0; round < 50; round++) {
+      const pids = await markedPids(marker);
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    await exited;
+  };
+  return {
+    startedAt,
+    exited,
+    log: async () => await Deno.readTextFile(logFile).catch(() => ""),
+    kill,
   };
 }
 

@@ -40,15 +40,19 @@ export interface GithubSide {
 
 /**
  * Builds the package in `workDir` for runners whose GitHub side is `githubDir` and whose valid
- * registration token is `token`, and serves it.
+ * registration token is `token`, and serves it. `token: { sha256File }` is for a token not known
+ * yet when the package is built (one refresh will get from GitHub): the scripts read the valid
+ * token's SHA-256 (hex) from that file when they run, so the test writes it there once known.
  */
 export async function startFakeRunnerPackage(options: {
   workDir: string;
   githubDir: string;
-  token: string;
+  token: string | { sha256File: string };
 }): Promise<FakeRunnerPackage> {
-  const { workDir, githubDir } = options;
-  const tokenSha = await sha256Hex(new TextEncoder().encode(options.token));
+  const { workDir, githubDir, token } = options;
+  const tokenLine = typeof token === "string"
+    ? `readonly TOKEN_SHA256='${await sha256Hex(new TextEncoder().encode(token))}'`
+    : `TOKEN_SHA256=$(cat '${token.sha256File}' 2>/dev/null || echo none); readonly TOKEN_SHA256`;
   const layout = join(workDir, "package");
   await Deno.mkdir(join(layout, "bin"), { recursive: true });
   await Deno.mkdir(join(githubDir, "runners"), { recursive: true });
@@ -57,7 +61,7 @@ export async function startFakeRunnerPackage(options: {
     "#!/bin/bash",
     "set -u",
     `readonly GITHUB_DIR='${githubDir}'`,
-    `readonly TOKEN_SHA256='${tokenSha}'`,
+    tokenLine,
     'here=$(cd "$(dirname "$0")" && pwd)',
     "",
   ].join("\n");

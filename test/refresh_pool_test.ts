@@ -1,0 +1,276 @@
+/**
+ * The pool end to end, as issue 11 first tried it: refresh (its entry, every task, the generated
+ * bootstrap) builds the pool; an instance is launched as fleet-actions' provision launches one
+ * (CreateFleet from refresh's template); the user data of the template's default version runs
+ * with bash under the harness, unchanged; the control plane plays provision and release; then
+ * refresh's reaper takes the expired instance away, and another refresh run writes nothing.
+ *
+ * Against moto, the fake GitHub (which hands out the registration token and serves the runner
+ * release the checksums come from), the fake runner package (which accepts only the token GitHub
+ * handed out) and a fake instance-metadata server answering the instance's id and EC2 tags. The
+ * script keeps the protocol's default timings, so the times logged are what provision and
+ * release would wait on this harness.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
+import { join } from "node:path";
+import { gunzipSync } from "node:zlib";
+import {
+  CreateFleetCommand,
+  DescribeInstancesCommand,
+  DescribeLaunchTemplateVersionsCommand,
+  EC2Client,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
+import { readBounded } from "../lib/inputs.ts";
+import type { RunReport } from "../lib/report.ts";
+import { main } from "../refresh.ts";
+import { baseArgs, TEST_PAT } from "./support/aws.ts";
+import { runUserData } from "./support/bootstrap_instance.ts";
+import { ControlPlane, type Outcome } from "./support/control_plane.ts";
+import { startFakeGithub } from "./support/github.ts";
+import { startFakeImds } from "./support/imds.ts";
+import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
+import { readGithubSide, startFakeRunnerPackage } from "./support/runner_package.ts";
+
+const TABLE = "acme-widgets-ci-table";
+const TEMPLATE = "acme-widgets-ci-launch-template";
+const RUN_ID = "4242";
+const REGION = "us-east-1";
+const CREDENTIALS = { accessKeyId: "testing", secretAccessKey: "testing" };
+
+/** Runs refresh's entry in this process with `args`; returns its exit code and JSON report. */
+async function refresh(args: string[]): Promise<{ code: number; report: RunReport }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const code = await main([...args, "--json"], { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT }, {
+    stdout: (text) => out.push(text),
+    stderr: (text) => err.push(text),
+    readTextFile: (path, maxBytes) => readBounded(Deno.openSync(path), maxBytes),
+  });
+  assert.equal(err.join("\n"), "", "refresh wrote to stderr");
+  return { code, report: JSON.parse(out.join("\n")) };
+}
+
+/** The items of one partition of the pool's table. */
+async function partition(ddb: DynamoDBDocumentClient, entity: string) {
+  const { Items } = await ddb.send(
+    new QueryCommand({
+      TableName: TABLE,
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: { ":pk": `TYPE#${entity}` },
+      ConsistentRead: true,
+    }),
+  );
+  return Items ?? [];
+}
+
+function expectOk(outcome: Outcome, what: string, log: string): void {
+  assert.ok(outcome.ok, `${what}: ${!outcome.ok && outcome.reason}\n--- bootstrap log ---\n${log}`);
+}
+
+Deno.test("a pool built by refresh runs a job: provision's instance registers for its run id, is released, then reaped", async () => {
+  const network = await resetMoto();
+  const dir = await Deno.makeTempDir({ prefix: "refresh-pool-" });
+  const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
+  const ddbClient = new DynamoDBClient({
+    endpoint: MOTO_URL,
+    region: REGION,
+    credentials: CREDENTIALS,
+  });
+  const ddb = DynamoDBDocumentClient.from(ddbClient);
+  let stopInstance = async () => {};
+  try {
+    // The runner package accepts only the registration token the fake GitHub hands out; that is
+    // known once refresh asked for it, so its SHA-256 goes in a file the package reads.
+    const githubDir = join(dir, "github");
+    const tokenSha256File = join(dir, "token.sha256");
+    await using runnerPackage = await startFakeRunnerPackage({
+      workDir: dir,
+      githubDir,
+      token: { sha256File: tokenSha256File },
+    });
+    await using gh = startFakeGithub({
+      tokens: [TEST_PAT],
+      releases: [{
+        repository: "actions/runner",
+        tag_name: `v${DEFAULT_RUNNER_VERSION}`,
+        assets: ["x64", "arm64"].map((arch) => ({
+          name: `actions-runner-linux-${arch}-${DEFAULT_RUNNER_VERSION}.tar.gz`,
+          digest: `sha256:${runnerPackage.sha256}`,
+        })),
+      }],
+    });
+    const setupFile = join(dir, "pre-runner.sh");
+    await Deno.writeTextFile(
+      setupFile,
+      '#!/bin/bash\nset -eu\necho "pool setup for $(id -un)" >"$HOME/pre-runner-ran"\n',
+    );
+
+    // 1. refresh builds the pool: every task, the generated bootstrap (no --user-data).
+    const args = [
+      ...baseArgs(network),
+      "--github-api-url",
+      gh.url,
+      // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
+      "--root-volume-size",
+      "30",
+      "--instance-type",
+      "t3.micro",
+      "--runner-download-url",
+      runnerPackage.downloadUrl,
+      "--pre-runner-script",
+      setupFile,
+    ];
+    const built = await refresh(args);
+    assert.equal(built.code, 0, JSON.stringify(built.report.results, null, 1));
+    assert.deepEqual(
+      built.report.results.filter((r) => r.status === "failed").map((r) => [r.task, r.error]),
+      [],
+    );
+    const tokenRecord = (await partition(ddb, "METADATA"))
+      .find((i) => i.SK === "ID#gh_registration_token");
+    assert.equal(gh.issued.length, 1, "refresh asked GitHub for one registration token");
+    assert.equal(tokenRecord?.value?.token, gh.issued[0], "the table holds GitHub's token");
+    await Deno.writeTextFile(
+      tokenSha256File,
+      createHash("sha256").update(gh.issued[0]).digest("hex"),
+    );
+
+    // 2. provision's launch: CreateFleet, instant, refresh's template at $Default, overrides,
+    // and its own instance tags.
+    const fleet = await ec2.send(
+      new CreateFleetCommand({
+        Type: "instant",
+        LaunchTemplateConfigs: [{
+          LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
+          Overrides: [{ InstanceType: "t3.micro", SubnetId: network.subnetIds[0] }],
+        }],
+        TargetCapacitySpecification: {
+          TotalTargetCapacity: 1,
+          DefaultTargetCapacityType: "on-demand",
+        },
+        TagSpecifications: [{
+          ResourceType: "instance",
+          Tags: [
+            { Key: "AllowSelfTermination", Value: "true" },
+            { Key: "InitialRunId", Value: RUN_ID },
+          ],
+        }],
+      }),
+    );
+    assert.deepEqual(fleet.Errors ?? [], []);
+    const instanceIds = fleet.Instances!.flatMap((i) => i.InstanceIds!);
+    assert.equal(instanceIds.length, 1);
+    const [instanceId] = instanceIds;
+
+    // 3. The user data of the template's default version, as cloud-init gets it.
+    const versions = await ec2.send(
+      new DescribeLaunchTemplateVersionsCommand({
+        LaunchTemplateName: TEMPLATE,
+        Versions: ["$Default"],
+      }),
+    );
+    const data = versions.LaunchTemplateVersions![0].LaunchTemplateData!;
+    // The issue's second cause: the instance reads InitialRunId from instance metadata.
+    assert.equal(data.MetadataOptions?.InstanceMetadataTags, "enabled");
+    assert.equal(data.MetadataOptions?.HttpTokens, "required");
+    const raw = Buffer.from(data.UserData!, "base64");
+    // cloud-init runs gzip-compressed user data uncompressed (lib/user_data.ts).
+    const gzipped = raw[0] === 0x1f && raw[1] === 0x8b;
+    const script = new TextDecoder().decode(gzipped ? gunzipSync(raw) : raw);
+    assert.ok(script.startsWith("#!/bin/bash\n"), script.slice(0, 200));
+    assert.ok(!script.includes(gh.issued[0]), "the registration token is in the user data");
+    assert.ok(!script.includes(TEST_PAT), "the PAT is in the user data");
+
+    const described = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+    const tags = Object.fromEntries(
+      described.Reservations![0].Instances![0].Tags!.map((t) => [t.Key!, t.Value!]),
+    );
+    assert.equal(tags.InitialRunId, RUN_ID);
+    await using imds = startFakeImds({ instanceId, region: REGION, tags });
+    const instance = await runUserData({
+      dir,
+      script,
+      imdsUrl: imds.url,
+      awsEndpoint: MOTO_URL,
+    });
+    stopInstance = instance.kill;
+
+    // 4. provision: the record, then UD_REG_OK for the run id with a fresh heartbeat.
+    const plane = new ControlPlane({ ddb, table: TABLE });
+    const provisioned = await plane.provision(instanceId, RUN_ID, {
+      timeoutMs: 90_000,
+      instanceType: "t3.micro",
+    });
+    const bootToRegOkMs = Date.now() - instance.startedAt;
+    expectOk(provisioned, "provision", await instance.log());
+    const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
+    assert.deepEqual(seen.slice(-2), [`UD_OK/${RUN_ID}`, `UD_REG_OK/${RUN_ID}`], seen.join(", "));
+    assert.match(await Deno.readTextFile(join(dir, "pre-runner-ran")), /^pool setup for /);
+    assert.deepEqual(runnerPackage.requests, [
+      `/v${DEFAULT_RUNNER_VERSION}/actions-runner-linux-x64-${DEFAULT_RUNNER_VERSION}.tar.gz`,
+    ]);
+    let github = await readGithubSide(githubDir);
+    assert.deepEqual(github.runners, {
+      [`${instanceId}-1`]: { labels: RUN_ID, url: `${gh.url}/acme/widgets`, group: "Default" },
+    });
+    assert.deepEqual(github.calls.map((c) => [c.verb, c.token]), [["config", "valid"]]);
+    assert.ok(github.calls[0].args.includes("--no-default-labels"), github.calls[0].args.join(" "));
+
+    // release: UD_REMOVE_REG_REMOVE_RUN_OK for the old run id, the registration gone.
+    const released = await plane.release(instanceId, RUN_ID, { timeoutMs: 90_000 });
+    expectOk(released, "release", await instance.log());
+    github = await readGithubSide(githubDir);
+    assert.deepEqual(github.runners, {});
+    assert.deepEqual(github.calls.map((c) => [c.verb, c.token]), [
+      ["config", "valid"],
+      ["remove", "valid"],
+    ]);
+    assert.ok(github.events.includes(`stopped ${instanceId}-1`), github.events.join("\n"));
+    console.log(
+      `boot -> UD_REG_OK: ${(bootToRegOkMs / 1000).toFixed(1)} s; ` +
+        `release -> UD_REMOVE_REG_REMOVE_RUN_OK: ${(released.elapsedMs / 1000).toFixed(1)} s`,
+    );
+
+    // 5. The instance goes silent and its record expires, as release leaves an instance that
+    // never answers; refresh's reaper terminates it (proven the pool's by its template) and
+    // removes its items.
+    await instance.kill();
+    await plane.expire(instanceId);
+    const reaped = await refresh([...args, "--only", "reaper"]);
+    assert.equal(reaped.code, 0, JSON.stringify(reaped.report.results, null, 1));
+    const reaper = reaped.report.results[0];
+    assert.deepEqual(
+      reaper.changes.filter((c) => c.action === "terminate").map((c) => c.target),
+      [`instance ${instanceId}`],
+    );
+    const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+    assert.equal(after.Reservations![0].Instances![0].State?.Name, "terminated");
+    for (const entity of ["INSTANCE", "HEARTBEAT", "WS"]) {
+      assert.deepEqual(
+        (await partition(ddb, entity)).map((i) => i.SK),
+        [],
+        `${entity} items left`,
+      );
+    }
+    assert.equal(reaped.report.calls["EC2.TerminateInstances"], 1);
+
+    // Nothing left to do: another full run writes nothing.
+    const again = await refresh(args);
+    assert.equal(again.code, 0, JSON.stringify(again.report.results, null, 1));
+    assert.deepEqual(
+      again.report.results.map((r) => [r.task, r.status]),
+      built.report.results.map((r) => [r.task, "unchanged"]),
+    );
+    assert.equal(again.report.writeCalls, 0, JSON.stringify(again.report.calls));
+  } finally {
+    await stopInstance();
+    ec2.destroy();
+    ddbClient.destroy();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+});
