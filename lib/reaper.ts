@@ -370,7 +370,7 @@ export async function reapInstances(
     graceMs: reaper.orphanGraceMin * 60_000,
   });
   const report = newReport(read, pool, plan);
-  const drains = await drainPhase(ctx, read, pool, plan, report);
+  const drains = await drainPhase(ctx, read, pool, plan, now, report);
   if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options);
   const locked = await lockPhase(ctx, read.records, plan, drains, now, report);
   const terminated = await terminatePhase(ctx, pool, plan, locked, report);
@@ -407,13 +407,14 @@ function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
 /**
  * Phase 2b, rollout and health: reads the template's default version (a failure skips the rollout
  * with a warning, never the reaping), plans which idle instances to drain and why
- * (lib/rollout.ts), and puts the pool view in the report.
+ * (lib/rollout.ts), and puts the pool view in the report. `now` is the run's start.
  */
 async function drainPhase(
   ctx: TaskContext,
   read: TableRead,
   pool: Pool,
   plan: Plan,
+  now: string,
   report: Report,
 ): Promise<Drain[]> {
   const name = ctx.desired.launchTemplate.name;
@@ -425,7 +426,9 @@ async function drainPhase(
     );
     return null;
   });
-  const reading = rolloutReading(read, pool, plan, template, ctx.now());
+  // Heartbeats are judged against the run's start, which is before they were read: a slow read
+  // (minutes over a big pool) must never age them.
+  const reading = rolloutReading(read, pool, plan, template, new Date(parseTimestamp(now)!));
   const rollout = planRollout(reading, ctx.desired.reaper.rollout);
   report.pool = rollout.view;
   report.warnings.push(...rollout.warnings);

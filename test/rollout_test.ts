@@ -876,3 +876,27 @@ const INVALID: InvalidInput[] = [
 
 Deno.test("reaper's rollout inputs are refused with a message when invalid, and no request is sent", (t) =>
   checkRefused(t, INVALID, { "rollout.json": JSON.stringify({ "rollout-max-per-run": 2.5 }) }));
+
+Deno.test("reaper judges heartbeats against the run's start, so slow reads never make fresh ones stale", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await pool(gh, ["--heartbeat-stale-sec", "120"]);
+  const ids = await provision(ctx, 2);
+  await seed(ctx, ids, { heartbeatMin: 0 });
+  // Listing the pool takes ten minutes (moto over thousands of instances, or a throttled EC2).
+  const start = ctx.now().getTime();
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "DescribeInstancesCommand") {
+        ctx.setNow(new Date(start + 10 * MIN));
+      }
+      return next(args);
+    },
+    { step: "initialize", name: "slowListing" },
+  );
+
+  const outcome = await reapInstances(ctx);
+
+  assert.deepEqual(outcome.changes, []);
+  assert.equal(found(outcome).pool.classes.large.unhealthy, 0);
+  assert.deepEqual(await alive(ctx, ids), sorted(ids));
+});
