@@ -13,6 +13,7 @@
  */
 import {
   CreateTableCommand,
+  type CreateTableCommandInput,
   DescribeTableCommand,
   DescribeTimeToLiveCommand,
   ResourceInUseException,
@@ -75,25 +76,25 @@ async function describeTable(ctx: TaskContext): Promise<string> {
   }
 }
 
+/** The table as the contract defines it: keys `PK` (hash) and `SK` (range), on-demand billing. */
+export function tableDefinition(TableName: string): CreateTableCommandInput {
+  return {
+    TableName,
+    KeySchema: [{ AttributeName: PK, KeyType: "HASH" }, { AttributeName: SK, KeyType: "RANGE" }],
+    AttributeDefinitions: [
+      { AttributeName: PK, AttributeType: "S" },
+      { AttributeName: SK, AttributeType: "S" },
+    ],
+    BillingMode: "PAY_PER_REQUEST",
+  };
+}
+
 /** Creates the table and waits until it is active. */
 async function createTable(ctx: TaskContext): Promise<string> {
   const { ddb } = ctx.clients;
   const TableName = ctx.desired.table;
   try {
-    await ddb.send(
-      new CreateTableCommand({
-        TableName,
-        KeySchema: [{ AttributeName: PK, KeyType: "HASH" }, {
-          AttributeName: SK,
-          KeyType: "RANGE",
-        }],
-        AttributeDefinitions: [
-          { AttributeName: PK, AttributeType: "S" },
-          { AttributeName: SK, AttributeType: "S" },
-        ],
-        BillingMode: "PAY_PER_REQUEST",
-      }),
-    );
+    await ddb.send(new CreateTableCommand(tableDefinition(TableName)));
   } catch (error) {
     // The table was missing a moment ago: it is ours, made by an attempt whose reply was lost (the
     // SDK retried it), or by a run racing this one. Its keys are checked by the next run.

@@ -5,7 +5,7 @@ import {
   DescribeTimeToLiveCommand,
   UpdateTimeToLiveCommand,
 } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
-import { reconcileTable } from "../lib/table.ts";
+import { reconcileTable, tableDefinition } from "../lib/table.ts";
 import { contextOn, desiredFrom, testContext } from "./support/aws.ts";
 import { type FaultProxy, startFaultProxy } from "./support/fault_proxy.ts";
 import { MOTO_URL, resetMoto } from "./support/moto.ts";
@@ -56,18 +56,7 @@ Deno.test("table keeps a TTL another program set on another attribute, with a wa
   const ctx = await testContext();
   const TableName = "acme-widgets-ci-table";
   await ctx.clients.ddb.send(
-    new CreateTableCommand({
-      TableName,
-      KeySchema: [{ AttributeName: "PK", KeyType: "HASH" }, {
-        AttributeName: "SK",
-        KeyType: "RANGE",
-      }],
-      AttributeDefinitions: [
-        { AttributeName: "PK", AttributeType: "S" },
-        { AttributeName: "SK", AttributeType: "S" },
-      ],
-      BillingMode: "PAY_PER_REQUEST",
-    }),
+    new CreateTableCommand(tableDefinition(TableName)),
   );
   await ctx.clients.ddb.send(
     new UpdateTimeToLiveCommand({

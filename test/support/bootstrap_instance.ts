@@ -24,6 +24,7 @@ import {
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { bootstrapScript, type BootstrapSpec } from "../../lib/bootstrap.ts";
+import { tableDefinition } from "../../lib/table.ts";
 import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { MOTO_URL } from "./moto.ts";
@@ -106,18 +107,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   const ddb = DynamoDBDocumentClient.from(ddbClient);
 
   await ddbClient.send(
-    new CreateTableCommand({
-      TableName: table,
-      KeySchema: [{ AttributeName: "PK", KeyType: "HASH" }, {
-        AttributeName: "SK",
-        KeyType: "RANGE",
-      }],
-      AttributeDefinitions: [
-        { AttributeName: "PK", AttributeType: "S" },
-        { AttributeName: "SK", AttributeType: "S" },
-      ],
-      BillingMode: "PAY_PER_REQUEST",
-    }),
+    new CreateTableCommand(tableDefinition(table)),
   );
   const tags = { AllowSelfTermination: "true", InitialRunId: options.runId };
   const { Instances } = await ec2.send(
