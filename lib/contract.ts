@@ -118,6 +118,16 @@ export const OWNER_TAG = "refresh:pool";
  */
 export const PROVISION_INSTANCE_TAGS = ["AllowSelfTermination", "InitialRunId"] as const;
 
+/**
+ * The label every runner registration of this pool carries besides its run id label, naming the
+ * pool (its region and table) so the reaper's runner cleanup can prove a registration is its own.
+ * Jobs target the run id label, so an extra label never changes which jobs a runner takes. Hashed
+ * to keep it short and within GitHub's label characters: `refresh-pool-<16 hex>`.
+ */
+export function poolRunnerLabel(region: string, table: string): string {
+  return `refresh-pool-${sha256(`${region}/${table}`).slice(0, 16)}`;
+}
+
 /** EC2's limit on tags per resource. */
 export const EC2_MAX_TAGS = 50;
 
