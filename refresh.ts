@@ -50,7 +50,7 @@ import {
 } from "./lib/task.ts";
 
 /** The implementation of each task, in the order of {@link TASKS}. */
-export const IMPLEMENTATIONS: Record<TaskName, Task> = {
+export const IMPLEMENTATIONS: Record<TaskName, Task<DesiredState>> = {
   "table": reconcileTable,
   "launch-template": reconcileLaunchTemplate,
   "resource-pools": reconcileResourcePools,
@@ -130,7 +130,6 @@ function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
 export function actionsOutput(env: Record<string, string | undefined>, io: Io, redactor: Redactor) {
   const enabled = env.GITHUB_ACTIONS === "true";
   const masked = new Set<string>();
-  let grouped = false;
   const summary = (markdown: string) => {
     const path = env.GITHUB_STEP_SUMMARY;
     if (!enabled || !path) return;
@@ -149,19 +148,30 @@ export function actionsOutput(env: Record<string, string | undefined>, io: Io, r
         masked.add(s);
       }
     },
-    /** Wraps a task so its log lines (and its failure line) fall in its own group. */
-    grouped(name: TaskName, task: Task): Task {
+    /**
+     * Wraps a task so its log lines fall in its own group. Tasks run side by side, so each one's
+     * lines are held until it finishes and then printed as one group (its failure line, printed
+     * by runTasks, follows the group).
+     */
+    grouped(name: TaskName, task: Task<DesiredState>): Task<DesiredState> {
       if (!enabled) return task;
-      return (ctx) => {
-        if (grouped) io.stderr(actions.endGroup());
-        io.stderr(actions.group(`refresh ${name}`));
-        grouped = true;
-        return task(ctx);
+      return async (ctx) => {
+        const held: [keyof Logger, string][] = [];
+        const log: Logger = {
+          info: (message) => held.push(["info", message]),
+          warn: (message) => held.push(["warn", message]),
+        };
+        try {
+          return await task({ ...ctx, log });
+        } finally {
+          io.stderr(actions.group(`refresh ${name}`));
+          for (const [level, message] of held) ctx.log[level](message);
+          io.stderr(actions.endGroup());
+        }
       };
     },
     finish(report: RunReport): void {
       if (!enabled) return;
-      if (grouped) io.stderr(actions.endGroup());
       for (const line of actions.annotations(report)) io.stderr(redactor.redact(line));
       summary(actions.jobSummary(report));
     },
