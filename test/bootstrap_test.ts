@@ -20,6 +20,7 @@ import type { Outcome } from "./support/control_plane.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { MOTO_URL, resetMoto } from "./support/moto.ts";
 import { shellcheck } from "./support/tools_bin.ts";
+import { poolRunnerLabel } from "../lib/contract.ts";
 
 const SHA_X64 = "0123456789abcdef".repeat(4);
 const SHA_ARM64 = "fedcba9876543210".repeat(4);
@@ -28,6 +29,7 @@ const SPEC: BootstrapSpec = {
   table: "acme-widgets-ci-table",
   region: "eu-west-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.323.0", sha256: { x64: SHA_X64, arm64: SHA_ARM64 } },
 };
 
@@ -65,19 +67,24 @@ Deno.test("bootstrapScript quotes a runner group and keeps a setup script verbat
 
 Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => {
   const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
-  const calls = new Set(
-    [...script.matchAll(/aws_call (\S+) (\S+)/g)].map((m) => `${m[1]} ${m[2]}`),
-  );
-  assert.deepEqual([...calls].sort(), [
-    "dynamodb get-item",
-    "dynamodb put-item",
-    "ec2 terminate-instances",
+  // The AWS client's calls: dynamodb("<Action>", …) and EC2's "Action": "<Action>".
+  const calls = new Set([
+    ...[...script.matchAll(/\bdynamodb\("(\w+)"/g)].map((m) => `dynamodb:${m[1]}`),
+    ...[...script.matchAll(/"Action": "(\w+)"/g)].map((m) => `ec2:${m[1]}`),
   ]);
+  assert.deepEqual([...calls].sort(), BOOTSTRAP_AWS_ACTIONS.map((a) => a.action).sort());
+  assert.ok(!/^\s*aws /m.test(script), "the script runs the AWS CLI");
   const partitions = (action: string) =>
     [...BOOTSTRAP_AWS_ACTIONS.find((a) => a.action === action)!.partitions!].sort();
-  const read = new Set([...script.matchAll(/\$\(key (\w+) /g)].map((m) => `TYPE#${m[1]}`));
+  // Reads: `aws_client get ENTITY` (bash) and get("ENTITY", …) (the client's loops).
+  const read = new Set([
+    ...[...script.matchAll(/aws_client get (\w+) /g)].map((m) => `TYPE#${m[1]}`),
+    ...[...script.matchAll(/(?<![.\w])get\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
+  ]);
   assert.deepEqual([...read].sort(), partitions("dynamodb:GetItem"));
-  const written = new Set([...script.matchAll(/\{"PK":\{"S":"(TYPE#\w+)"\}/g)].map((m) => m[1]));
+  const written = new Set(
+    [...script.matchAll(/(?<![.\w])put\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
+  );
   assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
 });
 
@@ -86,6 +93,7 @@ Deno.test("bootstrapScript lists every invalid field at once", () => {
     table: "x",
     region: "moon",
     githubUrl: "github.com/acme",
+    poolLabel: "",
     runner: {
       version: "latest",
       sha256: { x64: "abc", arm64: SHA_ARM64 },
@@ -108,7 +116,8 @@ Deno.test("bootstrapScript lists every invalid field at once", () => {
   ) {
     assert.ok(problems.some((p) => p.startsWith(field)), `no problem for ${field}: ${problems}`);
   }
-  assert.equal(problems.length, 8);
+  assert.ok(problems.some((p) => p.startsWith("poolLabel")), problems.join("\n"));
+  assert.equal(problems.length, 9);
   assert.throws(() => bootstrapScript(bad), /^Error: invalid bootstrap spec: table/);
 });
 
@@ -204,7 +213,7 @@ Deno.test("bootstrap run for real", async (t) => {
       let github = await instance.github();
       assert.deepEqual(github.runners, {
         [`${instanceId}-1`]: {
-          labels: "1001",
+          labels: `1001,${poolRunnerLabel("us-east-1", instance.table)}`,
           url: "https://github.com/acme/widgets",
           group: "Default",
         },
@@ -219,7 +228,7 @@ Deno.test("bootstrap run for real", async (t) => {
           "--name",
           `${instanceId}-1`,
           "--labels",
-          "1001",
+          `1001,${poolRunnerLabel("us-east-1", instance.table)}`,
           "--no-default-labels",
           "--disableupdate",
         ],
@@ -272,7 +281,7 @@ Deno.test("bootstrap run for real", async (t) => {
       assert.deepEqual(github.calls.at(-1), {
         verb: "remove",
         token: "valid",
-        args: ["--unattended"],
+        args: [],
       });
       assert.ok(github.events.includes(`stopped ${instanceId}-1`), github.events.join("\n"));
       for (const line of [listener, job]) {
@@ -295,7 +304,10 @@ Deno.test("bootstrap run for real", async (t) => {
       assert.ok(Math.max(...gaps) <= 15, `heartbeat gaps (s): ${gaps.join(", ")}`);
       github = await instance.github();
       assert.deepEqual(Object.keys(github.runners), [`${instanceId}-2`]);
-      assert.equal(github.runners[`${instanceId}-2`].labels, "1002");
+      assert.equal(
+        github.runners[`${instanceId}-2`].labels,
+        `1002,${poolRunnerLabel("us-east-1", instance.table)}`,
+      );
       // Past threshold + 1 minute, the instance terminates itself in EC2 (moto).
       assert.equal(await instance.ec2State(), "running");
       await plane.expire(instanceId, new Date(Date.now() - 2 * 60_000));
@@ -459,7 +471,7 @@ Deno.test("bootstrap run for real", async (t) => {
       await expectOk(instance, await provisioning, "provision through an outage");
       assert.deepEqual((await instance.github()).runners, {
         [`${instanceId}-1`]: {
-          labels: "5001",
+          labels: `5001,${poolRunnerLabel("us-east-1", instance.table)}`,
           url: "https://ghe.example.com/acme",
           group: "ci runners",
         },

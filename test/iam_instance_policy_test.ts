@@ -26,6 +26,7 @@ const SCRIPT = bootstrapScript({
   table: "acme-widgets-ci-table",
   region: "us-east-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.334.0", sha256: { x64: "a".repeat(64), arm64: "b".repeat(64) } },
 });
 
