@@ -28,7 +28,7 @@
  * @module
  */
 
-import { AWS_CLIENT_PY } from "./bootstrap/aws_client.ts";
+import { AWS_CLIENT_PY } from "./bootstrap_aws_client.ts";
 
 /** What the generated bootstrap needs to know. */
 export interface BootstrapSpec {
@@ -284,7 +284,7 @@ function shellQuote(value: string): string {
   return `'${value.replaceAll("'", `'\\''`)}'`;
 }
 
-/** The AWS client (lib/bootstrap/aws_client.ts) as a quoted here-document. */
+/** The AWS client (lib/bootstrap_aws_client.ts) as a quoted here-document. */
 const AWS_CLIENT_SECTION = [
   "# The AWS client (Python 3, standard library only): every DynamoDB and EC2 call, SigV4-signed",
   "# with the instance role's credentials from instance metadata. Written to a root-only file.",
