@@ -102,6 +102,8 @@ export interface BootstrapInstance extends AsyncDisposable {
   exited: Promise<number>;
   /** SIGKILLs every process of this instance; resolves when none is left. */
   kill(): Promise<void>;
+  /** Packages the stand-in apt-get/dnf "installed", one command line each. */
+  installed(): Promise<string[]>;
 }
 
 export async function bootInstance(options: BootOptions): Promise<BootstrapInstance> {
@@ -196,6 +198,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     },
     exited,
     kill,
+    installed: run.installed,
     [Symbol.asyncDispose]: dispose,
   };
 }

@@ -26,7 +26,8 @@
  *   `github/events` (`listening N <pid>`, `job N <pid>`, `stopped N`); SIGTERM stops them. Once
  *   connected the listener prints `<time>: Listening for Jobs`, as the real one does. While
  *   `github/refuse-listener` holds a number above 0, a listener start takes one off and exits 0
- *   before listening (as a runner GitHub refuses does). The job runs `github/job-step` (if it
+ *   before listening (as a runner GitHub refuses does); `github/listen-delay` (seconds) delays
+ *   connecting. The job runs `github/job-step` (if it
  *   exists) first, recording its output in `github/job-step-N.out` and status in `.status`.
  */
 import { join } from "node:path";
@@ -242,6 +243,7 @@ if ((refusals > 0)); then
   echo "An error occurred: the runner version is deprecated and cannot receive messages."
   exit 0
 fi
+sleep "$(cat "$GITHUB_DIR/listen-delay" 2>/dev/null || echo 0)" # connecting to GitHub
 echo "√ Connected to GitHub"
 echo "Current runner version: '2.323.0'"
 echo "$(date -u '+%Y-%m-%d %H:%M:%SZ'): Listening for Jobs"
