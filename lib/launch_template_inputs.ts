@@ -5,7 +5,7 @@
  * @module
  */
 import type { Names } from "./config.ts";
-import { EC2_MAX_TAGS, OWNER_TAG, PROVISION_INSTANCE_TAGS } from "./contract.ts";
+import { EC2_MAX_TAGS, OWNER_TAG, poolRunnerLabel, PROVISION_INSTANCE_TAGS } from "./contract.ts";
 import {
   checkIds,
   FILE_INPUT_MAX_BYTES,
@@ -100,6 +100,30 @@ export const INPUTS: InputSpec[] = [
     env: ["REFRESH_RUNNER_GROUP"],
     kind: "string",
     help: "runner group runners join (organization-level runners only)",
+  },
+  {
+    name: "job-user",
+    env: ["REFRESH_JOB_USER"],
+    kind: "string",
+    default: "runner",
+    help: "runner: jobs run as a dedicated user the bootstrap creates; root: as root " +
+      "(needs --job-metadata open)",
+  },
+  {
+    name: "job-sudo",
+    env: ["REFRESH_JOB_SUDO"],
+    kind: "string",
+    default: "enabled",
+    help: "enabled: passwordless sudo for jobs, as on GitHub-hosted runners (a job can then " +
+      "undo the metadata block); disabled: strict mode",
+  },
+  {
+    name: "job-metadata",
+    env: ["REFRESH_JOB_METADATA"],
+    kind: "string",
+    default: "blocked",
+    help: "blocked: jobs cannot reach instance metadata (the instance role, so the pool's token " +
+      "and signals); open: jobs can use the instance role",
   },
   {
     name: "user-data",
@@ -352,6 +376,9 @@ const BOOTSTRAP_INPUTS = [
   "runner-sha256-arm64",
   "runner-download-url",
   "runner-group",
+  "job-user",
+  "job-sudo",
+  "job-metadata",
 ];
 
 /**
@@ -431,6 +458,27 @@ function parseUserData(
     }
     const scope = names.org ? { org: names.org } : names.repo ? { repo: names.repo } : undefined;
     // No scope: REQUIRED reports it when the task runs (repo|org|user-data).
+    const jobUser = r.string("job-user") ?? "runner";
+    if (jobUser !== "runner" && jobUser !== "root") {
+      problems.push(`job-user: "${jobUser}" is not runner or root`);
+    }
+    const jobSudo = r.string("job-sudo") ?? "enabled";
+    if (jobSudo !== "enabled" && jobSudo !== "disabled") {
+      problems.push(`job-sudo: "${jobSudo}" is not enabled or disabled`);
+    }
+    const jobMetadata = r.string("job-metadata") ?? "blocked";
+    if (jobMetadata !== "blocked" && jobMetadata !== "open") {
+      problems.push(`job-metadata: "${jobMetadata}" is not blocked or open`);
+    }
+    if (jobUser === "root" && jobMetadata !== "open") {
+      problems.push(
+        "job-metadata: jobs that run as root can always reach instance metadata; with " +
+          "--job-user root set --job-metadata open (and know that jobs get the instance role)",
+      );
+    }
+    if (jobUser === "root" && jobSudo === "disabled") {
+      problems.push("job-sudo: disabled (strict mode) means nothing with --job-user root");
+    }
     const prePath = r.string("pre-runner-script");
     const preRunnerScript = prePath !== undefined ? read("pre-runner-script", prePath) : undefined;
     userData = {
@@ -438,6 +486,10 @@ function parseUserData(
       inputs: {
         table: names.table,
         region: names.region,
+        poolLabel: poolRunnerLabel(names.region, names.table),
+        ...(jobUser === "root" ? { jobUser: "root" as const } : {}),
+        ...(jobSudo === "disabled" ? { jobSudo: false } : {}),
+        ...(jobMetadata === "open" ? { jobMetadata: "open" as const } : {}),
         githubUrl: scope && validApi ? registrationUrl(apiUrl, scope) : "",
         ...(runnerGroup !== undefined ? { runnerGroup } : {}),
         runner: {

@@ -18,7 +18,7 @@ import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { CallCounter } from "../lib/calls.ts";
 import { ConfigError, type DesiredState, parseDesiredState } from "../lib/config.ts";
-import { item, OWNER_TAG, sha256, timestamp } from "../lib/contract.ts";
+import { item, OWNER_TAG, poolRunnerLabel, sha256, timestamp } from "../lib/contract.ts";
 import { differences, reconcileLaunchTemplate, templateData } from "../lib/launch_template.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import type { RunReport } from "../lib/report.ts";
@@ -994,6 +994,7 @@ Deno.test("launch-template generates the bootstrap by default, with checksums fr
   assert.deepEqual(inputs, {
     table: TABLE,
     region: "us-east-1",
+    poolLabel: poolRunnerLabel("us-east-1", TABLE),
     githubUrl: `${gh.url}/acme/widgets`,
     runner: { version: DEFAULT_RUNNER_VERSION },
     preRunnerScript: SETUP,
@@ -1051,6 +1052,7 @@ Deno.test("launch-template puts the runner inputs into the bootstrap and makes a
   assert.deepEqual(bootstrapOf(next), {
     table: TABLE,
     region: "us-east-1",
+    poolLabel: poolRunnerLabel("us-east-1", TABLE),
     githubUrl: "https://github.com/acme",
     runnerGroup: "ci pool",
     runner: {
