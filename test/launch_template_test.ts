@@ -1296,6 +1296,103 @@ Deno.test("launch-template gzips user data over 16 KB: EC2 gets the compressed f
   assert.equal(ctx.counter.writes(), 0);
 });
 
+/** A release of `version` published `daysAgo` days before now, its checksums in its digests. */
+function releaseOf(version: string, daysAgo: number, sha = SHA_X64): FakeRelease {
+  return {
+    repository: "actions/runner",
+    tag_name: `v${version}`,
+    published_at: new Date(Date.now() - daysAgo * 86_400_000).toISOString().replace(
+      /\.\d+Z$/,
+      "Z",
+    ),
+    assets: (["x64", "arm64"] as const).map((arch) => ({
+      name: `actions-runner-linux-${arch}-${version}.tar.gz`,
+      digest: `sha256:${arch === "x64" ? sha : SHA_ARM64}`,
+    })),
+  };
+}
+
+Deno.test("launch-template makes a new version when actions/runner publishes a new release, then none", async () => {
+  const releases = [releaseOf("2.334.0", 40)];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], releases });
+  const args = ["--github-api-url", gh.url];
+  const ctx = await setupGenerated(args);
+  await reconcileLaunchTemplate(ctx);
+  const installs = async (version: string, not: string) => {
+    const script = contentOf(await defaultVersion(ctx));
+    assert.ok(script.includes(version) && !script.includes(not), `the script installs ${version}`);
+  };
+  await installs("2.334.0", "2.335.0");
+
+  releases.push(releaseOf("2.335.0", 0, sha256("runner x64 package 2.335.0")));
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.deepEqual(outcome.changes.map((c) => [c.action, c.target]), [
+    ["new-version", `launch template ${NAME}`],
+    ["write", "metadata launch_template"],
+  ]);
+  assert.equal(outcome.changes[0].detail, "2: UserData content");
+  await installs("2.335.0", "2.334.0");
+  assert.deepEqual(outcome.warnings, []);
+
+  ctx.counter.reset();
+  assert.deepEqual((await reconcileLaunchTemplate(ctx)).changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+  // One GitHub read per run.
+  assert.equal(ctx.counter.total((op) => op.startsWith("GitHub")), 1);
+});
+
+Deno.test("refresh warns in its report, annotations and job summary when a pinned runner is one GitHub refuses", async () => {
+  await using gh = startFakeGithub({
+    tokens: [TEST_PAT],
+    releases: [releaseOf("2.334.0", 90), releaseOf("2.335.0", 45)],
+  });
+  const network = await resetMoto();
+  const dir = await Deno.makeTempDir();
+  try {
+    const summaryPath = `${dir}/summary.md`;
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    const code = await main(
+      [
+        ...baseArgs(network),
+        "--only",
+        "table,launch-template",
+        "--github-api-url",
+        gh.url,
+        ...CHECKSUMS,
+      ],
+      {
+        ...AWS_ENV,
+        GITHUB_TOKEN: TEST_PAT,
+        GITHUB_ACTIONS: "true",
+        GITHUB_STEP_SUMMARY: summaryPath,
+      },
+      {
+        stdout: (t) => stdout.push(t),
+        stderr: (t) => stderr.push(t),
+        readTextFile: (path) => Deno.readTextFileSync(path),
+      },
+    );
+    assert.equal(code, 0, stdout.join("\n"));
+    const warning =
+      /runner 2\.334\.0 is older than actions\/runner 2\.335\.0, published \d{4}-\d\d-\d\d \(45 days ago\): GitHub stops sending jobs to runners with updates disabled 30 days after a newer release/;
+    assert.match(stdout.join("\n"), new RegExp(`^  warning: ${warning.source}`, "m"));
+    assert.ok(
+      stderr.some((l) =>
+        l.startsWith("::warning title=refresh launch-template::") && warning.test(l)
+      ),
+      stderr.join("\n"),
+    );
+    assert.match(
+      await Deno.readTextFile(summaryPath),
+      new RegExp(`launch-template: ⚠️ ${warning.source}`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("launch-template fails with no write when the runner's release gives no checksum", async () => {
   await using gh = startFakeGithub({
     tokens: [TEST_PAT],
