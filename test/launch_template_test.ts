@@ -1674,3 +1674,30 @@ Deno.test("launch-template reads at most 1 MiB of a pre-runner script: an endles
   );
   assert.ok(performance.now() - started < 15_000);
 });
+
+Deno.test("README's example configs parse and use the generated bootstrap, not --user-data", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const configs = [...readme.matchAll(/```json\n([\s\S]*?)```/g)]
+    .map((m) => JSON.parse(m[1]) as Record<string, unknown>)
+    .filter((c) => "ami" in c || "ami-name" in c);
+  assert.ok(configs.length >= 1, "the README has an example pool config");
+  for (const config of configs) {
+    assert.equal(config["user-data"], undefined, JSON.stringify(config));
+    const files: Record<string, string> = { "/example.json": JSON.stringify(config) };
+    if (typeof config["pre-runner-script"] === "string") {
+      files[config["pre-runner-script"]] = "#!/bin/bash\ndnf install -y git\n";
+    }
+    // As the workflow runs it: the repository and region from the job's environment.
+    const d = parseDesiredState({
+      args: ["--config", "/example.json"],
+      env: { GITHUB_REPOSITORY: "acme/widgets", AWS_REGION: "eu-west-1", GITHUB_TOKEN: TEST_PAT },
+      readTextFile: (path) => {
+        if (path in files) return files[path];
+        throw new Deno.errors.NotFound(`no such file: ${path}`);
+      },
+    });
+    assert.ok(d !== "help");
+    assert.equal(d.launchTemplate.userData.kind, "bootstrap");
+    assert.equal(bootstrapOf(d).runner.version, "latest");
+  }
+});
