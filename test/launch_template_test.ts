@@ -1045,6 +1045,18 @@ const INVALID: InvalidInput[] = [
     undefined,
     /keep-versions: expected a whole number 1-100, got "0"/,
   ],
+  [
+    "runner version neither latest nor x.y.z",
+    [...BASE_ARGS, "--runner-version", "newest"],
+    undefined,
+    /runner-version: "newest" is neither latest nor a runner version like 2\.334\.0/,
+  ],
+  [
+    "runner checksums with runner version latest",
+    [...BASE_ARGS, ...CHECKSUMS.slice(2)],
+    undefined,
+    /runner-version: checksums are given, but the version is latest/,
+  ],
 ];
 
 Deno.test("launch-template refuses invalid inputs with a message and sends no request", (t) =>
