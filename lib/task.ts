@@ -61,14 +61,6 @@ export interface SharedDesired {
   requestTimeoutSec: number;
 }
 
-/**
- * The desired state of a task that does not declare its part: the shared inputs and any section.
- * Only for a task module not yet typed with its own part (the reaper, until lib/reaper/ types its
- * context); every other task names the part it reads.
- */
-// deno-lint-ignore no-explicit-any
-export type AnyDesired = SharedDesired & Record<string, any>;
-
 export interface Clients {
   ec2: EC2Client;
   sqs: SQSClient;
@@ -118,7 +110,7 @@ export function describeDuration(ms: number): string {
 }
 
 /** What a task is given; `D` is the part of the desired state it reads. */
-export interface TaskContext<D = AnyDesired> {
+export interface TaskContext<D = SharedDesired> {
   desired: D;
   clients: Clients;
   /** The clock; every timestamp a task writes comes from here. */
@@ -160,7 +152,7 @@ export interface TaskResult {
   durationMs: number;
 }
 
-export type Task<D = AnyDesired> = (ctx: TaskContext<D>) => Promise<TaskOutcome>;
+export type Task<D = SharedDesired> = (ctx: TaskContext<D>) => Promise<TaskOutcome>;
 
 /**
  * The name of the error a request fails with, without being sent, when its endpoint already timed

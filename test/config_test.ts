@@ -390,3 +390,14 @@ Deno.test("no module config.ts imports leads back to config.ts, not even for typ
   }
   assert.ok(seen.has(new URL("task.ts", config).href), "the walk reached the task modules");
 });
+
+Deno.test("the reaper's modules import nothing from config.ts, not even types", async () => {
+  const folder = new URL("../lib/reaper/", import.meta.url);
+  const files = [new URL("../lib/reaper.ts", import.meta.url)];
+  for await (const entry of Deno.readDir(folder)) files.push(new URL(entry.name, folder));
+  assert.ok(files.length > 5, `${files.length} reaper modules`);
+  for (const file of files) {
+    const text = await Deno.readTextFile(file);
+    assert.doesNotMatch(text, /^import\s[^;]*?from\s+"[./]*config\.ts"/m, file.pathname);
+  }
+});

@@ -148,12 +148,14 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await testContext(
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    // The runner checksums are given, so the generated bootstrap needs no release look-up.
+    // The runner version and checksums are given: the only release read is the staleness check.
     [
       "--github-api-url",
       gh.url,
       "--root-volume-size",
       "30",
+      "--runner-version",
+      "2.334.0",
       "--runner-sha256-x64",
       "a".repeat(64),
       "--runner-sha256-arm64",

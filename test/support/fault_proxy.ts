@@ -156,6 +156,21 @@ interface Request {
 
 type Bytes = Uint8Array<ArrayBuffer>;
 
+/**
+ * A {@link FaultProxy.rewrite} change that adds `xml` at the start of every `<element>` of an
+ * XML answer (EC2's query protocol), e.g. defaults EC2 puts in a `<launchTemplateData>` that
+ * moto leaves out.
+ */
+export function addXmlFields(
+  element: string,
+  xml: string,
+): (answer: ProxyAnswer) => ProxyAnswer {
+  return (answer) => ({
+    ...answer,
+    body: answer.body.replaceAll(`<${element}>`, `<${element}>${xml}`),
+  });
+}
+
 export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
   const target = new URL(options.target);
   const seed = options.seed ?? 1;
