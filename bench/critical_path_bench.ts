@@ -82,6 +82,8 @@ const ARGS = [
   "--root-volume-size",
   "30",
   // The bootstrap's runner checksums given, so no release look-up (fleet-actions makes none).
+  "--runner-version",
+  "2.334.0",
   "--runner-sha256-x64",
   "a".repeat(64),
   "--runner-sha256-arm64",

@@ -29,6 +29,7 @@ async function runMain(args: string[], env: Record<string, string>, monotonic?: 
     },
     ...(monotonic ? { monotonic } : {}),
   });
+  if (code === 2) throw new Error(`invalid desired state:\n${err.join("\n")}`);
   return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
 }
 
@@ -138,6 +139,8 @@ Deno.test("refresh ends one call's budget after an endpoint goes silent, names i
       ...baseArgs(network),
       "--only",
       "table,launch-template,resource-pools,parameters,reaper",
+      "--runner-version",
+      "2.334.0",
       "--runner-sha256-x64",
       "a".repeat(64),
       "--runner-sha256-arm64",
