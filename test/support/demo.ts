@@ -10,7 +10,8 @@
  *    real (test/support/bootstrap_instance.ts, against moto and a fake instance-metadata server);
  * 3. plays provision, which claims the instance for run 1001 (it registers a runner for that run,
  *    which takes the job), then release (the runner is removed; the instance waits idle in the
- *    pool, shown by a refresh run); no run claims it, so its record expires (the demo moves the
+ *    pool, shown by a refresh run), then a claim from the pool for run 1002 (a new registration,
+ *    a job) and its release; no run claims it again, so its record expires (the demo moves the
  *    threshold rather than wait out the idle time);
  * 4. runs refresh's reaper, which terminates the expired instance and removes its items.
  * Each step prints the time since the start, and each refresh run its report with the pool view.
@@ -153,14 +154,30 @@ async function refresh(title: string, extra: string[] = []) {
 
 let instance: UserDataRun | undefined;
 const failures: string[] = [];
-/** Records a failed step (the demo goes on to clean up, then exits 1). */
+/** Records a failed check (the demo goes on, then exits 1). */
 function check(ok: boolean, what: string): boolean {
   if (!ok) failures.push(what);
   return ok;
 }
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const why = async (outcome: Outcome) =>
-  outcome.ok ? "" : `${outcome.reason}\n${dim(`--- instance log ---\n${await instance?.log()}`)}`;
+
+/** Stops the demo (it cleans up and exits 1) when a control-plane step failed. */
+async function must(outcome: Outcome, what: string): Promise<void> {
+  if (outcome.ok) return;
+  throw new Error(
+    `${what}: ${outcome.reason}\n${dim(`--- instance log ---\n${await instance?.log()}`)}`,
+  );
+}
+
+/** Stops the demo unless the fake runner took a job under `runner` (its listener started one). */
+async function mustRunJob(runner: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const { events } = await readGithubSide(githubDir);
+    if (events.some((e) => e.startsWith(`job ${runner} `))) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`runner ${runner} took no job`);
+}
 
 try {
   step("refresh builds the pool, then runs again with the same desired state");
@@ -216,10 +233,11 @@ try {
 
   // The instance boots: its user data, exactly as the template holds it, runs with bash.
   const imds = startFakeImds({ instanceId, region: REGION, tags });
-  await Deno.mkdir(join(dir, "instance"));
   const script = userDataContent(templateVersion.LaunchTemplateData!.UserData!);
   instance = await runUserData({
-    dir: join(dir, "instance"),
+    // One directory for the instance and the fake runner's GitHub side, as the pool test does:
+    // the harness opens it to the runner's own user.
+    dir,
     script,
     imdsUrl: imds.url,
     awsEndpoint: MOTO_URL,
@@ -233,40 +251,52 @@ try {
     timeoutMs: 90_000,
     instanceType: "t3.micro",
   });
-  if (
-    check(provisioned.ok, `provision: ${await why(provisioned)}`) &&
-    check(await jobRunning(`${instanceId}-1`), `no job on runner ${instanceId}-1`)
-  ) {
-    step(
-      `provision: runner ${instanceId}-1 registered for run 1001 (UD_REG_OK, ` +
-        `${secs(provisioned.elapsedMs)} after launch); it takes the run's job`,
-    );
+  await must(provisioned, "provision");
+  await mustRunJob(`${instanceId}-1`);
+  step(
+    `provision: runner ${instanceId}-1 registered for run 1001 (UD_REG_OK, ` +
+      `${secs(provisioned.elapsedMs)} after launch); it takes the run's job`,
+  );
 
-    const released = await plane.release(instanceId, "1001", { idleTimeSec: IDLE_SEC });
-    if (check(released.ok, `release: ${await why(released)}`)) {
-      step(
-        `release: the job is done; ${instanceId}-1 deregistered ` +
-          `(UD_REMOVE_REG_REMOVE_RUN_OK, ${secs(released.elapsedMs)}); the instance waits idle ` +
-          `in the pool for the idle time (${IDLE_SEC} s), ready for the next run's claim`,
-      );
-      await refresh("refresh: the pool holds one idle instance", ["--only", "reaper"]);
-      // The idle time passes with no claim: the demo moves the threshold instead of waiting.
-      await plane.expire(instanceId);
-      step(
-        `no run claims it within the idle time: its record expires (the demo moves its threshold ` +
-          `into the past rather than wait ${IDLE_SEC} s)`,
-      );
-      const reaped = await refresh("refresh: the reaper takes the expired instance away", [
-        "--only",
-        "reaper",
-      ]);
-      const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
-      const state = after.Reservations?.[0]?.Instances?.[0]?.State?.Name;
-      if (check(reaped.code === 0 && state === "terminated", `reaper: ${instanceId} ${state}`)) {
-        step(`the reaper terminated ${instanceId} and removed its items from the table`);
-      }
-    }
+  const released = await plane.release(instanceId, "1001", { idleTimeSec: IDLE_SEC });
+  await must(released, "release");
+  step(
+    `release: the job is done; ${instanceId}-1 deregistered ` +
+      `(UD_REMOVE_REG_REMOVE_RUN_OK, ${secs(released.elapsedMs)}); the instance waits idle ` +
+      `in the pool for the idle time (${IDLE_SEC} s), ready for the next run's claim`,
+  );
+  await refresh("refresh: the pool holds one idle instance", ["--only", "reaper"]);
+
+  const claimed = await plane.claim(instanceId, "1002");
+  await must(claimed, "claim");
+  await mustRunJob(`${instanceId}-2`);
+  step(
+    `claim: provision takes the idle instance for run 1002; runner ${instanceId}-2 registered ` +
+      `(UD_REG_OK, ${secs(claimed.elapsedMs)} after the claim) and runs the job`,
+  );
+  const again = await plane.release(instanceId, "1002", { idleTimeSec: IDLE_SEC });
+  await must(again, "release");
+  step(
+    `release: ${instanceId}-2 deregistered (UD_REMOVE_REG_REMOVE_RUN_OK, ` +
+      `${secs(again.elapsedMs)}); idle again`,
+  );
+
+  // The idle time passes with no claim: the demo moves the threshold instead of waiting.
+  await plane.expire(instanceId);
+  step(
+    `no run claims it within the idle time: its record expires (the demo moves its threshold ` +
+      `into the past rather than wait ${IDLE_SEC} s)`,
+  );
+  const reaped = await refresh("refresh: the reaper takes the expired instance away", [
+    "--only",
+    "reaper",
+  ]);
+  const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+  const state = after.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+  if (reaped.code !== 0 || state !== "terminated") {
+    throw new Error(`the reaper left ${instanceId} ${state} (exit code ${reaped.code})`);
   }
+  step(`the reaper terminated ${instanceId} and removed its items from the table`);
   await instance.kill();
   await imds.close();
   const side = await readGithubSide(githubDir);
@@ -287,16 +317,6 @@ try {
   await github.close();
   await runnerPackage.close();
   await Deno.remove(dir, { recursive: true }).catch(() => {});
-}
-
-/** Whether the fake runner took a job under `runner` (its listener started one). */
-async function jobRunning(runner: string): Promise<boolean> {
-  for (let i = 0; i < 50; i++) {
-    const { events } = await readGithubSide(githubDir);
-    if (events.some((e) => e.startsWith(`job ${runner} `))) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return false;
 }
 
 if (failures.length === 0) {
