@@ -26,7 +26,7 @@ export const INPUTS: InputSpec[] = [
     kind: "int",
     default: "64",
     help:
-      "DynamoDB writes in flight at once while reaping: conditional updates locking instances, and as many delete requests (25 items each); 1 to 256",
+      "DynamoDB writes in flight at once while reaping: locks (conditional updates), and as many delete requests of 25 items",
   },
   {
     name: "reap-write-rate",
@@ -34,7 +34,7 @@ export const INPUTS: InputSpec[] = [
     kind: "int",
     default: "1000",
     help:
-      "DynamoDB writes per second per partition key at most while reaping (DynamoDB serves about 1,000 per partition; lower it for a provisioned table with less write capacity); halved while DynamoDB throttles; 1 to 1000",
+      "DynamoDB writes per second per partition key while reaping (DynamoDB serves about 1,000; lower it for a table with less write capacity)",
   },
   {
     name: "terminated-retention-hours",
