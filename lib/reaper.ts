@@ -4,7 +4,8 @@
  *
  * 1. **read** (reads.ts): every instance record, every heartbeat's and worker signal's key and
  *    age; the pool's launch templates and live instances, each with its proof of ownership; by
- *    id, the instances records name that the pool listing does not hold.
+ *    id, the instances records name that the pool listing does not hold; the runner
+ *    registrations. Reads that do not wait for each other run side by side.
  * 2. **classify** (classify.ts, pure): what to lock, terminate and expunge, decided from what was
  *    read, never from a record alone; and what to report and leave alone. **Rollout and health**
  *    (drain.ts): idle pool instances of another template version, or unable to serve, are
@@ -15,6 +16,10 @@
  *    ones, ones whose record is already `terminated` (a crash between phases), orphans.
  * 5. **expunge** (expunge.ts): per instance known to be gone, its heartbeat and worker signal
  *    first, its record last; and the sweep of stray heartbeats and worker signals.
+ *
+ *    Steps 3 to 5 run as one pipeline (pipeline.ts): each instance moves on as soon as its own
+ *    step is done, in requests as full as the steps one after another would send; DynamoDB
+ *    writes go at a pace per partition key and back off when throttled (pace.ts).
  * 6. **runners** (runners.ts): deletes the registrations of instances not alive, busy ones
  *    excepted, within a time budget.
  *
