@@ -90,7 +90,7 @@ async function refresh(only: string): Promise<RunReport> {
  */
 async function reap(): Promise<RunReport> {
   const counter = new CallCounter();
-  const ctx: TaskContext = {
+  const ctx: TaskContext<DesiredState> = {
     desired,
     clients: buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 }),
     now: () => new Date(),
