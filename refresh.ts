@@ -40,6 +40,7 @@ import { Redactor } from "./lib/redact.ts";
 import { AWS_MAX_ATTEMPTS, awsRequestHandler, explainAwsTimeouts } from "./lib/requests.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
+import { reconcileWarmPool } from "./lib/warm_pool.ts";
 import {
   type Clients,
   describeError,
@@ -57,6 +58,8 @@ export const IMPLEMENTATIONS: Record<TaskName, Task> = {
   "parameters": reconcileParameters,
   "github-token": reconcileGithubToken,
   "reaper": reapInstances,
+  // After the reaper: it counts what the reaper left (drained, expired) before launching.
+  "warm-pool": reconcileWarmPool,
 };
 
 /** Where the entry reads and writes; tests pass their own. */

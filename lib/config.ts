@@ -34,6 +34,7 @@ import * as launchTemplate from "./launch_template_inputs.ts";
 import * as parameters from "./parameters.ts";
 import * as reaper from "./reaper.ts";
 import * as pools from "./resource_pools.ts";
+import * as warmPool from "./warm_pool.ts";
 
 export { ConfigError, type InputSpec };
 
@@ -45,6 +46,7 @@ export const TASKS = [
   "parameters",
   "github-token",
   "reaper",
+  "warm-pool",
 ] as const;
 export type TaskName = typeof TASKS[number];
 
@@ -129,6 +131,7 @@ export const INPUTS: InputSpec[] = [
   ...pools.INPUTS,
   ...github.INPUTS,
   ...reaper.INPUTS,
+  ...warmPool.INPUTS,
 ];
 
 /** Which inputs each task cannot run without, declared by the task. */
@@ -155,6 +158,7 @@ export interface DesiredState {
   pools: pools.DesiredPools;
   github: github.DesiredGithub;
   reaper: reaper.DesiredReaper;
+  warmPool: warmPool.DesiredWarmPool;
 }
 
 /** The names every task may derive its own from, read from the shared inputs. */
@@ -314,6 +318,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   // only when no problem was found, so a missing one is never read.
   const tasks = parseTasks(r);
   const names = parseNames(r);
+  const poolsSection = pools.parsePools(r, names);
   const desired: DesiredState = {
     region: names.region,
     prefix: names.stem,
@@ -325,9 +330,10 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     requestTimeoutSec: r.int("request-timeout-sec", 1, 300)!,
     parameters: parameters.parseParameters(r),
     launchTemplate: launchTemplate.parseLaunchTemplate(r, names, tasks, sources.readTextFile),
-    pools: pools.parsePools(r, names),
+    pools: poolsSection,
     github: github.parseGithub(r, names),
     reaper: reaper.parseReaper(r),
+    warmPool: warmPool.parseWarmPool(r, poolsSection.classes),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return desired;
