@@ -28,6 +28,7 @@ import {
   withDesired,
 } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
+import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
@@ -492,6 +493,8 @@ async function runMain(args: string[], env: Record<string, string>) {
 Deno.test("warm pool: a failing launch is reported, the other tasks still run, the next run launches", async () => {
   const network = await resetMoto();
   await using proxy = startFaultProxy({ target: AWS_ENV.AWS_ENDPOINT_URL });
+  // The reaper lists the pool's runners: on 127.0.0.1 too.
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   proxy.respond("EC2.CreateFleet", {
     status: 200,
     headers: { "content-type": "text/xml;charset=UTF-8" },
@@ -514,6 +517,8 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
     "table,launch-template,resource-pools,parameters,reaper,warm-pool",
     "--warm-pool",
     "large=1",
+    "--github-api-url",
+    gh.url,
   ];
   const first = await runMain(args, { AWS_ENDPOINT_URL: proxy.url });
   assert.equal(first.code, 1);
