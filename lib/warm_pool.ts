@@ -7,7 +7,8 @@
  *
  * 1. **read** ({@link readWarmState}): the table's `resource_class_config` and `subnet_ids`
  *    records (what provision reads), every instance record, heartbeat and worker signal, the
- *    pool's launch template (tagged for this table) and its live instances (tagged for this table).
+ *    pool's launch template (tagged for this table) and its live instances (by the ownership tag,
+ *    or by EC2's template tag naming that template, as the reaper proves them).
  * 2. **plan** ({@link planWarmPool}, pure): per class, the minimum now (0 outside the schedule);
  *    its idle, unclaimed, unexpired instances sorted into **ready** (worker signal `UD_OK`, or
  *    `UD_REMOVE_REG_REMOVE_RUN_OK` after a job, and a heartbeat at most 15 s old), **booting**
@@ -57,7 +58,7 @@ import { type Entity, idOf, item, METADATA, OWNER_TAG, pk, sha256, timestamp } f
 import { type InputSpec, type Reader, show } from "./inputs.ts";
 import { readMetadata } from "./metadata.ts";
 import type { ResourceClass } from "./resource_pools.ts";
-import { isTimestamp, type TemplateDefault, versionOf } from "./rollout.ts";
+import { isTimestamp, TEMPLATE_ID_TAG, type TemplateDefault, versionOf } from "./rollout.ts";
 import { hoursPerWeek, isWithin, parseSchedule, type Schedule } from "./schedule.ts";
 import { type Change, describeError, type TaskContext, type TaskOutcome } from "./task.ts";
 
@@ -334,6 +335,7 @@ export async function readWarmState(ctx: TaskContext): Promise<WarmState> {
   const { table } = ctx.desired;
   const config = await readMetadata(ddb, table, METADATA.resourceClassConfig);
   const subnets = await readMetadata(ddb, table, METADATA.subnetIds);
+  const template = await readTemplate(ec2, table, ctx.desired.launchTemplate.name);
   const records: WarmRecord[] = [];
   await queryAll(ddb, table, "INSTANCE", (i) =>
     records.push({
@@ -362,8 +364,8 @@ export async function readWarmState(ctx: TaskContext): Promise<WarmState> {
     records,
     heartbeats,
     signals,
-    template: await readTemplate(ec2, table, ctx.desired.launchTemplate.name),
-    instances: await readInstances(ec2, table),
+    template,
+    instances: await readInstances(ec2, table, template),
   };
 }
 
@@ -409,26 +411,41 @@ async function readTemplate(
   return { id: t.LaunchTemplateId, version: t.DefaultVersionNumber, ami: "" };
 }
 
-/** Live instances carrying this table's ownership tag. */
-async function readInstances(ec2: EC2Client, table: string): Promise<WarmState["instances"]> {
+/**
+ * Live instances proven the pool's as the reaper proves them: the ownership tag naming this
+ * table, or EC2's own template tag naming the pool's template (provision's own instance tags can
+ * replace the template's, ownership tag included).
+ */
+async function readInstances(
+  ec2: EC2Client,
+  table: string,
+  template: TemplateDefault | null,
+): Promise<WarmState["instances"]> {
   const instances: WarmState["instances"] = new Map();
-  let token: string | undefined;
-  do {
-    const out = await ec2.send(
-      new DescribeInstancesCommand({
-        Filters: [
-          { Name: `tag:${OWNER_TAG}`, Values: [table] },
-          { Name: "instance-state-name", Values: ["pending", "running"] },
-        ],
-        MaxResults: 1000,
-        NextToken: token,
-      }),
-    );
-    for (const r of out.Reservations ?? []) {
-      for (const i of r.Instances ?? []) instances.set(i.InstanceId!, describeInstance(i));
-    }
-    token = out.NextToken;
-  } while (token);
+  const proofs = [{ Name: `tag:${OWNER_TAG}`, Values: [table] }];
+  if (template) proofs.push({ Name: `tag:${TEMPLATE_ID_TAG}`, Values: [template.id] });
+  for (const proof of proofs) {
+    let token: string | undefined;
+    do {
+      const out = await ec2.send(
+        new DescribeInstancesCommand({
+          Filters: [proof, { Name: "instance-state-name", Values: ["pending", "running"] }],
+          MaxResults: 1000,
+          NextToken: token,
+        }),
+      );
+      for (const r of out.Reservations ?? []) {
+        for (const i of r.Instances ?? []) {
+          const owner = i.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
+          // Tagged for another pool: that pool's, whatever template it came from.
+          if (owner === undefined || owner === table) {
+            instances.set(i.InstanceId!, describeInstance(i));
+          }
+        }
+      }
+      token = out.NextToken;
+    } while (token);
+  }
   return instances;
 }
 
