@@ -32,7 +32,7 @@ import {
 } from "./inputs.ts";
 import * as launchTemplate from "./launch_template_inputs.ts";
 import * as parameters from "./parameters.ts";
-import * as reaper from "./reaper.ts";
+import * as reaper from "./reaper/inputs.ts";
 import * as pools from "./resource_pools.ts";
 import * as warmPool from "./warm_pool.ts";
 

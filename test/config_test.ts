@@ -367,10 +367,21 @@ Deno.test("README documents every input", async () => {
 Deno.test("lib modules import config.ts for its types only, so config.ts can import every task", async () => {
   const lib = new URL("../lib/", import.meta.url);
   for await (const entry of Deno.readDir(lib)) {
-    if (entry.name === "config.ts") continue;
+    if (!entry.isFile || entry.name === "config.ts") continue;
     const text = await Deno.readTextFile(new URL(entry.name, lib));
     for (const statement of text.match(/^import\s[^;]*?from\s+"\.\/config\.ts"/gm) ?? []) {
       assert.match(statement, /^import type\s/, `${entry.name}: ${statement}`);
     }
+  }
+});
+
+Deno.test("the reaper's modules import nothing from config.ts, not even types", async () => {
+  const folder = new URL("../lib/reaper/", import.meta.url);
+  const files = [new URL("../lib/reaper.ts", import.meta.url)];
+  for await (const entry of Deno.readDir(folder)) files.push(new URL(entry.name, folder));
+  assert.ok(files.length > 5, `${files.length} reaper modules`);
+  for (const file of files) {
+    const text = await Deno.readTextFile(file);
+    assert.doesNotMatch(text, /^import\s[^;]*?from\s+"[./]*config\.ts"/m, file.pathname);
   }
 });
