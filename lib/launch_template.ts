@@ -54,13 +54,12 @@ import {
   type ValidationWarning,
   type VolumeType,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import type { DesiredState } from "./config.ts";
 import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contract.ts";
-import type { AmiSource } from "./launch_template_inputs.ts";
+import type { AmiSource, DesiredLaunchTemplate } from "./launch_template_inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, requireOneVpc } from "./network.ts";
 import { resolveRunner } from "./runner_release.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import type { Change, SharedDesired, TaskContext as Context, TaskOutcome } from "./task.ts";
 import {
   type EncodedUserData,
   encodeUserData,
@@ -89,6 +88,14 @@ export function metadataOptions(tags: boolean, jobsUseMetadata = false) {
     InstanceMetadataTags: tags ? "enabled" : "disabled",
   } as const;
 }
+
+/** The part of the desired state the launch-template task reads. */
+export interface LaunchTemplateDesired extends Pick<SharedDesired, "region" | "table"> {
+  launchTemplate: DesiredLaunchTemplate;
+  /** Where the runner's release (and its checksums) are looked up. */
+  github: { apiUrl: string };
+}
+type TaskContext = Context<LaunchTemplateDesired>;
 
 /** DeleteLaunchTemplateVersions takes at most this many versions per call. */
 const DELETE_BATCH = 200;
@@ -525,7 +532,7 @@ async function buildUserData(ctx: TaskContext): Promise<UserData> {
 
 /** The full launch template data for a desired state, its resolved image and its user data. */
 export function templateData(
-  desired: DesiredState,
+  desired: LaunchTemplateDesired,
   image: Image,
   userData: EncodedUserData,
 ): RequestLaunchTemplateData {
@@ -566,7 +573,7 @@ export function templateData(
  * kept volume is a leak), with the desired type and size. None for instance-store images.
  */
 function rootVolume(
-  desired: DesiredState,
+  desired: LaunchTemplateDesired,
   image: Image,
 ): LaunchTemplateBlockDeviceMappingRequest | undefined {
   const { deviceName, sizeGiB, type } = desired.launchTemplate.rootVolume;
@@ -688,7 +695,7 @@ async function listVersions(ec2: EC2Client, id: string): Promise<LaunchTemplateV
   return versions;
 }
 
-function profileOf(desired: DesiredState): string {
+function profileOf(desired: LaunchTemplateDesired): string {
   const profile = desired.launchTemplate.iamInstanceProfile;
   if (!profile) return "";
   return "arn" in profile ? profile.arn : profile.name;

@@ -4,12 +4,12 @@
  *
  * @module
  */
-import type { Names } from "./config.ts";
 import { EC2_MAX_TAGS, OWNER_TAG, poolRunnerLabel, PROVISION_INSTANCE_TAGS } from "./contract.ts";
 import {
   checkIds,
   FILE_INPUT_MAX_BYTES,
   type InputSpec,
+  type Names,
   type Reader,
   type ReadTextFile,
   type Requirements,
