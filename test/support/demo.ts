@@ -37,7 +37,7 @@ import { PLACEHOLDER_RUNNER_VERSION, userDataContent } from "../../lib/user_data
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
 import { ControlPlane, type Outcome } from "./control_plane.ts";
 import { startFakeGithub } from "./github.ts";
-import { startFakeImds } from "./imds.ts";
+import { type FakeImds, startFakeImds } from "./imds.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
 import { readGithubSide, startFakeRunnerPackage } from "./runner_package.ts";
 
@@ -179,7 +179,8 @@ async function mustRunJob(runner: string): Promise<void> {
   throw new Error(`runner ${runner} took no job`);
 }
 
-try {
+/** Phase 1: refresh builds the pool, then finds nothing to do with the same desired state. */
+async function buildPool(): Promise<void> {
   step("refresh builds the pool, then runs again with the same desired state");
   const first = await refresh("first run: builds the pool");
   const second = await refresh("second run, same desired state: nothing to do");
@@ -190,10 +191,17 @@ try {
       : bold(`unexpected: the second run made ${second.writes} writes`),
   );
   check(second.writes === 0, "the second run wrote");
+  // The fake runner accepts the token refresh got from the fake GitHub, and no other.
   await Deno.writeTextFile(tokenSha256File, sha256(github.issued.at(-1) ?? ""));
+}
 
-  console.log(bold("\n── a runner's life ──"));
-  // provision's launch: CreateFleet, instant, the template's $Default version, and its tags.
+/**
+ * Phase 2: provision's launch (CreateFleet, instant, the template's `$Default`, its own tags);
+ * the instance's id and tags and the user data of the version it was launched from.
+ */
+async function launch(): Promise<
+  { instanceId: string; tags: Record<string, string>; script: string }
+> {
   const fleet = await ec2.send(
     new CreateFleetCommand({
       Type: "instant",
@@ -220,33 +228,38 @@ try {
   const tags = Object.fromEntries(
     (described.Reservations?.[0]?.Instances?.[0]?.Tags ?? []).map((t) => [t.Key!, t.Value!]),
   );
-  const [templateVersion] = (await ec2.send(
+  const [version] = (await ec2.send(
     new DescribeLaunchTemplateVersionsCommand({
       LaunchTemplateName: TEMPLATE,
       Versions: ["$Default"],
     }),
   )).LaunchTemplateVersions!;
   step(
-    `provision launches ${instanceId} from ${TEMPLATE} version ${templateVersion.VersionNumber} ` +
+    `provision launches ${instanceId} from ${TEMPLATE} version ${version.VersionNumber} ` +
       "(CreateFleet, tagged InitialRunId=1001)",
   );
+  return { instanceId, tags, script: userDataContent(version.LaunchTemplateData!.UserData!) };
+}
 
-  // The instance boots: its user data, exactly as the template holds it, runs with bash.
-  const imds = startFakeImds({ instanceId, region: REGION, tags });
-  const script = userDataContent(templateVersion.LaunchTemplateData!.UserData!);
-  instance = await runUserData({
+/** Phase 3: the instance boots: its user data, exactly as the template holds it, runs with bash. */
+async function boot(instanceId: string, script: string, imdsUrl: string): Promise<UserDataRun> {
+  const run = await runUserData({
     // One directory for the instance and the fake runner's GitHub side, as the pool test does:
     // the harness opens it to the runner's own user.
     dir,
     script,
-    imdsUrl: imds.url,
+    imdsUrl,
     awsEndpoint: MOTO_URL,
-  }).catch(async (error) => {
-    await imds.close();
-    throw error;
   });
   step(`${instanceId} boots: its user data (the generated bootstrap) runs`);
+  return run;
+}
 
+/**
+ * Phase 4: the control plane at work: provision claims the new instance for run 1001, release
+ * returns it to the pool, a claim takes it for run 1002, release again; a job runs on each.
+ */
+async function serveTwoRuns(instanceId: string): Promise<void> {
   const provisioned = await plane.provision(instanceId, "1001", {
     timeoutMs: 90_000,
     instanceType: "t3.micro",
@@ -280,7 +293,10 @@ try {
     `release: ${instanceId}-2 deregistered (UD_REMOVE_REG_REMOVE_RUN_OK, ` +
       `${secs(again.elapsedMs)}); idle again`,
   );
+}
 
+/** Phase 5: no claim comes, the record expires, and refresh's reaper takes the instance away. */
+async function expireAndReap(instanceId: string): Promise<void> {
   // The idle time passes with no claim: the demo moves the threshold instead of waiting.
   await plane.expire(instanceId);
   step(
@@ -297,21 +313,32 @@ try {
     throw new Error(`the reaper left ${instanceId} ${state} (exit code ${reaped.code})`);
   }
   step(`the reaper terminated ${instanceId} and removed its items from the table`);
+}
+
+let imds: FakeImds | undefined;
+try {
+  await buildPool();
+  console.log(bold("\n── a runner's life ──"));
+  const { instanceId, tags, script } = await launch();
+  imds = startFakeImds({ instanceId, region: REGION, tags });
+  instance = await boot(instanceId, script, imds.url);
+  await serveTwoRuns(instanceId);
+  await expireAndReap(instanceId);
+  // The machine is gone: its processes stop with it.
   await instance.kill();
-  await imds.close();
   const side = await readGithubSide(githubDir);
+  const calls = side.calls.map((c) => `${c.verb} (${c.token} token)`).join(", ");
   console.log(
     dim(
-      `\nGitHub's side of the instance: ${
-        side.calls.map((c) => `${c.verb} (${c.token} token)`)
-          .join(", ")
-      }; runners left registered: ${Object.keys(side.runners).length}`,
+      `\nGitHub's side of the instance: ${calls}; runners left registered: ` +
+        `${Object.keys(side.runners).length}`,
     ),
   );
 } catch (error) {
   failures.push(error instanceof Error ? error.message : String(error));
 } finally {
   await instance?.kill();
+  await imds?.close();
   ec2.destroy();
   dynamo.destroy();
   await github.close();
