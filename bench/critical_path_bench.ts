@@ -194,7 +194,7 @@ async function launch(count: number): Promise<string[]> {
   const subnets = await roomySubnets();
   let launched = 0;
   await forEachLimit(chunks(Array.from({ length: count }), 500), 4, async (batch) => {
-    const subnet = subnets[Math.floor(launched++ / 6) % subnets.length];
+    const subnet = subnets[launched++ % subnets.length];
     const out = await ec2.send(
       new RunInstancesCommand({
         LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
