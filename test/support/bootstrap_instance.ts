@@ -68,6 +68,8 @@ export interface BootOptions {
   timings?: BootstrapSpec["timings"];
   /** AWS endpoint the script uses (default moto; e.g. a fault proxy in front of it). */
   awsEndpoint?: string;
+  /** Runs the user data (default {@link runUserData}, on this machine; e.g. in a stock rootfs). */
+  runUserData?: (options: UserDataOptions) => Promise<UserDataRun>;
 }
 
 export interface BootstrapInstance extends AsyncDisposable {
@@ -147,7 +149,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   if (options.runnerGroup !== undefined) spec.runnerGroup = options.runnerGroup;
   if (options.preRunnerScript !== undefined) spec.preRunnerScript = options.preRunnerScript;
   const script = bootstrapScript(spec);
-  const run = await runUserData({
+  const run = await (options.runUserData ?? runUserData)({
     dir,
     script,
     imdsUrl: imds.url,
@@ -184,6 +186,9 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     [Symbol.asyncDispose]: dispose,
   };
 }
+
+/** What a user data run is given (`dir`: the harness directory, the fake GitHub side in it). */
+export type UserDataOptions = Parameters<typeof runUserData>[0];
 
 /** A user data script running under the harness (see {@link runUserData}). */
 export interface UserDataRun {

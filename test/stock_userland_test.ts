@@ -1,0 +1,165 @@
+/**
+ * The generated bootstrap on a stock userland, not on this machine: a Debian root filesystem built
+ * from Debian's own packages by mmdebstrap with only what a stock cloud image has (no AWS CLI, no
+ * libicu; test/support/stock_rootfs.sh), entered as root with unshare and chroot
+ * (test/support/stock_rootfs.ts). The rest is the bootstrap harness (test/support/
+ * bootstrap_instance.ts): moto, the fake instance-metadata server, the fake runner package (its
+ * config.sh checks for libicu as the real one does) and a control plane playing provision, release
+ * and claim. The script keeps the protocol's default timings, so the times printed are what
+ * provision, a claim and release would wait for.
+ *
+ * Run with `deno task test:stock` (which builds the rootfs first, as root); not part of `deno task
+ * test`. The rootfs has no network of its own beyond this machine's 127.0.0.1 services: libicu
+ * comes from the offline apt repository baked into it.
+ */
+import assert from "node:assert/strict";
+import { DEFAULT_TIMINGS } from "../lib/bootstrap.ts";
+import { bootInstance, type BootstrapInstance } from "./support/bootstrap_instance.ts";
+import type { Outcome } from "./support/control_plane.ts";
+import { resetMoto } from "./support/moto.ts";
+import { type RootfsRun, stockRootfs, stockUserland } from "./support/stock_rootfs.ts";
+
+/** Installed libicu packages of a dpkg database (`admindir`, default the instance's own). */
+function libicuQuery(admindir?: string): string[] {
+  return [
+    "dpkg-query",
+    ...(admindir ? [`--admindir=${admindir}`] : []),
+    "--show",
+    "--showformat=${Package} ${db:Status-Status}\\n",
+    "libicu[0-9]*",
+  ];
+}
+
+function installed(dpkgQueryOutput: string): string[] {
+  return dpkgQueryOutput.split("\n").filter((line) => line.endsWith(" installed"))
+    .map((line) => line.split(" ")[0]);
+}
+
+/** Every file named like the AWS CLI (aws, aws_completer, awscli) on the root filesystem. */
+const FIND_AWS_CLI = [
+  "find",
+  "/",
+  "-xdev",
+  "(",
+  "-name",
+  "aws",
+  "-o",
+  "-name",
+  "aws_completer",
+  "-o",
+  "-name",
+  "awscli",
+  ")",
+  "-print",
+];
+
+async function expectOk(
+  instance: BootstrapInstance,
+  outcome: Outcome,
+  what: string,
+): Promise<number> {
+  assert.ok(outcome.ok, `${what}: ${!outcome.ok && outcome.reason}\n${await instance.log()}`);
+  return outcome.elapsedMs;
+}
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = await probe();
+    if (value) return value;
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no AWS CLI and no libicu", async () => {
+  const rootfs = stockRootfs();
+
+  // The rootfs as built: what a stock image lacks really is missing.
+  const before = new Deno.Command(libicuQuery()[0], {
+    args: libicuQuery(`${rootfs}/var/lib/dpkg`).slice(1),
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  assert.deepEqual(installed(new TextDecoder().decode(before.stdout)), [], "libicu in the rootfs");
+
+  const subnetId = (await resetMoto()).subnetIds[0];
+  const stock = stockUserland(rootfs);
+  await using instance = await bootInstance({
+    name: "stock",
+    runId: "5001",
+    subnetId,
+    timings: DEFAULT_TIMINGS,
+    runUserData: stock.runUserData,
+  });
+  const inside: RootfsRun = stock.last!;
+  const { plane, instanceId } = instance;
+  const name1 = `${instanceId}-1`;
+  const name2 = `${instanceId}-2`;
+
+  // Boot, as provision waits for it: UD_OK, then UD_REG_OK for the initial run id, with libicu
+  // installed on the way by the runner's own installdependencies.sh.
+  await expectOk(instance, await plane.provision(instanceId, "5001"), "provision");
+  const bootToRegOk = Date.now() - instance.startedAt;
+  const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
+  assert.deepEqual(seen.slice(-2), ["UD_OK/5001", "UD_REG_OK/5001"], seen.join(", "));
+  let github = await instance.github();
+  assert.deepEqual(Object.keys(github.runners), [name1]);
+  assert.equal(github.runners[name1].labels, "5001");
+
+  // The job runs on the fake runner, in the environment a job expects: a non-root user with a
+  // home directory.
+  await until("the first job", 30_000, async () => {
+    const events = (await instance.github()).events;
+    return events.some((e) => e.startsWith(`job ${name1} `)) || undefined;
+  });
+  const jobEnv = Object.fromEntries(
+    (await Deno.readTextFile(`${instance.dir}/github/env-job-${name1}`)).trim().split("\n")
+      .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
+  );
+  assert.ok(jobEnv.HOME, `the job has no HOME: ${JSON.stringify(jobEnv)}`);
+  assert.ok(jobEnv.USER && jobEnv.USER !== "root", `the job runs as ${jobEnv.USER}`);
+  const passwd = await inside.exec(["getent", "passwd", jobEnv.USER]);
+  assert.equal(passwd.code, 0, `no user ${jobEnv.USER} in the rootfs: ${passwd.stderr}`);
+
+  // Release: the registration removed, the runner stopped.
+  const release1 = await expectOk(instance, await plane.release(instanceId, "5001"), "release");
+  github = await instance.github();
+  assert.deepEqual(github.runners, {});
+  assert.ok(github.events.includes(`stopped ${name1}`), github.events.join("\n"));
+
+  // Back in the pool: a claim for another run registers <id>-2, inside provision's 10 s window.
+  const claim = await expectOk(instance, await plane.claim(instanceId, "5002"), "claim");
+  github = await instance.github();
+  assert.deepEqual(Object.keys(github.runners), [name2]);
+  assert.equal(github.runners[name2].labels, "5002");
+  await until("the second job", 30_000, async () => {
+    const events = (await instance.github()).events;
+    return events.some((e) => e.startsWith(`job ${name2} `)) || undefined;
+  });
+  const release2 = await expectOk(instance, await plane.release(instanceId, "5002"), "release");
+  assert.deepEqual(
+    await plane.signal(instanceId).then((s) => [s!.state, s!.runId]),
+    ["UD_REMOVE_REG_REMOVE_RUN_OK", "5002"],
+  );
+  assert.deepEqual((await instance.github()).runners, {});
+
+  // libicu came from apt (the offline repository), during this boot, as installdependencies.sh
+  // installs it; and the instance never had an AWS CLI.
+  const icu = await inside.exec(libicuQuery());
+  assert.notDeepEqual(installed(icu.stdout), [], `libicu not installed: ${icu.stdout}`);
+  const history = await inside.readFile("/var/log/apt/history.log");
+  assert.match(history, /^Commandline: apt(-get)? install -y .*libicu/m, history);
+  const aws = await inside.exec(FIND_AWS_CLI);
+  assert.equal(aws.code, 0, aws.stderr);
+  assert.equal(aws.stdout, "", "an AWS CLI is on the stock rootfs");
+  const which = await inside.exec(["sh", "-c", "command -v aws"]);
+  assert.notEqual(which.code, 0, `aws is on the instance's PATH: ${which.stdout}`);
+
+  console.log(
+    `stock userland (default timings): boot -> UD_REG_OK ${(bootToRegOk / 1000).toFixed(1)} s ` +
+      `(libicu installed on the way); claim -> UD_REG_OK ${(claim / 1000).toFixed(1)} s; ` +
+      `release -> UD_REMOVE_REG_REMOVE_RUN_OK ${(release1 / 1000).toFixed(1)} s and ` +
+      `${(release2 / 1000).toFixed(1)} s`,
+  );
+});

@@ -1,0 +1,279 @@
+/**
+ * Runs user data in a stock userland instead of on this machine: the Debian root filesystem
+ * test/support/stock_rootfs.sh builds with mmdebstrap from Debian's own packages (what a stock
+ * cloud image has; no AWS CLI, no libicu; an offline apt repository with what the runner's
+ * installdependencies.sh installs). test/support/tools.sh builds it when started with
+ * `--stock-rootfs` and exports its directory as REFRESH_STOCK_ROOTFS; see {@link stockRootfs}.
+ *
+ * Each run gets its own instance of the rootfs, entered as an instance boots, as root:
+ * `unshare --mount --pid --net --fork` makes mount, process and network namespaces. The network
+ * is the instance's own (loopback only), so what the bootstrap does to it (its firewall rule
+ * keeping jobs from instance metadata) stays there; the harness' services on this machine's
+ * 127.0.0.1 (moto, the fake metadata server, the fake runner package: every 127.0.0.1 port named
+ * in the user data or its environment) are carried in on the same ports by
+ * test/support/loopback_relay.ts, and nothing else is reachable. An overlay mount puts a writable
+ * layer on the cached rootfs (which stays unchanged), with a fresh /proc, the machine's /dev, and
+ * empty tmpfs /run and /tmp (so systemd is installed but not running, as in a container: the
+ * bootstrap's no-systemd path runs). The harness directory is bind-mounted at its own path (the
+ * fake runner package's GitHub side lives there) and opened to every user (the runner runs as a
+ * non-root user). The user data goes where cloud-init puts it
+ * (/var/lib/cloud/instance/scripts/part-001) and runs with bash under `chroot`, in its own
+ * session, with cloud-init's bare environment: a PATH without the harness' tools, no HOME, plus
+ * only the documented emulator overrides (REFRESH_IMDS_ENDPOINT, AWS_ENDPOINT_URL). The bootstrap
+ * keeps its own directories (/opt/refresh, /var/log/refresh-bootstrap.log). The namespaces' first
+ * process stays after the script exits and reaps orphans, as init does; killing it ends every
+ * process of the instance, and the namespaces with their mounts and rules go with them.
+ *
+ *     const rootfs = stockRootfs();
+ *     const stock = stockUserland(rootfs);
+ *     await using instance = await bootInstance({ ..., runUserData: stock.runUserData });
+ *     await stock.last!.exec(["dpkg-query", "-W", "libicu*"]);
+ */
+import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
+import type { UserDataOptions, UserDataRun } from "./bootstrap_instance.ts";
+import { loopbackPorts, startHostRelay } from "./loopback_relay.ts";
+
+/** Where cloud-init puts a user data script before running it. */
+export const USER_DATA_PATH = "/var/lib/cloud/instance/scripts/part-001";
+/** The generated bootstrap's log file on an instance (lib/bootstrap.ts's default). */
+export const BOOTSTRAP_LOG = "/var/log/refresh-bootstrap.log";
+/** cloud-init runs user data with this PATH (and no HOME). */
+const INSTANCE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/**
+ * The stock rootfs directory built by `sh test/support/tools.sh --stock-rootfs ...` (REFRESH_STOCK_ROOTFS).
+ * Throws, saying how to build it, when it is not there: the test itself never downloads anything.
+ */
+export function stockRootfs(): string {
+  const dir = Deno.env.get("REFRESH_STOCK_ROOTFS");
+  const hint = "run the stock-userland test with `deno task test:stock` (it builds the rootfs " +
+    "with test/support/stock_rootfs.sh, as root, from Debian's package archive)";
+  if (!dir) throw new Error(`REFRESH_STOCK_ROOTFS is not set: ${hint}`);
+  try {
+    if (!Deno.statSync(join(dir, "etc/os-release")).isFile) throw new Error("not a file");
+  } catch (error) {
+    throw new Error(`REFRESH_STOCK_ROOTFS=${dir} holds no root filesystem (${error}): ${hint}`);
+  }
+  return dir;
+}
+
+export interface ExecResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** A user data script running in an instance of the stock rootfs. */
+export interface RootfsRun extends UserDataRun {
+  /**
+   * Runs `args` inside the instance (its namespaces and root), as root with the instance's PATH;
+   * only while the instance is alive.
+   */
+  exec(args: string[]): Promise<ExecResult>;
+  /** A file of the instance's filesystem, "" when missing (also after the instance was killed). */
+  readFile(path: string): Promise<string>;
+}
+
+/**
+ * A user data runner for `bootInstance({ runUserData })` that runs the script in a fresh instance
+ * of `rootfs` (see the module doc); `last` is the latest run, for its {@link RootfsRun.exec}.
+ */
+export function stockUserland(rootfs: string): {
+  runUserData(options: UserDataOptions): Promise<RootfsRun>;
+  readonly last: RootfsRun | undefined;
+} {
+  let last: RootfsRun | undefined;
+  return {
+    runUserData: async (options) => {
+      last = await runInRootfs(rootfs, options);
+      return last;
+    },
+    get last() {
+      return last;
+    },
+  };
+}
+
+/**
+ * The namespaces' first process (bash, on this machine's filesystem): prints its pid as this
+ * machine sees it, brings up the loopback and the relay half inside, builds the instance's
+ * filesystem, runs the user data under chroot with the given environment, prints its exit status,
+ * then stays (reaping orphans) until killed. Arguments: rootfs, layer directory, harness
+ * directory, deno, the relay module, the relayed ports (comma-separated), then the environment
+ * (NAME=value...).
+ */
+const ENTER = `set -eu
+lower=$1 layer=$2 harness=$3 deno=$4 relay=$5 ports=$6
+shift 6
+read -r pid _ </proc/self/stat # this machine's /proc, not yet the instance's: the outer pid
+echo "pid $pid"
+ip link set lo up
+IFS=, read -r -a relayed <<<"$ports"
+DENO_DIR=$layer/deno "$deno" run --quiet --allow-net=127.0.0.1 --allow-read --allow-write \\
+  "$relay" "$layer/net" "\${relayed[@]}" >"$layer/relay.log" 2>&1 &
+for _ in $(seq 300); do
+  grep -qsx ready "$layer/relay.log" && break
+  sleep 0.1
+done
+grep -qsx ready "$layer/relay.log" || { echo "the relay did not start" >&2; cat "$layer/relay.log" >&2; exit 1; }
+root=$layer/root
+mkdir -p "$layer/upper" "$layer/work" "$root"
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$layer/upper,workdir=$layer/work" "$root"
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+mkdir -p "$root$harness"
+mount --bind "$harness" "$root$harness"
+set +e
+chroot "$root" /usr/bin/env -i "$@" setsid bash ${USER_DATA_PATH} \\
+  </dev/null >"$layer/console.log" 2>&1 &
+wait $!
+echo "exited $?"
+# As init: bash reaps every child that ends, its own or reparented ones.
+while :; do
+  sleep 1 &
+  wait $!
+done
+`;
+
+/** The relay module run inside the namespace. */
+const RELAY = fromFileUrl(new URL("./loopback_relay.ts", import.meta.url));
+
+async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<RootfsRun> {
+  const { dir } = options;
+  const layer = await Deno.makeTempDir({ prefix: "stock-rootfs-" });
+  // The user data where cloud-init writes it, in the instance's writable layer.
+  const scriptFile = join(layer, "upper", USER_DATA_PATH);
+  await Deno.mkdir(join(scriptFile, ".."), { recursive: true });
+  await Deno.writeTextFile(scriptFile, options.script, { mode: 0o700 });
+  // The harness directory (the fake GitHub side) is written by the runner, maybe not as root.
+  await Deno.chmod(dir, 0o755);
+  const opened = await command("chmod", ["-R", "a+rwX", join(dir, "github")]);
+  if (opened.code !== 0) throw new Error(`chmod -R a+rwX ${dir}/github: ${opened.stderr}`);
+
+  const env = {
+    PATH: INSTANCE_PATH,
+    AWS_ENDPOINT_URL: options.awsEndpoint,
+    REFRESH_IMDS_ENDPOINT: options.imdsUrl,
+  };
+  const ports = loopbackPorts(options.script, ...Object.values(env));
+  await Deno.mkdir(join(layer, "net"));
+  const hostRelay = startHostRelay(join(layer, "net"), ports);
+  const startedAt = Date.now();
+  const child = new Deno.Command("unshare", {
+    args: [
+      "--mount",
+      "--pid",
+      "--net",
+      "--fork",
+      "--kill-child=SIGKILL",
+      "--propagation",
+      "private",
+      "bash",
+      "-c",
+      ENTER,
+      "enter",
+      rootfs,
+      layer,
+      dir,
+      Deno.execPath(),
+      RELAY,
+      ports.join(","),
+      ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+    ],
+    clearEnv: true,
+    env: { PATH: INSTANCE_PATH },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+
+  // The first process reports its pid, then the script's exit status.
+  const initPid = Promise.withResolvers<number>();
+  const exitStatus = Promise.withResolvers<number>();
+  const stderr = new Response(child.stderr).text();
+  const ended = child.status.then(async (status) => {
+    const text = await stderr;
+    return { code: status.code, stderr: text };
+  });
+  (async () => {
+    let buffer = "";
+    for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
+      buffer += chunk;
+      let newline;
+      while ((newline = buffer.indexOf("\n")) >= 0) {
+        const [word, value] = buffer.slice(0, newline).split(" ");
+        buffer = buffer.slice(newline + 1);
+        if (word === "pid") initPid.resolve(Number(value));
+        if (word === "exited") exitStatus.resolve(Number(value));
+      }
+    }
+  })();
+  const pid = await Promise.race([
+    initPid.promise,
+    ended.then(({ code, stderr }) => {
+      throw new Error(`unshare exited with ${code} before entering the rootfs: ${stderr}`);
+    }),
+  ]);
+  // The script's status; if the instance ends first (killed, or its setup failed), -1.
+  const exited = Promise.race([exitStatus.promise, ended.then(() => -1)]);
+
+  let killed: Promise<void> | undefined;
+  const kill = () =>
+    killed ??= (async () => {
+      try {
+        child.kill("SIGKILL"); // --kill-child: its first process gets SIGKILL, then all the rest
+      } catch {
+        // already gone
+      }
+      await ended;
+      hostRelay.close();
+      await Deno.remove(layer, { recursive: true }).catch(() => {});
+    })();
+
+  const readFile = async (path: string) => {
+    for (const base of [join(layer, "upper"), rootfs]) {
+      try {
+        return await Deno.readTextFile(join(base, path));
+      } catch {
+        // not in this layer (or a whiteout)
+      }
+    }
+    return "";
+  };
+  return {
+    startedAt,
+    exited,
+    kill,
+    readFile,
+    log: async () => {
+      const console = await Deno.readTextFile(join(layer, "console.log")).catch(() => "");
+      return `--- console ---\n${console}\n--- ${BOOTSTRAP_LOG} ---\n${await readFile(
+        BOOTSTRAP_LOG,
+      )}`;
+    },
+    exec: async (args) => {
+      // Entering the pid namespace forks; the instance's root is the overlay in its mount namespace.
+      return await command("nsenter", [
+        `--target=${pid}`,
+        "--mount",
+        "--pid",
+        "--",
+        "chroot",
+        join(layer, "root"),
+        "/usr/bin/env",
+        "-i",
+        `PATH=${INSTANCE_PATH}`,
+        ...args,
+      ]);
+    },
+  };
+}
+
+async function command(name: string, args: string[]): Promise<ExecResult> {
+  const out = await new Deno.Command(name, { args, stdout: "piped", stderr: "piped" }).output();
+  const decode = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: decode(out.stdout), stderr: decode(out.stderr) };
+}
