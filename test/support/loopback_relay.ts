@@ -5,14 +5,13 @@
  * namespace does not separate. The instance gets a network stack of its own (its firewall rules,
  * such as the bootstrap's metadata block, stay in it) and reaches only the services given.
  *
- * Two halves, one per side:
- * - inside the namespace, this module run as a program: `deno run --allow-net=127.0.0.1
- *   --allow-read --allow-write loopback_relay.ts SOCKET_DIR PORT...` listens on 127.0.0.1:PORT
- *   and connects each connection to SOCKET_DIR/PORT; it prints "ready" once listening;
- * - on this machine, {@link startHostRelay} listens on SOCKET_DIR/PORT and connects each to
- *   127.0.0.1:PORT.
+ * Two halves, this module run as a program (`deno` with {@link relayArgs}), one per side:
+ * - `inside` (in the namespace) listens on 127.0.0.1:PORT and connects each connection to
+ *   SOCKET_DIR/PORT;
+ * - `outside` (on this machine) listens on SOCKET_DIR/PORT and connects each to 127.0.0.1:PORT.
  */
 import { join } from "node:path";
+import { fileURLToPath as fromFileUrl } from "node:url";
 
 /** Copies both ways until both sides are done, then closes both. */
 async function splice(a: Deno.Conn, b: Deno.Conn): Promise<void> {
@@ -51,26 +50,27 @@ async function relay(listener: Deno.Listener, connect: () => Promise<Deno.Conn>)
 }
 
 /**
- * This machine's half: Unix sockets `socketDir/<port>` for `ports`, each connection carried to
- * 127.0.0.1:<port>. Close it to stop listening.
+ * The `deno` arguments that run one half for `ports`: `inside` listens on 127.0.0.1:<port> and
+ * connects to `socketDir/<port>`; `outside` listens on `socketDir/<port>` and connects to
+ * 127.0.0.1:<port>. Its permissions are exactly those sockets. It prints "ready" once listening.
  */
-export function startHostRelay(socketDir: string, ports: number[]): { close(): void } {
-  const listeners = ports.map((port) => {
-    const listener = Deno.listen({ transport: "unix", path: join(socketDir, String(port)) });
-    relay(listener, () => Deno.connect({ hostname: "127.0.0.1", port }));
-    return listener;
-  });
-  return {
-    close: () => {
-      for (const listener of listeners) {
-        try {
-          listener.close();
-        } catch {
-          // already closed
-        }
-      }
-    },
-  };
+export function relayArgs(
+  side: "inside" | "outside",
+  socketDir: string,
+  ports: number[],
+): string[] {
+  const sockets = ports.map((port) => `unix:${join(socketDir, String(port))}`);
+  return [
+    "run",
+    "--quiet",
+    `--allow-net=${["127.0.0.1", ...sockets].join(",")}`,
+    `--allow-read=${socketDir}`,
+    `--allow-write=${socketDir}`,
+    fromFileUrl(import.meta.url),
+    side,
+    socketDir,
+    ...ports.map(String),
+  ];
 }
 
 /** Every 127.0.0.1 port named in `texts` (URLs of the harness' services), sorted, once each. */
@@ -82,10 +82,16 @@ export function loopbackPorts(...texts: string[]): number[] {
 }
 
 if (import.meta.main) {
-  const [socketDir, ...ports] = Deno.args;
-  for (const port of ports) {
-    const listener = Deno.listen({ hostname: "127.0.0.1", port: Number(port) });
-    relay(listener, () => Deno.connect({ transport: "unix", path: join(socketDir, port) }));
+  const [side, socketDir, ...ports] = Deno.args;
+  for (const port of ports.map(Number)) {
+    const socket = join(socketDir, String(port));
+    if (side === "inside") {
+      const listener = Deno.listen({ hostname: "127.0.0.1", port });
+      relay(listener, () => Deno.connect({ transport: "unix", path: socket }));
+    } else {
+      const listener = Deno.listen({ transport: "unix", path: socket });
+      relay(listener, () => Deno.connect({ hostname: "127.0.0.1", port }));
+    }
   }
   console.log("ready");
 }

@@ -30,9 +30,8 @@
  *     await stock.last!.exec(["dpkg-query", "-W", "libicu*"]);
  */
 import { join } from "node:path";
-import { fileURLToPath as fromFileUrl } from "node:url";
 import type { UserDataOptions, UserDataRun } from "./bootstrap_instance.ts";
-import { loopbackPorts, startHostRelay } from "./loopback_relay.ts";
+import { loopbackPorts, relayArgs } from "./loopback_relay.ts";
 
 /** Where cloud-init puts a user data script before running it. */
 export const USER_DATA_PATH = "/var/lib/cloud/instance/scripts/part-001";
@@ -100,18 +99,18 @@ export function stockUserland(rootfs: string): {
  * machine sees it, brings up the loopback and the relay half inside, builds the instance's
  * filesystem, runs the user data under chroot with the given environment, prints its exit status,
  * then stays (reaping orphans) until killed. Arguments: rootfs, layer directory, harness
- * directory, deno, the relay module, the relayed ports (comma-separated), then the environment
- * (NAME=value...).
+ * directory, the number N of words of the inside relay's command, those N words, then the
+ * environment (NAME=value...).
  */
 const ENTER = `set -eu
-lower=$1 layer=$2 harness=$3 deno=$4 relay=$5 ports=$6
-shift 6
+lower=$1 layer=$2 harness=$3 words=$4
+shift 4
+relay=("\${@:1:words}")
+shift "$words"
 read -r pid _ </proc/self/stat # this machine's /proc, not yet the instance's: the outer pid
 echo "pid $pid"
 ip link set lo up
-IFS=, read -r -a relayed <<<"$ports"
-DENO_DIR=$layer/deno "$deno" run --quiet --allow-net=127.0.0.1 --allow-read --allow-write \\
-  "$relay" "$layer/net" "\${relayed[@]}" >"$layer/relay.log" 2>&1 &
+"\${relay[@]}" >"$layer/relay.log" 2>&1 &
 for _ in $(seq 300); do
   grep -qsx ready "$layer/relay.log" && break
   sleep 0.1
@@ -138,9 +137,6 @@ while :; do
 done
 `;
 
-/** The relay module run inside the namespace. */
-const RELAY = fromFileUrl(new URL("./loopback_relay.ts", import.meta.url));
-
 async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<RootfsRun> {
   const { dir } = options;
   const layer = await Deno.makeTempDir({ prefix: "stock-rootfs-" });
@@ -148,8 +144,10 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
   const scriptFile = join(layer, "upper", USER_DATA_PATH);
   await Deno.mkdir(join(scriptFile, ".."), { recursive: true });
   await Deno.writeTextFile(scriptFile, options.script, { mode: 0o700 });
-  // The harness directory (the fake GitHub side) is written by the runner, maybe not as root.
+  // The harness directory's GitHub side is written by the runner's scripts, as root (config.sh
+  // as installdependencies.sh does) and as the runner user: its files are open to every user.
   await Deno.chmod(dir, 0o755);
+  await Deno.writeTextFile(join(dir, "github", "events"), "", { append: true });
   const opened = await command("chmod", ["-R", "a+rwX", join(dir, "github")]);
   if (opened.code !== 0) throw new Error(`chmod -R a+rwX ${dir}/github: ${opened.stderr}`);
 
@@ -159,8 +157,10 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
     REFRESH_IMDS_ENDPOINT: options.imdsUrl,
   };
   const ports = loopbackPorts(options.script, ...Object.values(env));
-  await Deno.mkdir(join(layer, "net"));
-  const hostRelay = startHostRelay(join(layer, "net"), ports);
+  const sockets = join(layer, "net");
+  await Deno.mkdir(sockets);
+  const outside = await startRelay(sockets, ports);
+  const inside = [Deno.execPath(), ...relayArgs("inside", sockets, ports)];
   const startedAt = Date.now();
   const child = new Deno.Command("unshare", {
     args: [
@@ -178,13 +178,12 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
       rootfs,
       layer,
       dir,
-      Deno.execPath(),
-      RELAY,
-      ports.join(","),
+      String(inside.length),
+      ...inside,
       ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
     ],
     clearEnv: true,
-    env: { PATH: INSTANCE_PATH },
+    env: { PATH: INSTANCE_PATH, DENO_DIR: join(layer, "deno") },
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -229,7 +228,7 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
         // already gone
       }
       await ended;
-      hostRelay.close();
+      await outside.stop();
       await Deno.remove(layer, { recursive: true }).catch(() => {});
     })();
 
@@ -268,6 +267,36 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
         `PATH=${INSTANCE_PATH}`,
         ...args,
       ]);
+    },
+  };
+}
+
+/** Starts the relay's outside half (see test/support/loopback_relay.ts); resolves once ready. */
+async function startRelay(socketDir: string, ports: number[]): Promise<{ stop(): Promise<void> }> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: relayArgs("outside", socketDir, ports),
+    stdin: "null",
+    stdout: "piped",
+    stderr: "inherit",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let said = "";
+  while (!said.includes("ready\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      throw new Error(`the loopback relay exited with ${(await child.status).code}: ${said}`);
+    }
+    said += value;
+  }
+  await reader.cancel();
+  return {
+    stop: async () => {
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await child.status;
     },
   };
 }
