@@ -19,19 +19,12 @@ import type { Outcome } from "./support/control_plane.ts";
 import { resetMoto } from "./support/moto.ts";
 import { type RootfsRun, stockRootfs, stockUserland } from "./support/stock_rootfs.ts";
 
-/** Installed libicu packages of a dpkg database (`admindir`, default the instance's own). */
-function libicuQuery(admindir?: string): string[] {
-  return [
-    "dpkg-query",
-    ...(admindir ? [`--admindir=${admindir}`] : []),
-    "--show",
-    "--showformat=${Package} ${db:Status-Status}\\n",
-    "libicu[0-9]*",
-  ];
-}
+/** `dpkg-query` arguments listing the libicu packages and their state. */
+const LIBICU_QUERY = ["--show", "--showformat=${Package} ${db:Status-Status}\\n", "libicu[0-9]*"];
 
-function installed(dpkgQueryOutput: string): string[] {
-  return dpkgQueryOutput.split("\n").filter((line) => line.endsWith(" installed"))
+/** The installed packages of a `dpkg-query` answer to {@link LIBICU_QUERY}. */
+function installed(answer: string): string[] {
+  return answer.split("\n").filter((line) => line.endsWith(" installed"))
     .map((line) => line.split(" ")[0]);
 }
 
@@ -84,9 +77,10 @@ async function until<T>(
 Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no AWS CLI and no libicu", async () => {
   const rootfs = stockRootfs();
 
-  // The rootfs as built: what a stock image lacks really is missing.
-  const before = new Deno.Command(libicuQuery()[0], {
-    args: libicuQuery(`${rootfs}/var/lib/dpkg`).slice(1),
+  // The rootfs as built: what a stock image lacks really is missing (its dpkg database read
+  // from here).
+  const before = new Deno.Command("dpkg-query", {
+    args: [`--admindir=${rootfs}/var/lib/dpkg`, ...LIBICU_QUERY],
     stdout: "piped",
     stderr: "piped",
   }).outputSync();
@@ -107,17 +101,20 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
   const name2 = `${instanceId}-2`;
 
   // Boot, as provision waits for it: UD_OK, then UD_REG_OK for the initial run id, with libicu
-  // installed on the way by the runner's own installdependencies.sh.
+  // installed on the way by the runner's own installdependencies.sh. The user data itself has
+  // exited (cloud-init completes), its agent running on in the background (no systemd here).
   await expectOk(instance, await plane.provision(instanceId, "5001"), "provision");
   const bootToRegOk = Date.now() - instance.startedAt;
+  assert.equal(await instance.exited, 0, await instance.log());
   const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
   assert.deepEqual(seen.slice(-2), ["UD_OK/5001", "UD_REG_OK/5001"], seen.join(", "));
   let github = await instance.github();
   assert.deepEqual(Object.keys(github.runners), [name1]);
   assert.ok(github.runners[name1].labels.split(",").includes("5001"), github.runners[name1].labels);
 
-  // The job runs on the fake runner, in the environment a job expects: a non-root user with a
-  // home directory.
+  // The job runs on the fake runner, in the environment a job expects: a non-root user of the
+  // image with a home directory, a language, umask 022 and passwordless sudo; instance metadata
+  // (the role's credentials) is closed to it by a packet filter, not to root.
   await until(instance, "the first job", 30_000, async () => {
     const events = (await instance.github()).events;
     return events.some((e) => e.startsWith(`job ${name1} `)) || undefined;
@@ -126,10 +123,32 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
     (await Deno.readTextFile(`${instance.dir}/github/env-job-${name1}`)).trim().split("\n")
       .map((line) => [line.slice(0, line.indexOf("=")), line.slice(line.indexOf("=") + 1)]),
   );
-  assert.ok(jobEnv.HOME, `the job has no HOME: ${JSON.stringify(jobEnv)}`);
-  assert.ok(jobEnv.USER && jobEnv.USER !== "root", `the job runs as ${jobEnv.USER}`);
-  const passwd = await inside.exec(["getent", "passwd", jobEnv.USER]);
-  assert.equal(passwd.code, 0, `no user ${jobEnv.USER} in the rootfs: ${passwd.stderr}`);
+  const user = jobEnv.USER;
+  assert.ok(user && user !== "root", `the job runs as ${user}`);
+  assert.ok(jobEnv.HOME && jobEnv.LANG, `the job's HOME or LANG: ${JSON.stringify(jobEnv)}`);
+  const umask = await Deno.readTextFile(`${instance.dir}/github/umask-job-${name1}`);
+  assert.equal(umask.trim(), "0022");
+  const passwd = await inside.exec(["getent", "passwd", user]);
+  assert.equal(passwd.code, 0, `no user ${user} in the rootfs: ${passwd.stderr}`);
+  const asUser = ["setpriv", `--reuid=${user}`, `--regid=${user}`, "--init-groups"];
+  const sudo = await inside.exec([...asUser, "sudo", "-n", "true"]);
+  assert.equal(sudo.code, 0, `sudo as ${user}: ${sudo.stderr}`);
+  const tokenRequest = [
+    "curl",
+    "--silent",
+    "--show-error",
+    "--max-time",
+    "5",
+    "--request",
+    "PUT",
+    "--header",
+    "X-aws-ec2-metadata-token-ttl-seconds: 60",
+    `${instance.imds.url}/latest/api/token`,
+  ];
+  const asRoot = await inside.exec(tokenRequest);
+  assert.equal(asRoot.code, 0, `root cannot reach instance metadata: ${asRoot.stderr}`);
+  const asJob = await inside.exec([...asUser, ...tokenRequest]);
+  assert.notEqual(asJob.code, 0, `${user} reached instance metadata: ${asJob.stdout}`);
 
   // Release: the registration removed, the runner stopped.
   const release1 = await expectOk(instance, await plane.release(instanceId, "5001"), "release");
@@ -155,10 +174,10 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
 
   // libicu came from apt (the offline repository), during this boot, as installdependencies.sh
   // installs it; and the instance never had an AWS CLI.
-  const icu = await inside.exec(libicuQuery());
+  const icu = await inside.exec(["dpkg-query", ...LIBICU_QUERY]);
   assert.notDeepEqual(installed(icu.stdout), [], `libicu not installed: ${icu.stdout}`);
-  const history = await inside.readFile("/var/log/apt/history.log");
-  assert.match(history, /^Commandline: apt(-get)? install -y .*libicu/m, history);
+  const apt = await inside.installed();
+  assert.ok(apt.some((line) => /^apt(-get)? install -y .*\blibicu/.test(line)), apt.join("\n"));
   const aws = await inside.exec(FIND_AWS_CLI);
   assert.equal(aws.code, 0, aws.stderr);
   assert.equal(aws.stdout, "", "an AWS CLI is on the stock rootfs");

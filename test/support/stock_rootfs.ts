@@ -72,6 +72,8 @@ export interface RootfsRun extends UserDataRun {
   exec(args: string[]): Promise<ExecResult>;
   /** A file of the instance's filesystem, "" when missing (also after the instance was killed). */
   readFile(path: string): Promise<string>;
+  /** What apt installed on the instance: the command lines of apt's history, in order. */
+  installed(): Promise<string[]>;
 }
 
 /**
@@ -253,12 +255,16 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
         BOOTSTRAP_LOG,
       )}`;
     },
+    installed: async () =>
+      [...(await readFile("/var/log/apt/history.log")).matchAll(/^Commandline: (.*)$/gm)]
+        .map((m) => m[1]),
     exec: async (args) => {
       // Entering the pid namespace forks; the instance's root is the overlay in its mount namespace.
       return await command("nsenter", [
         `--target=${pid}`,
         "--mount",
         "--pid",
+        "--net",
         "--",
         "chroot",
         join(layer, "root"),
