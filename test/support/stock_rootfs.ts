@@ -140,8 +140,28 @@ done
 `;
 
 async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<RootfsRun> {
-  const { dir } = options;
   const layer = await Deno.makeTempDir({ prefix: "stock-rootfs-" });
+  // Undone in reverse order on kill, or at once when the instance cannot start.
+  const cleanups = [() => Deno.remove(layer, { recursive: true }).catch(() => {})];
+  const cleanUp = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup();
+  };
+  try {
+    return await startInRootfs(rootfs, options, layer, cleanups, cleanUp);
+  } catch (error) {
+    await cleanUp();
+    throw error;
+  }
+}
+
+async function startInRootfs(
+  rootfs: string,
+  options: UserDataOptions,
+  layer: string,
+  cleanups: (() => Promise<void>)[],
+  cleanUp: () => Promise<void>,
+): Promise<RootfsRun> {
+  const { dir } = options;
   // The user data where cloud-init writes it, in the instance's writable layer.
   const scriptFile = join(layer, "upper", USER_DATA_PATH);
   await Deno.mkdir(join(scriptFile, ".."), { recursive: true });
@@ -162,6 +182,7 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
   const sockets = join(layer, "net");
   await Deno.mkdir(sockets);
   const outside = await startRelay(sockets, ports);
+  cleanups.push(outside.stop);
   const inside = [Deno.execPath(), ...relayArgs("inside", sockets, ports)];
   const startedAt = Date.now();
   const child = new Deno.Command("unshare", {
@@ -190,13 +211,23 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  cleanups.push(async () => {
+    try {
+      child.kill("SIGKILL"); // --kill-child: its first process gets SIGKILL, then all the rest
+    } catch {
+      // already gone
+    }
+    await child.status;
+  });
 
   // The first process reports its pid, then the script's exit status.
   const initPid = Promise.withResolvers<number>();
   const exitStatus = Promise.withResolvers<number>();
   const stderr = new Response(child.stderr).text();
+  let endedWith = "";
   const ended = child.status.then(async (status) => {
     const text = await stderr;
+    endedWith = `the instance ended (exit status ${status.code}): ${text}`;
     return { code: status.code, stderr: text };
   });
   (async () => {
@@ -222,17 +253,7 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
   const exited = Promise.race([exitStatus.promise, ended.then(() => -1)]);
 
   let killed: Promise<void> | undefined;
-  const kill = () =>
-    killed ??= (async () => {
-      try {
-        child.kill("SIGKILL"); // --kill-child: its first process gets SIGKILL, then all the rest
-      } catch {
-        // already gone
-      }
-      await ended;
-      await outside.stop();
-      await Deno.remove(layer, { recursive: true }).catch(() => {});
-    })();
+  const kill = () => killed ??= cleanUp();
 
   const readFile = async (path: string) => {
     for (const base of [join(layer, "upper"), rootfs]) {
@@ -251,9 +272,8 @@ async function runInRootfs(rootfs: string, options: UserDataOptions): Promise<Ro
     readFile,
     log: async () => {
       const console = await Deno.readTextFile(join(layer, "console.log")).catch(() => "");
-      return `--- console ---\n${console}\n--- ${BOOTSTRAP_LOG} ---\n${await readFile(
-        BOOTSTRAP_LOG,
-      )}`;
+      const file = await readFile(BOOTSTRAP_LOG);
+      return `--- console ---\n${console}\n--- ${BOOTSTRAP_LOG} ---\n${file}\n${endedWith}`;
     },
     installed: async () =>
       [...(await readFile("/var/log/apt/history.log")).matchAll(/^Commandline: (.*)$/gm)]
