@@ -655,8 +655,10 @@ install_runner() {
 has_libicu() {
   local ldconfig=ldconfig libpath=\${LD_LIBRARY_PATH:-}
   command -v ldconfig >/dev/null || ldconfig=/sbin/ldconfig
+  # Not grep -q: stopping at the first match, it would kill ldconfig (SIGPIPE) while it still
+  # lists, and pipefail would call libicu missing (a stock Debian lists hundreds of libraries).
   # shellcheck disable=SC2086 # word splitting of the library path is config.sh's own
-  "$ldconfig" -NXv \${libpath//:/ } 2>&1 | grep -q libicu
+  "$ldconfig" -NXv \${libpath//:/ } 2>&1 | grep libicu >/dev/null
 }
 
 # install_dependencies: the runner's own bin/installdependencies.sh (as root) when libicu is

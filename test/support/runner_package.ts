@@ -271,7 +271,18 @@ if [[ ! -e /etc/os-release ]]; then echo "/etc/os-release doesn't exists."; exit
 # Like the real one, by ID only: Amazon Linux 2023 (ID=amzn, ID_LIKE=fedora) is not known.
 id=$(. /etc/os-release && echo "$ID")
 case $id in
-  debian | ubuntu) apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72 ;;
+  debian | ubuntu)
+    # As the real one: the package lists, libkrb5-3 and zlib1g, then of each list of alternatives
+    # the first the archive has (its libssl1.x attempts left out: no current image has them, and
+    # the real one goes on without them).
+    apt-get update && apt-get install -y libkrb5-3 zlib1g || exit 1
+    for candidates in "liblttng-ust1 liblttng-ust0" "libicu76 libicu75 libicu74 libicu73 libicu72 \\
+      libicu71 libicu70 libicu69 libicu68 libicu67 libicu66 libicu65 libicu63 libicu60 libicu57 \\
+      libicu55 libicu52"; do
+      for package in $candidates; do apt-get install -y "$package" && continue 2; done
+      exit 1
+    done
+    ;;
   fedora | rhel | centos) dnf install -y lttng-ust openssl-libs krb5-libs zlib libicu ;;
   *) echo "Can't detect current OS type based on /etc/os-release."; exit 1 ;;
 esac
