@@ -98,8 +98,8 @@ export function stockUserland(rootfs: string): {
 
 /**
  * The namespaces' first process (bash, on this machine's filesystem): prints its pid as this
- * machine sees it, brings up the loopback and the relay half inside, builds the instance's
- * filesystem, runs the user data under chroot with the given environment, prints its exit status,
+ * machine sees it, builds the instance's filesystem, brings up its loopback and the relay's inside
+ * half, runs the user data under chroot with the given environment, prints its exit status,
  * then stays (reaping orphans) until killed. Arguments: rootfs, layer directory, harness
  * directory, the number N of words of the inside relay's command, those N words, then the
  * environment (NAME=value...).
@@ -111,13 +111,6 @@ relay=("\${@:1:words}")
 shift "$words"
 read -r pid _ </proc/self/stat # this machine's /proc, not yet the instance's: the outer pid
 echo "pid $pid"
-ip link set lo up
-"\${relay[@]}" >"$layer/relay.log" 2>&1 &
-for _ in $(seq 300); do
-  grep -qsx ready "$layer/relay.log" && break
-  sleep 0.1
-done
-grep -qsx ready "$layer/relay.log" || { echo "the relay did not start" >&2; cat "$layer/relay.log" >&2; exit 1; }
 root=$layer/root
 mkdir -p "$layer/upper" "$layer/work" "$root"
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$layer/upper,workdir=$layer/work" "$root"
@@ -127,6 +120,14 @@ mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 mkdir -p "$root$harness"
 mount --bind "$harness" "$root$harness"
+# The instance's network: its loopback (brought up with the image's own ip), and the relay.
+chroot "$root" ip link set lo up
+"\${relay[@]}" >"$layer/relay.log" 2>&1 &
+for _ in $(seq 300); do
+  grep -qsx ready "$layer/relay.log" && break
+  sleep 0.1
+done
+grep -qsx ready "$layer/relay.log" || { echo "the relay did not start" >&2; cat "$layer/relay.log" >&2; exit 1; }
 set +e
 chroot "$root" /usr/bin/env -i "$@" setsid bash ${USER_DATA_PATH} \\
   </dev/null >"$layer/console.log" 2>&1 &
