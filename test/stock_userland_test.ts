@@ -28,6 +28,16 @@ function installed(answer: string): string[] {
     .map((line) => line.split(" ")[0]);
 }
 
+/** The libicu packages installed in `rootfs`, its dpkg database read from this machine. */
+function libicuInRootfs(rootfs: string): string[] {
+  const answer = new Deno.Command("dpkg-query", {
+    args: [`--admindir=${rootfs}/var/lib/dpkg`, ...LIBICU_QUERY],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  return installed(new TextDecoder().decode(answer.stdout));
+}
+
 /** Every file named like the AWS CLI (aws, aws_completer, awscli) on the root filesystem. */
 const FIND_AWS_CLI = [
   "find",
@@ -79,12 +89,7 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
 
   // The rootfs as built: what a stock image lacks really is missing (its dpkg database read
   // from here).
-  const before = new Deno.Command("dpkg-query", {
-    args: [`--admindir=${rootfs}/var/lib/dpkg`, ...LIBICU_QUERY],
-    stdout: "piped",
-    stderr: "piped",
-  }).outputSync();
-  assert.deepEqual(installed(new TextDecoder().decode(before.stdout)), [], "libicu in the rootfs");
+  assert.deepEqual(libicuInRootfs(rootfs), [], "libicu in the rootfs");
 
   const subnetId = (await resetMoto()).subnetIds[0];
   const stock = stockUserland(rootfs);
@@ -183,6 +188,19 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
   assert.equal(aws.stdout, "", "an AWS CLI is on the stock rootfs");
   const which = await inside.exec(["sh", "-c", "command -v aws"]);
   assert.notEqual(which.code, 0, `aws is on the instance's PATH: ${which.stdout}`);
+
+  // The instance reached only the harness' services: another port on this machine's 127.0.0.1
+  // is not there from inside. And the cached rootfs is unchanged (each run writes to a layer).
+  using outsider = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const probe = await inside.exec([
+    "curl",
+    "--silent",
+    "--max-time",
+    "5",
+    `http://127.0.0.1:${outsider.addr.port}/`,
+  ]);
+  assert.equal(probe.code, 7, `curl to an unrelayed port: exit ${probe.code} (7: no connection)`);
+  assert.deepEqual(libicuInRootfs(rootfs), [], "the run changed the cached rootfs");
 
   console.log(
     `stock userland (default timings): boot -> UD_REG_OK ${(bootToRegOk / 1000).toFixed(1)} s ` +

@@ -12,8 +12,8 @@
  * 127.0.0.1 (moto, the fake metadata server, the fake runner package: every 127.0.0.1 port named
  * in the user data or its environment) are carried in on the same ports by
  * test/support/loopback_relay.ts, and nothing else is reachable. An overlay mount puts a writable
- * layer on the cached rootfs (which stays unchanged), with a fresh /proc, the machine's /dev, and
- * empty tmpfs /run and /tmp (so systemd is installed but not running, as in a container: the
+ * layer on the cached rootfs (which stays unchanged), with a fresh /proc, a read-only /sys, the
+ * machine's /dev, and empty tmpfs /run and /tmp (so systemd is installed but not running, as in a container: the
  * bootstrap's no-systemd path runs). The harness directory is bind-mounted at its own path (the
  * fake runner package's GitHub side lives there) and opened to every user (the runner runs as a
  * non-root user). The user data goes where cloud-init puts it
@@ -115,6 +115,7 @@ root=$layer/root
 mkdir -p "$layer/upper" "$layer/work" "$root"
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$layer/upper,workdir=$layer/work" "$root"
 mount -t proc proc "$root/proc"
+mount -t sysfs -o ro sysfs "$root/sys"
 mount --rbind /dev "$root/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
