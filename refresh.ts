@@ -47,6 +47,7 @@ import {
 } from "./lib/requests.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
+import { reconcileWarmPool } from "./lib/warm_pool.ts";
 import {
   type Clients,
   describeError,
@@ -64,6 +65,8 @@ export const IMPLEMENTATIONS: Record<TaskName, Task<DesiredState>> = {
   "parameters": reconcileParameters,
   "github-token": reconcileGithubToken,
   "reaper": reapInstances,
+  // After the reaper: it counts what the reaper left (drained, expired) before launching.
+  "warm-pool": reconcileWarmPool,
 };
 
 /** Where the entry reads and writes; tests pass their own. */

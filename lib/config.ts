@@ -35,6 +35,7 @@ import * as launchTemplate from "./launch_template_inputs.ts";
 import * as parameters from "./parameters.ts";
 import * as reaper from "./reaper/inputs.ts";
 import * as pools from "./resource_pools.ts";
+import * as warmPool from "./warm_pool.ts";
 import { type SharedDesired, type TaskName, TASKS } from "./task.ts";
 
 export { ConfigError, type InputSpec, type Names, type TaskName, TASKS };
@@ -120,6 +121,7 @@ export const INPUTS: InputSpec[] = [
   ...pools.INPUTS,
   ...github.INPUTS,
   ...reaper.INPUTS,
+  ...warmPool.INPUTS,
 ];
 
 /** Which inputs each task cannot run without, declared by the task. */
@@ -136,6 +138,7 @@ export interface DesiredState extends SharedDesired {
   pools: pools.DesiredPools;
   github: github.DesiredGithub;
   reaper: reaper.DesiredReaper;
+  warmPool: warmPool.DesiredWarmPool;
 }
 
 /** What the parser reads; the entry passes the real ones, tests pass their own. */
@@ -285,6 +288,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   // only when no problem was found, so a missing one is never read.
   const tasks = parseTasks(r);
   const names = parseNames(r);
+  const poolsSection = pools.parsePools(r, names);
   const desired: DesiredState = {
     region: names.region,
     prefix: names.stem,
@@ -296,9 +300,10 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     requestTimeoutSec: r.int("request-timeout-sec", 1, 300)!,
     parameters: parameters.parseParameters(r),
     launchTemplate: launchTemplate.parseLaunchTemplate(r, names, tasks, sources.readTextFile),
-    pools: pools.parsePools(r, names),
+    pools: poolsSection,
     github: github.parseGithub(r, names),
     reaper: reaper.parseReaper(r),
+    warmPool: warmPool.parseWarmPool(r, poolsSection.classes),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return desired;

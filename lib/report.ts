@@ -6,6 +6,7 @@
  */
 import { isPoolView, poolTable, templateLine } from "./rollout.ts";
 import { describeDuration, type TaskResult } from "./task.ts";
+import { isWarmView, warmLine, warmTable } from "./warm_pool.ts";
 
 export interface RunReport {
   version: 1;
@@ -63,6 +64,10 @@ export function renderText(report: RunReport): string {
     if (isPoolView(r.found.pool) && Object.keys(r.found.pool.classes).length) {
       lines.push(`  pool, against the ${templateLine(r.found.pool)}:`);
       lines.push(...alignTable(poolTable(r.found.pool)).map((row) => `    ${row}`));
+    }
+    if (isWarmView(r.found.warm) && Object.keys(r.found.warm.classes).length) {
+      lines.push(`  ${warmLine(r.found.warm)}:`);
+      lines.push(...alignTable(warmTable(r.found.warm)).map((row) => `    ${row}`));
     }
     for (const w of r.warnings) lines.push(`  warning: ${w}`);
     if (r.error) lines.push(`  error: ${r.error}`);

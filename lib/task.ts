@@ -28,13 +28,16 @@ export const TASKS = [
   "parameters",
   "github-token",
   "reaper",
+  "warm-pool",
 ] as const;
 export type TaskName = typeof TASKS[number];
 
 /**
  * What each task waits for, when both are in the run: every task writes to the table, so waits for
  * it to exist; the reaper judges instances against the launch template's default version, which the
- * launch-template task may have just changed. The others read and write disjoint things and run
+ * launch-template task may have just changed; the warm pool launches from that template into the
+ * subnets and queues the parameters and resource-pools tasks keep, and counts what the reaper left.
+ * The others read and write disjoint things and run
  * side by side. A task listed here only ever depends on tasks before it in {@link TASKS}.
  */
 export const DEPENDS_ON: Readonly<Record<TaskName, readonly TaskName[]>> = {
@@ -44,6 +47,7 @@ export const DEPENDS_ON: Readonly<Record<TaskName, readonly TaskName[]>> = {
   "parameters": ["table"],
   "github-token": ["table"],
   "reaper": ["table", "launch-template"],
+  "warm-pool": ["table", "launch-template", "resource-pools", "parameters", "reaper"],
 };
 
 /** The part of the desired state every task may read (lib/config.ts's shared inputs). */

@@ -34,7 +34,9 @@ Deno.test("config parses a complete desired state with defaults", () => {
     "parameters",
     "github-token",
     "reaper",
+    "warm-pool",
   ]);
+  assert.deepEqual(d.warmPool.minimum, {}, "no warm pool unless asked for");
   assert.deepEqual(d.parameters, {
     idleTimeSec: 300,
     maxRuntimeMin: 30,

@@ -351,3 +351,40 @@ Deno.test("jobSummary and annotations say which tasks the deadline skipped", () 
     annotation("error", "refresh reaper skipped", skipped.error!),
   ]);
 });
+
+Deno.test("jobSummary shows the warm pool as a table of its own, one row per class", () => {
+  const md = jobSummary(report([
+    result("warm-pool", {
+      status: "changed",
+      summary: "1 launched",
+      found: {
+        warm: {
+          schedule: null,
+          inSchedule: true,
+          classes: {
+            large: {
+              minimum: 2,
+              ready: 1,
+              booting: 0,
+              launched: 1,
+              outdated: 0,
+              unhealthy: 0,
+              extra: 0,
+              instanceHoursPerDay: 48,
+            },
+          },
+        },
+      },
+      changes: [{ action: "launch", target: "1 large instance" }],
+    }),
+  ]));
+  assert.match(md, /^### Warm pool \(warm-pool\)$/m);
+  assert.match(md, /^Warm pool, always kept\.$/m);
+  assert.match(
+    md,
+    /^\| class \| minimum \| ready \| booting \| launched \| outdated \| h\/day \|$/m,
+  );
+  assert.match(md, /^\| large \| 2 \| 1 \| 0 \| 1 \| 0 \| 48 \|$/m);
+  // The task's row does not flatten the view into its Found cell.
+  assert.deepEqual(rows(md)[0].slice(0, 3), ["warm-pool", "🔧 changed", "1 launched"]);
+});
