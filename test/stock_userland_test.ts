@@ -177,6 +177,14 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
   );
   assert.deepEqual((await instance.github()).runners, {});
 
+  // Idle in the pool, waiting to be claimed: what its processes cost (a figure, not a limit;
+  // bench/bootstrap_bench.ts measures it on the harness).
+  const idleFrom = await inside.cpuSeconds();
+  assert.ok(idleFrom > 0, `the instance's processes used no CPU: ${idleFrom}`);
+  const idleMs = 20_000;
+  await new Promise((resolve) => setTimeout(resolve, idleMs));
+  const idlePerMinute = (await inside.cpuSeconds() - idleFrom) * 60_000 / idleMs;
+
   // libicu came from apt (the offline repository), during this boot, as installdependencies.sh
   // installs it; and the instance never had an AWS CLI.
   const icu = await inside.exec(["dpkg-query", ...LIBICU_QUERY]);
@@ -206,6 +214,7 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
     `stock userland (default timings): boot -> UD_REG_OK ${(bootToRegOk / 1000).toFixed(1)} s ` +
       `(libicu installed on the way); claim -> UD_REG_OK ${(claim / 1000).toFixed(1)} s; ` +
       `release -> UD_REMOVE_REG_REMOVE_RUN_OK ${(release1 / 1000).toFixed(1)} s and ` +
-      `${(release2 / 1000).toFixed(1)} s`,
+      `${(release2 / 1000).toFixed(1)} s; idle ${idlePerMinute.toFixed(2)} CPU-s per minute ` +
+      `(${(idlePerMinute / 60 * 100).toFixed(2)}% of one vCPU)`,
   );
 });

@@ -74,6 +74,14 @@ export interface RootfsRun extends UserDataRun {
   readFile(path: string): Promise<string>;
   /** What apt installed on the instance: the command lines of apt's history, in order. */
   installed(): Promise<string[]>;
+  /** Stand-in systemctl calls: none (the image's own systemctl is there; systemd is not running). */
+  systemctl(): Promise<string[]>;
+  /**
+   * CPU seconds (user + system) used so far by the instance's live processes and every child they
+   * reaped (utime, stime, cutime, cstime of /proc/<pid>/stat), the namespaces' first process and
+   * the relay left out: the difference between two calls is what the instance used in between.
+   */
+  cpuSeconds(): Promise<number>;
 }
 
 /**
@@ -280,6 +288,8 @@ async function startInRootfs(
     installed: async () =>
       [...(await readFile("/var/log/apt/history.log")).matchAll(/^Commandline: (.*)$/gm)]
         .map((m) => m[1]),
+    systemctl: () => Promise.resolve([]),
+    cpuSeconds: () => cpuSeconds(pid),
     exec: async (args) => {
       // Entering the pid namespace forks; the instance's root is the overlay in its mount namespace.
       return await command("nsenter", [
@@ -327,6 +337,35 @@ async function startRelay(socketDir: string, ports: number[]): Promise<{ stop():
       await child.status;
     },
   };
+}
+
+/**
+ * What {@link RootfsRun.cpuSeconds} says for the instance whose first process is `init` (its pid
+ * on this machine): every process in init's pid namespace but init and the relay.
+ */
+async function cpuSeconds(init: number): Promise<number> {
+  const { stdout } = await command("bash", [
+    "-c",
+    `ns=$(readlink "/proc/$1/ns/pid") || exit 1
+    for dir in /proc/[0-9]*; do
+      [[ \${dir#/proc/} != "$1" && $(readlink "$dir/ns/pid" 2>/dev/null) == "$ns" ]] || continue
+      grep -qF loopback_relay.ts "$dir/cmdline" 2>/dev/null && continue
+      cat "$dir/stat" 2>/dev/null
+    done
+    getconf CLK_TCK`,
+    "-",
+    String(init),
+  ]);
+  const lines = stdout.trim().split("\n");
+  const ticksPerSecond = Number(lines.pop());
+  let ticks = 0;
+  for (const line of lines) {
+    // After "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
+    // utime stime cutime cstime ...
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+  }
+  return ticks / ticksPerSecond;
 }
 
 async function command(name: string, args: string[]): Promise<ExecResult> {
