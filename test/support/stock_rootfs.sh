@@ -74,7 +74,8 @@ echo "stock_rootfs: building Debian $SUITE ($PACKAGES) in $build" >&2
 # shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell, "$1" being the rootfs
 mmdebstrap --variant=minbase --mode=root --include="$(echo "$PACKAGES" | tr ' ' ',')" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
-  --customize-hook='chroot "$1" apt-get install --download-only --yes --no-install-recommends '"$OFFLINE_PACKAGES" \
+  --customize-hook='chroot "$1" apt-get install --download-only --yes --no-install-recommends \
+    '"$OFFLINE_PACKAGES" \
   --customize-hook='set -eu
     repo="$1/var/local/offline-apt"
     mkdir -p "$repo"

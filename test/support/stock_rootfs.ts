@@ -13,14 +13,14 @@
  * in the user data or its environment) are carried in on the same ports by
  * test/support/loopback_relay.ts, and nothing else is reachable. An overlay mount puts a writable
  * layer on the cached rootfs (which stays unchanged), with a fresh /proc, a read-only /sys, the
- * machine's /dev, and empty tmpfs /run and /tmp (so systemd is installed but not running, as in a container: the
- * bootstrap's no-systemd path runs). The harness directory is bind-mounted at its own path (the
- * fake runner package's GitHub side lives there) and opened to every user (the runner runs as a
- * non-root user). The user data goes where cloud-init puts it
- * (/var/lib/cloud/instance/scripts/part-001) and runs with bash under `chroot`, in its own
- * session, with cloud-init's bare environment: a PATH without the harness' tools, no HOME, plus
- * only the documented emulator overrides (REFRESH_IMDS_ENDPOINT, AWS_ENDPOINT_URL). The bootstrap
- * keeps its own directories (/opt/refresh, /var/log/refresh-bootstrap.log). The namespaces' first
+ * machine's /dev, and empty tmpfs /run and /tmp (so systemd is installed but not running, as in a
+ * container: the bootstrap's no-systemd path runs). The harness directory is bind-mounted at its
+ * own path (the fake runner package's GitHub side lives there) and opened to every user (the
+ * runner runs as a non-root user). The user data goes where cloud-init puts it
+ * (/var/lib/cloud/instance/scripts/part-001) and runs with bash under `chroot`, in its own session,
+ * with cloud-init's bare environment: a PATH without the harness' tools, no HOME, plus only the
+ * documented emulator overrides (REFRESH_IMDS_ENDPOINT, AWS_ENDPOINT_URL). The bootstrap keeps its
+ * own directories (/opt/refresh, /var/log/refresh-bootstrap.log). The namespaces' first
  * process stays after the script exits and reaps orphans, as init does; killing it ends every
  * process of the instance, and the namespaces with their mounts and rules go with them.
  *
@@ -41,8 +41,9 @@ export const BOOTSTRAP_LOG = "/var/log/refresh-bootstrap.log";
 const INSTANCE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /**
- * The stock rootfs directory built by `sh test/support/tools.sh --stock-rootfs ...` (REFRESH_STOCK_ROOTFS).
- * Throws, saying how to build it, when it is not there: the test itself never downloads anything.
+ * The stock rootfs directory built by `sh test/support/tools.sh --stock-rootfs ...`
+ * (REFRESH_STOCK_ROOTFS). Throws, saying how to build it, when it is not there: the test itself
+ * never downloads anything.
  */
 export function stockRootfs(): string {
   const dir = Deno.env.get("REFRESH_STOCK_ROOTFS");
@@ -74,7 +75,7 @@ export interface RootfsRun extends UserDataRun {
   readFile(path: string): Promise<string>;
   /** What apt installed on the instance: the command lines of apt's history, in order. */
   installed(): Promise<string[]>;
-  /** Stand-in systemctl calls: none (the image's own systemctl is there; systemd is not running). */
+  /** Stand-in systemctl calls: none (the image's systemctl is there; systemd is not running). */
   systemctl(): Promise<string[]>;
   /**
    * CPU seconds (user + system) used so far by the instance's live processes and every child they
@@ -136,7 +137,10 @@ for _ in $(seq 300); do
   grep -qsx ready "$layer/relay.log" && break
   sleep 0.1
 done
-grep -qsx ready "$layer/relay.log" || { echo "the relay did not start" >&2; cat "$layer/relay.log" >&2; exit 1; }
+if ! grep -qsx ready "$layer/relay.log"; then
+  echo "the relay did not start: $(cat "$layer/relay.log")" >&2
+  exit 1
+fi
 set +e
 chroot "$root" /usr/bin/env -i "$@" setsid bash ${USER_DATA_PATH} \\
   </dev/null >"$layer/console.log" 2>&1 &
@@ -252,7 +256,7 @@ async function startInRootfs(
         if (word === "exited") exitStatus.resolve(Number(value));
       }
     }
-  })();
+  })().catch(() => {}); // ends with the instance; its end is `ended`
   const pid = await Promise.race([
     initPid.promise,
     ended.then(({ code, stderr }) => {
@@ -265,15 +269,12 @@ async function startInRootfs(
   let killed: Promise<void> | undefined;
   const kill = () => killed ??= cleanUp();
 
+  // The writable layer's copy if there is one (a whiteout there: deleted), else the rootfs's.
   const readFile = async (path: string) => {
-    for (const base of [join(layer, "upper"), rootfs]) {
-      try {
-        return await Deno.readTextFile(join(base, path));
-      } catch {
-        // not in this layer (or a whiteout)
-      }
-    }
-    return "";
+    const upper = join(layer, "upper", path);
+    const inUpper = await Deno.lstat(upper).then((info) => info, () => undefined);
+    if (inUpper) return inUpper.isFile ? await Deno.readTextFile(upper) : "";
+    return await Deno.readTextFile(join(rootfs, path)).catch(() => "");
   };
   return {
     startedAt,
@@ -291,7 +292,7 @@ async function startInRootfs(
     systemctl: () => Promise.resolve([]),
     cpuSeconds: () => cpuSeconds(pid),
     exec: async (args) => {
-      // Entering the pid namespace forks; the instance's root is the overlay in its mount namespace.
+      // Entering the pid namespace forks; the instance's root is the overlay in its mounts.
       return await command("nsenter", [
         `--target=${pid}`,
         "--mount",
