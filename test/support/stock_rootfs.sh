@@ -7,12 +7,13 @@
 #
 #   sh test/support/stock_rootfs.sh        # prints the rootfs directory, building it if needed
 #
-# The rootfs is cached in .tools/stock-rootfs/<key>/rootfs, the key being this script's SHA-256
-# (it holds every package list), so an unchanged script is built once; an older build is removed
-# when a new one is made. Needs root (mmdebstrap's root mode, chroot) and Debian's package archive;
-# installs mmdebstrap with apt-get when it is missing (CI is root on Debian 12 with apt).
+# The rootfs is cached in .tools/stock-rootfs/<key>/rootfs, the key being the SHA-256 of this
+# script without its comments (the rest holds every package list), so an unchanged script is built
+# once; an older build is removed when a new one is made. Needs root (mmdebstrap's root mode,
+# chroot) and Debian's package archive; installs mmdebstrap and Debian's archive keyring with
+# apt-get when missing (CI is root on Debian 12 with apt).
 #
-# What the rootfs holds, and why (the README's "Stock userland" section says the same):
+# What the rootfs holds, and why (the README's "Proven on a stock userland" says the same):
 # - Debian's minbase (Essential packages and apt: bash, coreutils, tar, gzip, util-linux, grep,
 #   sed, findutils, dpkg...), which every cloud image starts from;
 # - what Debian's, Ubuntu's and Amazon Linux's cloud images all ship and a user data script may
@@ -41,7 +42,7 @@ OFFLINE_PACKAGES="libkrb5-3 zlib1g liblttng-ust1t64 libicu76 iptables"
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache="$root/.tools/stock-rootfs"
-key=$(sha256sum "$0" | cut -c1-16)-$(uname -m)
+key=$(grep -v '^ *#' "$0" | sha256sum | cut -c1-16)-$(uname -m)
 out="$cache/$key"
 
 if [ -e "$out/complete" ]; then
@@ -52,10 +53,12 @@ if [ "$(id -u)" != 0 ]; then
   echo "stock_rootfs: building the stock rootfs needs root (mmdebstrap's root mode)" >&2
   exit 1
 fi
-if ! command -v mmdebstrap >/dev/null 2>&1; then
-  echo "stock_rootfs: installing mmdebstrap with apt-get" >&2
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+if ! command -v mmdebstrap >/dev/null 2>&1 || [ ! -e "$keyring" ]; then
+  echo "stock_rootfs: installing mmdebstrap and Debian's archive keyring with apt-get" >&2
   apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap \
+    debian-archive-keyring >&2
 fi
 
 mkdir -p "$cache"
@@ -72,7 +75,8 @@ echo "stock_rootfs: building Debian $SUITE ($PACKAGES) in $build" >&2
 # control fields (dpkg-deb), so no indexing tool is needed. [trusted=yes]: a local, unsigned
 # repository, as apt documents for file: sources.
 # shellcheck disable=SC2016 # the hooks are expanded by mmdebstrap's shell, "$1" being the rootfs
-mmdebstrap --variant=minbase --mode=root --include="$(echo "$PACKAGES" | tr ' ' ',')" \
+mmdebstrap --variant=minbase --mode=root --keyring="$keyring" \
+  --include="$(echo "$PACKAGES" | tr ' ' ',')" \
   --customize-hook='rm -f "$1"/var/cache/apt/archives/*.deb' \
   --customize-hook='chroot "$1" apt-get install --download-only --yes --no-install-recommends \
     '"$OFFLINE_PACKAGES" \
