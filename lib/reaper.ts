@@ -14,9 +14,11 @@
  * 4. **terminate** (terminate.ts): TerminateInstances of instances proven the pool's only: locked
  *    ones, ones whose record is already `terminated` (a crash between phases), orphans.
  * 5. **expunge** (expunge.ts): per instance known to be gone, its heartbeat and worker signal
- *    first, its record last; and the sweep of stray heartbeats and worker signals.
- * 6. **runners** (runners.ts): deletes the registrations of instances not alive, busy ones
- *    excepted, within a time budget.
+ *    first, its record last; and the sweep of stray heartbeats and worker signals (those without
+ *    a record, older than the grace or of an instance EC2 reports terminated: ended.ts).
+ * 6. **runners** (runners.ts): deletes the registrations provably the pool's (its label, or an
+ *    instance it knows) whose instance is provably dead (terminated by this run, or reported
+ *    terminated by EC2), busy ones excepted, within a time budget.
  *
  * The report (report.ts) collects counts, changes, warnings and errors; a failed operation never
  * stops the others, and the task fails at the end when one did. Once the run's deadline has
@@ -30,9 +32,10 @@
 import { timestamp } from "./contract.ts";
 import type { Drain } from "./rollout.ts";
 import type { TaskOutcome } from "./task.ts";
-import { classify, parseTimestamp, type Plan } from "./reaper/classify.ts";
+import { classify, parseTimestamp, type Plan, unrecordedYoung } from "./reaper/classify.ts";
 import { deadline, type ReaperContext, type ReaperOptions } from "./reaper/context.ts";
 import { drainPhase } from "./reaper/drain.ts";
+import { readEnded } from "./reaper/ended.ts";
 import { expunge } from "./reaper/expunge.ts";
 import { expiredCondition, lockRecords, unchangedCondition } from "./reaper/lock.ts";
 import { type Pool, readPool, readTable, type Row } from "./reaper/reads.ts";
@@ -58,21 +61,26 @@ export async function reapInstances(
   ctx.log.info(
     `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
-  const plan = classify({
+  const judged = {
     records: read.records,
     artifacts: read.artifacts,
     pool,
     // Whole seconds, as the lock's condition compares the threshold with the text of now.
     now: parseTimestamp(now)!,
     graceMs: reaper.orphanGraceMin * 60_000,
-  });
+  };
+  // Items without a record of instances EC2 reports terminated go now, not after the grace.
+  const ended = await readEnded(ec2, unrecordedYoung(judged), table, pool.templateIds);
+  const plan = classify({ ...judged, ended: new Set(ended.keys()) });
   const report = newReport(read, pool, plan);
   const drains = await drainPhase(ctx, read, pool, plan, now, report);
-  if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options);
+  if (ctx.dryRun) {
+    return await listPlan(ctx, pool, recordIds(read.records), plan, drains, report, options);
+  }
   const locked = await lockPhase(ctx, read.records, plan, drains, now, report);
   const terminated = await terminatePhase(ctx, pool, plan, locked, report);
   await expungePhase(ctx, pool, plan, locked, terminated, report, options);
-  await runnerPhase(ctx, pool, terminated, report, options);
+  await runnerPhase(ctx, pool, recordIds(read.records), terminated, report, options);
   return finish(report);
 }
 
@@ -80,6 +88,7 @@ export async function reapInstances(
 async function listPlan(
   ctx: ReaperContext,
   pool: Pool,
+  records: ReadonlySet<string>,
   plan: Plan,
   drains: Drain[],
   report: Report,
@@ -96,7 +105,7 @@ async function listPlan(
   );
   report.counts.lost = plan.lost.length;
   const ending = new Set([...terminate, ...drains.map((d) => d.id)]);
-  await reconcileRunners(ctx, pool, ending, report, options);
+  await reconcileRunners(ctx, pool, records, ending, report, options);
   return outcome(report.counts, report.changes, report.warnings, true, report.pool);
 }
 
@@ -218,10 +227,16 @@ async function expungePhase(
   );
 }
 
+/** The ids of the instance records read. */
+function recordIds(records: Row[]): Set<string> {
+  return new Set(records.map((r) => r.id));
+}
+
 /** Phase 6, unless the deadline has passed. */
 async function runnerPhase(
   ctx: ReaperContext,
   pool: Pool,
+  records: ReadonlySet<string>,
   terminated: Terminated,
   report: Report,
   options: ReaperOptions,
@@ -231,7 +246,7 @@ async function runnerPhase(
     report.skipped.push("runner cleanup");
     return;
   }
-  await reconcileRunners(ctx, pool, new Set(terminated.terminated), report, options);
+  await reconcileRunners(ctx, pool, records, new Set(terminated.terminated), report, options);
   if (report.counts.runnersLeft && late()) {
     report.skipped.push(`${report.counts.runnersLeft} runner deletions`);
   }
