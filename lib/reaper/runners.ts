@@ -133,7 +133,9 @@ export async function reconcileRunners(
         }
       }
       // This run terminated only instances proven the pool's: that is both proofs at once.
-      const why = reaped ? "terminated by this run" : `EC2 reports it terminated; ${proof}`;
+      const why = reaped
+        ? `${ctx.dryRun ? "would be " : ""}terminated by this run`
+        : `EC2 reports it terminated; ${proof}`;
       if (runner.busy) {
         counts.runnersBusy++;
         warnings.push(`${target} of terminated instance ${id} is busy; left alone`);
