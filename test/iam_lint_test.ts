@@ -40,15 +40,64 @@ const ACCEPTED: Accepted[] = [
   {
     file: "iam-policy.json",
     issue: "PERMISSIONS_MANAGEMENT_ACTIONS",
-    detail: ["sqs:createqueue", "sqs:setqueueattributes"],
+    detail: ["sqs:createqueue", "sqs:setqueueattributes", "iam:passrole"],
     why: "a community auditor: CreateQueue and SetQueueAttributes can set a queue's access " +
       "policy. refresh needs them to create and reconcile its queues, and the statement grants " +
-      "them only on *-ci-pool queues; refresh never sends a Policy attribute.",
+      "them only on *-ci-pool queues; refresh never sends a Policy attribute. iam:PassRole is " +
+      "what launching a warm instance with the runners' instance profile takes (as provision's " +
+      "own CreateFleet does), granted only with iam:PassedToService = ec2.amazonaws.com.",
   },
+  {
+    file: "iam-policy.json",
+    issue: "PRIVILEGE_ESCALATION",
+    detail: ["iam:passrole", "ec2:runinstances"],
+    why: "CreateEC2WithExistingIP: whoever may launch an instance with a role can act as that " +
+      "role. The warm pool launches runners with their instance profile, exactly what provision " +
+      "does; RunInstances is granted only for instances carrying the refresh:pool request tag " +
+      "and only from a launch template tagged refresh:pool. Without a warm pool, drop the " +
+      "LaunchWarmPool* and PassRunnerRoleToWarmPoolInstances statements.",
+  },
+  ...(
+    [
+      ["LaunchWarmPoolInstances", ["image", "network-interface", "security-group", "subnet"]],
+      [
+        "LaunchWarmPoolFromPoolTemplate",
+        ["image", "instance", "network-interface", "security-group", "subnet"],
+      ],
+      ["LaunchWarmPoolResources", ["instance"]],
+    ] as const
+  ).map(([sid, types]) => ({
+    file: "iam-policy.json",
+    issue: "RESOURCE_MISMATCH",
+    detail: `${sid}: ec2:RunInstances without ${types.join(", ")}`,
+    why: "parliament wants every resource type RunInstances touches in each statement; the " +
+      "warm pool's launch is split by resource type on purpose, as the EC2 user guide's " +
+      "launch examples are, so the instance is allowed only with the refresh:pool request tag " +
+      "(a request tag is not in the context of a subnet or image) and the template only when " +
+      "tagged refresh:pool. IAM allows a RunInstances when each of its resources is allowed by " +
+      "some statement; test/support/iam.ts's model does not evaluate RunInstances.",
+  })),
 ];
+
+/**
+ * A RESOURCE_MISMATCH finding as one line: the Sid of the statement at its line (the first Sid
+ * from there on) and the resource types it lacks.
+ */
+function mismatch(file: string, finding: ParliamentFinding): string {
+  const detail = (finding.detail as unknown as { action: string; required_format: string }[]) ??
+    [];
+  const types = detail.map((d) =>
+    /:([a-z-]+)\/\*$/.exec(d.required_format)?.[1] ?? d.required_format
+  );
+  const lines = Deno.readTextFileSync(new URL(file, root)).split("\n");
+  const from = Number(finding.location.line ?? 1) - 1;
+  const sid = lines.slice(from).map((l) => /"Sid":\s*"([^"]+)"/.exec(l)?.[1]).find(Boolean);
+  return `${sid}: ${detail[0]?.action} without ${types.join(", ")}`;
+}
 
 function matches(accepted: Accepted, file: string, finding: ParliamentFinding): boolean {
   if (accepted.file !== file || accepted.issue !== finding.issue) return false;
+  if (finding.issue === "RESOURCE_MISMATCH") return accepted.detail === mismatch(file, finding);
   if (typeof accepted.detail === "string") return accepted.detail === finding.detail;
   const actions = (finding.location.actions as string[] | undefined) ?? [];
   return JSON.stringify([...actions].sort()) === JSON.stringify([...accepted.detail].sort());

@@ -10,14 +10,15 @@
  *
  * @module
  */
+import type { Octokit } from "npm:@octokit/rest@22.0.1";
 import { poolRunnerLabel } from "../contract.ts";
 import { describeError } from "../task.ts";
-import type { ReaperContext, ReaperOptions } from "./context.ts";
+import type { ReaperContext, ReaperOptions, RunnerScope } from "./context.ts";
 import { readEnded } from "./ended.ts";
 import type { Pool } from "./reads.ts";
 import type { Report } from "./report.ts";
 
-interface GithubRunner {
+export interface GithubRunner {
   id: number;
   name: string;
   status: string;
@@ -29,6 +30,19 @@ interface GithubRunner {
 export function runnerInstanceId(name: string): string | undefined {
   // The whole leading id: i-0abc is not a prefix match of i-0abcd-large.
   return /^(i-[0-9a-f]{8,17})(?:-|$)/.exec(name)?.[1];
+}
+
+/** The registrations' API path and parameters: a repository's or an organization's. */
+function runnersPath(scope: RunnerScope) {
+  return "repo" in scope
+    ? { path: "/repos/{owner}/{repo}", params: { owner: scope.repo.owner, repo: scope.repo.name } }
+    : { path: "/orgs/{org}", params: { org: scope.org } };
+}
+
+/** Every runner registration of the scope, 100 per page. */
+export function listRunners(github: Octokit, scope: RunnerScope): Promise<GithubRunner[]> {
+  const base = runnersPath(scope);
+  return github.paginate(`GET ${base.path}/actions/runners`, { ...base.params, per_page: 100 });
 }
 
 /**
@@ -49,7 +63,7 @@ export function poolProof(
 }
 
 /**
- * Reconciles the pool's runner registrations with its instances: lists every registration (100
+ * Reconciles the pool's runner registrations with its instances: takes every registration (100
  * per page) and deletes each named after an instance (`<instance id>-<n>`) that is provably the
  * pool's ({@link poolProof}) and provably dead: terminated by this run (deleted even while still
  * shown online), or offline and reported `terminated` by EC2 (one look-up by id for the
@@ -60,10 +74,14 @@ export function poolProof(
 export async function reconcileRunners(
   ctx: ReaperContext,
   pool: Pool,
-  records: ReadonlySet<string>,
   terminated: Set<string>,
   report: Pick<Report, "counts" | "changes" | "warnings">,
-  options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> = {},
+  options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> & {
+    /** The registrations, when their listing was started with the other reads. */
+    listed?: Promise<GithubRunner[]>;
+    /** The ids of the instance records read: a registration of one is the pool's. */
+    records?: ReadonlySet<string>;
+  } = {},
 ): Promise<void> {
   const { counts, changes, warnings } = report;
   const { github } = ctx.clients;
@@ -80,19 +98,14 @@ export async function reconcileRunners(
   }
   const clock = options.clock ?? (() => performance.now());
   const deadline = clock() + (options.runnerBudgetMs ?? ctx.desired.reaper.runnerCleanupSec * 1000);
-  const base = "repo" in scope
-    ? { path: "/repos/{owner}/{repo}", params: { owner: scope.repo.owner, repo: scope.repo.name } }
-    : { path: "/orgs/{org}", params: { org: scope.org } };
-  const known = {
-    label: poolRunnerLabel(ctx.desired.region, ctx.desired.table),
-    records,
-    terminated,
-  };
+  const base = runnersPath(scope);
   try {
-    const runners: GithubRunner[] = await github.paginate(`GET ${base.path}/actions/runners`, {
-      ...base.params,
-      per_page: 100,
-    });
+    const runners = await (options.listed ?? listRunners(github, scope));
+    const known = {
+      label: poolRunnerLabel(ctx.desired.region, ctx.desired.table),
+      records: options.records ?? new Set<string>(),
+      terminated,
+    };
     // Offline registrations of instances the pool does not hold alive: is EC2 sure they ended?
     const unsure = runners.flatMap((r) => {
       const id = runnerInstanceId(r.name);
