@@ -104,6 +104,8 @@ export interface BootstrapInstance extends AsyncDisposable {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /** CPU seconds used so far by the instance's processes (see {@link UserDataRun.cpuSeconds}). */
+  cpuSeconds(): Promise<number>;
 }
 
 export async function bootInstance(options: BootOptions): Promise<BootstrapInstance> {
@@ -199,6 +201,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     exited,
     kill,
     installed: run.installed,
+    cpuSeconds: run.cpuSeconds,
     [Symbol.asyncDispose]: dispose,
   };
 }
@@ -218,6 +221,12 @@ export interface UserDataRun {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /**
+   * CPU seconds (user + system) used so far by the script's live processes and every child
+   * they reaped (utime, stime, cutime and cstime of /proc/<pid>/stat): the difference between
+   * two calls is what the instance's process tree used in between.
+   */
+  cpuSeconds(): Promise<number>;
 }
 
 /**
@@ -288,6 +297,7 @@ export async function runUserData(options: {
     exited,
     log: async () => await Deno.readTextFile(logFile).catch(() => ""),
     kill,
+    cpuSeconds: () => cpuSeconds(marker),
     installed: async () =>
       (await Deno.readTextFile(join(shims, "installed")).catch(() => "")).split("\n")
         .filter((line) => line !== ""),
@@ -343,6 +353,30 @@ export async function removeMetadataBlocks(port: string): Promise<string[]> {
     if (success) removed.push(line);
   }
   return removed;
+}
+
+async function cpuSeconds(marker: string): Promise<number> {
+  const pids = await markedPids(marker);
+  const { stdout } = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null; done; getconf CLK_TCK',
+      "-",
+      ...pids.map(String),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const lines = new TextDecoder().decode(stdout).trim().split("\n");
+  const ticksPerSecond = Number(lines.pop());
+  let ticks = 0;
+  for (const line of lines) {
+    // Fields after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    // cmajflt utime stime cutime cstime …
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+  }
+  return ticks / ticksPerSecond;
 }
 
 /**
