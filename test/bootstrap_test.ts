@@ -250,8 +250,10 @@ Deno.test("bootstrap run for real", async (t) => {
       scripts.push(instance.script);
       const { plane, instanceId } = instance;
 
-      // Boot: UD_OK, then UD_REG_OK for the initial run id, with a fresh heartbeat.
+      // Boot: UD_OK, then UD_REG_OK for the initial run id, with a fresh heartbeat. The user
+      // data script itself exits (cloud-init completes); the agent goes on in the background.
       await expectOk(instance, await plane.provision(instanceId, "1001"), "provision");
+      assert.equal(await instance.exited, 0);
       const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
       assert.deepEqual(seen.slice(-2), ["UD_OK/1001", "UD_REG_OK/1001"], seen.join(", "));
       let github = await instance.github();
@@ -737,7 +739,69 @@ Deno.test("bootstrap run for real", async (t) => {
     },
   });
 
+  const systemdRoot = t.step({
+    name: "under systemd the unit runs the agent and the user data exits; with job user root " +
+      "and metadata open, jobs run as root and reach instance metadata",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "systemd",
+        runId: "9001",
+        timings: QUIET_TIMINGS,
+        systemd: true,
+        jobUser: "root",
+        jobMetadata: "open",
+      });
+      tokens.push(instance.token);
+      const { plane, instanceId, dir } = instance;
+      await Deno.writeTextFile(
+        join(dir, "github", "job-step"),
+        `curl -sS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' ` +
+          `'${instance.imds.url}/latest/api/token' >/dev/null; echo "metadata exit $?"\n`,
+      );
+      assert.equal(await instance.exited, 0);
+      assert.deepEqual(await instance.systemctl(), [
+        "daemon-reload",
+        "start --no-block refresh-runner.service",
+      ]);
+      const unit = await Deno.readTextFile(join(dir, "systemd", "refresh-runner.service"));
+      assert.match(
+        unit,
+        new RegExp(`^ExecStart=/bin/bash ${dir}/boot/private/bootstrap.sh --agent$`, "m"),
+      );
+      assert.match(unit, /^KillMode=control-group$/m);
+      assert.match(unit, new RegExp(`^EnvironmentFile=${dir}/boot/private/environment$`, "m"));
+      await expectOk(instance, await plane.provision(instanceId, "9001"), "provision");
+      const out = await until(
+        "the job step",
+        60_000,
+        () =>
+          Deno.readTextFile(join(dir, "github", `job-step-${instanceId}-1.out`)).catch(() =>
+            undefined
+          ),
+      );
+      assert.equal(out, "metadata exit 0\n");
+      const jobEnv = envOf(
+        await Deno.readTextFile(join(dir, "github", `env-job-${instanceId}-1`)),
+      );
+      assert.deepEqual([jobEnv.USER, jobEnv.HOME, jobEnv.RUNNER_ALLOW_RUNASROOT], [
+        "root",
+        "/root",
+        "1",
+      ]);
+      const port = new URL(instance.imds.url).port;
+      assert.deepEqual(
+        (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
+          .filter((line) => line.includes(`--dport ${port} `)),
+        [],
+      );
+      assert.match(await instance.log(), /instance metadata is open to jobs/);
+    },
+  });
+
   await Promise.all([
+    systemdRoot,
     cycle,
     setupFails,
     registrationFails,

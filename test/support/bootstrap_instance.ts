@@ -75,6 +75,8 @@ export interface BootOptions {
   awsEndpoint?: string;
   /** Whether the (stand-in) system has libicu at boot (default "present"). */
   libicu?: "present" | "missing";
+  /** Run as under systemd, with a stand-in `systemctl` (default: the no-systemd fallback). */
+  systemd?: boolean;
   jobUser?: BootstrapSpec["jobUser"];
   jobSudo?: BootstrapSpec["jobSudo"];
   jobMetadata?: BootstrapSpec["jobMetadata"];
@@ -104,6 +106,8 @@ export interface BootstrapInstance extends AsyncDisposable {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /** The stand-in systemctl's calls, one line of arguments each. */
+  systemctl(): Promise<string[]>;
   /** CPU seconds used so far by the instance's processes (see {@link UserDataRun.cpuSeconds}). */
   cpuSeconds(): Promise<number>;
 }
@@ -171,6 +175,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     imdsUrl: imds.url,
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
     libicu: options.libicu,
+    systemd: options.systemd,
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -202,6 +207,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     kill,
     installed: run.installed,
     cpuSeconds: run.cpuSeconds,
+    systemctl: run.systemctl,
     [Symbol.asyncDispose]: dispose,
   };
 }
@@ -221,6 +227,8 @@ export interface UserDataRun {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /** The stand-in systemctl's calls, one line of arguments each. */
+  systemctl(): Promise<string[]>;
   /**
    * CPU seconds (user + system) used so far by the script's live processes and every child
    * they reaped (utime, stime, cutime and cstime of /proc/<pid>/stat): the difference between
@@ -242,6 +250,7 @@ export async function runUserData(options: {
   imdsUrl: string;
   awsEndpoint: string;
   libicu?: "present" | "missing";
+  systemd?: boolean;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
@@ -259,7 +268,9 @@ export async function runUserData(options: {
     REFRESH_IMDS_ENDPOINT: options.imdsUrl,
     REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
     REFRESH_LOG_FILE: logFile,
-    REFRESH_SYSTEMD: "off",
+    // No systemd in the harness, or a stand-in systemctl that starts the unit's ExecStart.
+    REFRESH_SYSTEMD: options.systemd ? "on" : "off",
+    REFRESH_SYSTEMD_UNIT_DIR: join(dir, "systemd"),
     REFRESH_RUNNER_USER: TEST_RUNNER_USER,
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
@@ -298,6 +309,9 @@ export async function runUserData(options: {
     log: async () => await Deno.readTextFile(logFile).catch(() => ""),
     kill,
     cpuSeconds: () => cpuSeconds(marker),
+    systemctl: async () =>
+      (await Deno.readTextFile(join(shims, "systemctl.log")).catch(() => "")).split("\n")
+        .filter((line) => line !== ""),
     installed: async () =>
       (await Deno.readTextFile(join(shims, "installed")).catch(() => "")).split("\n")
         .filter((line) => line !== ""),
@@ -327,6 +341,21 @@ if [[ " $* " == *" libicu"* ]]; then touch '${shims}/libicu'; fi
   await Deno.writeTextFile(join(shims, "ldconfig"), ldconfig, { mode: 0o755 });
   await Deno.writeTextFile(join(shims, "apt-get"), installer("apt-get"), { mode: 0o755 });
   await Deno.writeTextFile(join(shims, "dnf"), installer("dnf"), { mode: 0o755 });
+  // systemctl: records its arguments; `start --no-block <unit>` runs the unit's ExecStart with
+  // only its EnvironmentFile's variables, in a session of its own, as systemd would.
+  const systemctl = `#!/bin/bash
+# Stand-in systemctl (test/support/bootstrap_instance.ts).
+echo "$*" >>'${shims}/systemctl.log'
+if [[ $1 == start ]]; then
+  unit="$REFRESH_SYSTEMD_UNIT_DIR/\${@: -1}"
+  env_file=$(sed -n 's/^EnvironmentFile=//p' "$unit")
+  exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+  mapfile -t environment <"$env_file"
+  # ExecStart is split into words, as systemd does.
+  env -i "\${environment[@]}" setsid $exec_start </dev/null >/dev/null 2>&1 &
+fi
+`;
+  await Deno.writeTextFile(join(shims, "systemctl"), systemctl, { mode: 0o755 });
   return shims;
 }
 
