@@ -595,6 +595,9 @@ block_metadata() {
     fi
   elif command -v nft >/dev/null; then
     nft_block "$host" "$port" || return 1
+    if [[ -z \${REFRESH_IMDS_ENDPOINT:-} ]]; then
+      nft_rule ip6 fd00:ec2::254 "" || log "could not block fd00:ec2::254 (IPv6 metadata) for $RUNNER_USER"
+    fi
   else
     log "no iptables or nft, and none could be installed"
     return 1
@@ -610,13 +613,18 @@ ipt_block() {
   "$1" -w 10 -C "\${rule[@]}" 2>/dev/null || "$1" -w 10 -I "\${rule[@]}"
 }
 
+# nft_block HOST PORT: the same with nft, in a table of its own (emptied first: idempotent).
 nft_block() {
-  local family=ip
-  [[ $1 == *:* ]] && family=ip6
   nft add table inet refresh &&
     nft add chain inet refresh output '{ type filter hook output priority 0 ; }' &&
-    nft add rule inet refresh output meta skuid "$RUNNER_UID" "$family" daddr "$1" \\
-      \${2:+tcp dport "$2"} reject
+    nft flush chain inet refresh output &&
+    nft_rule ip "$1" "$2"
+}
+
+nft_rule() {
+  local -a port=()
+  [[ -n $3 ]] && port=(tcp dport "$3")
+  nft add rule inet refresh output meta skuid "$RUNNER_UID" "$1" daddr "$2" "\${port[@]}" reject
 }
 
 # install_packages DEBIAN_NAME RPM_NAME: with apt-get or dnf, whichever the image has.
@@ -824,18 +832,43 @@ remove_registration() {
   return 1
 }
 
-# release_runner N RUN_ID: stop the runner, remove its registration, signal.
+# sweep_runner_processes: SIGKILL to every process of the runner user, such as a job's daemon
+# that left the runner's process group, so that none outlives its run, nor reads config.sh's
+# environment (the token) at the next registration. Never for root.
+sweep_runner_processes() {
+  local round entry key value found
+  [[ $RUNNER_USER == root ]] && return 0
+  for ((round = 0; round < 10; round++)); do
+    found=""
+    for entry in /proc/[0-9]*; do
+      while read -r key value _; do
+        if [[ $key == Uid: ]]; then
+          if [[ $value == "$RUNNER_UID" ]] && kill -KILL "\${entry#/proc/}" 2>/dev/null; then found=yes; fi
+          break
+        fi
+      done 2>/dev/null <"$entry/status"
+    done
+    [[ -n $found ]] || return 0
+    sleep 0.2
+  done
+  log "processes of $RUNNER_USER survived SIGKILL"
+  return 1
+}
+
+# release_runner N RUN_ID: stop the runner and whatever its jobs left running, remove its
+# registration, signal.
 release_runner() {
   local n=$1 run_id=$2 stopped=yes
   log "run $run_id released: stopping runner $INSTANCE_ID-$n and removing its registration"
   stop_runner || stopped=""
+  sweep_runner_processes || stopped=""
   retry "remove registration $INSTANCE_ID-$n" 3 remove_registration ||
     fail UD_REMOVE_REG_FAILED "$run_id" "registration removal" \\
       "config.sh remove failed for runner $INSTANCE_ID-$n (its output is above)"
   signal UD_REMOVE_REG_OK "$run_id" ||
     fail UD_REMOVE_REG_FAILED "$run_id" "registration removal" "could not signal UD_REMOVE_REG_OK"
   [[ -n $stopped ]] || fail UD_REMOVE_REG_REMOVE_RUN_FAILED "$run_id" "runner stop" \\
-    "a process of the runner's group survived SIGKILL"
+    "a process of the runner's group or user survived SIGKILL"
   signal UD_REMOVE_REG_REMOVE_RUN_OK "$run_id" || fail UD_REMOVE_REG_REMOVE_RUN_FAILED "$run_id" \\
     "runner stop" "could not signal UD_REMOVE_REG_REMOVE_RUN_OK"
 }
@@ -849,6 +882,7 @@ registration_loop() {
       fail UD_REG_FAILED "$INITIAL_RUN_ID" "claim" "waiting for a run id failed (its output is above)"
     valid_run_id "$run_id" || fail UD_REG_FAILED "$INITIAL_RUN_ID" "registration" \\
       "the instance record's run id '$run_id' is not a run id (letters, digits, . _ -)"
+    sweep_runner_processes || log "a process of $RUNNER_USER survived; registering anyway"
     register_runner "$n" "$run_id"
     RUNNER_STARTS_LEFT=$RUNNER_STARTS
     run_runner "$n" "$run_id"

@@ -14,7 +14,6 @@ import {
 import {
   bootInstance,
   type BootstrapInstance,
-  TEST_RUNNER_USER,
   watchCommandLines,
 } from "./support/bootstrap_instance.ts";
 import type { Outcome } from "./support/control_plane.ts";
@@ -188,12 +187,12 @@ function envOf(text: string): Record<string, string> {
   );
 }
 
-async function runnerHome(): Promise<string> {
-  return (await command("getent", "passwd", TEST_RUNNER_USER)).trim().split(":")[5];
+async function runnerHome(user: string): Promise<string> {
+  return (await command("getent", "passwd", user)).trim().split(":")[5];
 }
 
-async function runnerUid(): Promise<number> {
-  return Number((await command("id", "-u", TEST_RUNNER_USER)).trim());
+async function runnerUid(user: string): Promise<number> {
+  return Number((await command("id", "-u", user)).trim());
 }
 
 async function processUser(pid: number): Promise<string> {
@@ -320,19 +319,20 @@ Deno.test("bootstrap run for real", async (t) => {
       const jobEnv = envOf(
         await Deno.readTextFile(`${instance.dir}/github/env-job-${instanceId}-1`),
       );
-      const home = await runnerHome();
+      const user = instance.runnerUser;
+      const home = await runnerHome(user);
       assert.deepEqual(
         [jobEnv.USER, jobEnv.LOGNAME, jobEnv.HOME, jobEnv.LANG],
-        [TEST_RUNNER_USER, TEST_RUNNER_USER, home, "C.UTF-8"],
+        [user, user, home, "C.UTF-8"],
       );
       assert.equal(
         (await Deno.readTextFile(`${instance.dir}/github/umask-job-${instanceId}-1`)).trim(),
         "0022",
       );
-      assert.equal(await processUser(Number(job.split(" ")[2])), TEST_RUNNER_USER);
+      assert.equal(await processUser(Number(job.split(" ")[2])), user);
       assert.match(
         await Deno.readTextFile(`${instance.dir}/sudoers.d/90-refresh-runner`),
-        new RegExp(`^${TEST_RUNNER_USER} ALL=\\(ALL\\) NOPASSWD:ALL$`, "m"),
+        new RegExp(`^${user} ALL=\\(ALL\\) NOPASSWD:ALL$`, "m"),
       );
 
       // Release: the runner, its listener and its job are stopped, the registration removed.
@@ -565,7 +565,8 @@ Deno.test("bootstrap run for real", async (t) => {
 
   const isolation = t.step({
     name: "a job cannot reach instance metadata, the credentials cache or the table, while the " +
-      "bootstrap's own calls still work (strict mode: no sudo)",
+      "bootstrap's own calls still work (strict mode: no sudo), and nothing a job starts outlives " +
+      "its run",
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
@@ -597,6 +598,10 @@ Deno.test("bootstrap run for real", async (t) => {
           `"$HOME/stolen.json" '${instance.imds.url}' put-signal ${instanceId} UD_REG_FAILED 999; ` +
           'echo "signal exit $?"',
           'sudo -n true; echo "sudo exit $?"',
+          // A daemon that leaves the runner's process group, as a job's could.
+          `setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $! >'${
+            join(dir, "github", "daemon.pid")
+          }'`,
         ].join("\n"),
         { mode: 0o644 },
       );
@@ -608,7 +613,7 @@ Deno.test("bootstrap run for real", async (t) => {
         return status &&
           await Deno.readTextFile(join(dir, "github", `job-step-${instanceId}-1.out`));
       });
-      const uid = (await runnerUid()).toString();
+      const uid = (await runnerUid(instance.runnerUser)).toString();
       assert.match(out, new RegExp(`^uid ${uid}$`, "m"));
       assert.match(out, /^curl: \(7\) .*\nmetadata exit 7$/m, out);
       assert.match(out, /Permission denied\ncache exit 1$/m, out);
@@ -640,7 +645,11 @@ Deno.test("bootstrap run for real", async (t) => {
         30_000,
         async () => (await plane.heartbeat(instanceId))?.updatedAt !== before?.updatedAt,
       );
+      const daemon = Number(await Deno.readTextFile(join(dir, "github", "daemon.pid")));
+      assert.ok(alive(daemon), "the job's daemon is running");
       await expectOk(instance, await plane.release(instanceId, "6001"), "release");
+      // Nothing of the runner user outlives its run.
+      assert.ok(!alive(daemon), "the job's daemon survived its run's release");
       await instance.kill();
       const left = (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
         .filter((line) => line.includes(`--dport ${port} `));

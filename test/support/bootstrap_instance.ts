@@ -5,7 +5,8 @@
  * with that instance's id and tags, a fake runner package, the registration token record, and a
  * {@link ControlPlane} on the table. The script runs with bash in a temporary directory
  * (REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and REFRESH_IMDS_ENDPOINT point into the harness,
- * REFRESH_SYSTEMD=off, the runner user is {@link TEST_RUNNER_USER}, its sudoers file in the
+ * REFRESH_SYSTEMD=off, the runner user is `refresh-test-<name>` (see {@link runnerUserFor}), its
+ * sudoers file in the
  * harness); AWS_ENDPOINT_URL is moto's, or a proxy's in front of it. No AWS credentials in the
  * environment: the bootstrap signs with the fake metadata server's instance role credentials.
  * Harmless stand-ins for `ldconfig`, `apt-get` and `dnf` come first on PATH, so libicu can be
@@ -84,6 +85,8 @@ export interface BootOptions {
 
 export interface BootstrapInstance extends AsyncDisposable {
   instanceId: string;
+  /** The user the runner and its jobs run as. */
+  runnerUser: string;
   table: string;
   token: string;
   script: string;
@@ -176,6 +179,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
     libicu: options.libicu,
     systemd: options.systemd,
+    runnerUser: runnerUserFor(options.name),
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -188,6 +192,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   };
   return {
     instanceId,
+    runnerUser: runnerUserFor(options.name),
     table,
     token,
     script,
@@ -213,8 +218,15 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
 }
 
 /** A user data script running under the harness (see {@link runUserData}). */
-/** The runner user the harness' bootstrap runs jobs as (created on this machine when missing). */
-export const TEST_RUNNER_USER = "refresh-test-runner";
+/**
+ * The runner user a harness instance runs jobs as: one per scenario name, created on this machine
+ * by the bootstrap when missing and kept (the tests run as root). One per scenario because the
+ * bootstrap kills every process of its runner user at release, which must not reach another
+ * scenario's runner running at the same time.
+ */
+export function runnerUserFor(name: string): string {
+  return `refresh-test-${name}`.slice(0, 32);
+}
 
 export interface UserDataRun {
   /** When bash was started (ms since the epoch). */
@@ -251,6 +263,8 @@ export async function runUserData(options: {
   awsEndpoint: string;
   libicu?: "present" | "missing";
   systemd?: boolean;
+  /** Runner user (default {@link runnerUserFor}("pool")). */
+  runnerUser?: string;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
@@ -271,7 +285,7 @@ export async function runUserData(options: {
     // No systemd in the harness, or a stand-in systemctl that starts the unit's ExecStart.
     REFRESH_SYSTEMD: options.systemd ? "on" : "off",
     REFRESH_SYSTEMD_UNIT_DIR: join(dir, "systemd"),
-    REFRESH_RUNNER_USER: TEST_RUNNER_USER,
+    REFRESH_RUNNER_USER: options.runnerUser ?? runnerUserFor("pool"),
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
   };
