@@ -843,7 +843,8 @@ sweep_runner_processes() {
     for entry in /proc/[0-9]*; do
       while read -r key value _; do
         if [[ $key == Uid: ]]; then
-          if [[ $value == "$RUNNER_UID" ]] && kill -KILL "\${entry#/proc/}" 2>/dev/null; then found=yes; fi
+          if [[ $value == "$RUNNER_UID" ]] && own_process "$entry" &&
+            kill -KILL "\${entry#/proc/}" 2>/dev/null; then found=yes; fi
           break
         fi
       done 2>/dev/null <"$entry/status"
@@ -853,6 +854,13 @@ sweep_runner_processes() {
   done
   log "processes of $RUNNER_USER survived SIGKILL"
   return 1
+}
+
+# own_process /proc/PID: always on an instance (one bootstrap per machine); in the tests, where
+# several share a machine and a runner user, only processes carrying this one's test marker.
+own_process() {
+  [[ -z \${REFRESH_TEST_MARKER:-} ]] ||
+    grep -qzxF "REFRESH_TEST_MARKER=$REFRESH_TEST_MARKER" "$1/environ" 2>/dev/null
 }
 
 # release_runner N RUN_ID: stop the runner and whatever its jobs left running, remove its

@@ -5,8 +5,7 @@
  * with that instance's id and tags, a fake runner package, the registration token record, and a
  * {@link ControlPlane} on the table. The script runs with bash in a temporary directory
  * (REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and REFRESH_IMDS_ENDPOINT point into the harness,
- * REFRESH_SYSTEMD=off, the runner user is `refresh-test-<name>` (see {@link runnerUserFor}), its
- * sudoers file in the
+ * REFRESH_SYSTEMD=off, the runner user is {@link TEST_RUNNER_USER}, its sudoers file in the
  * harness); AWS_ENDPOINT_URL is moto's, or a proxy's in front of it. No AWS credentials in the
  * environment: the bootstrap signs with the fake metadata server's instance role credentials.
  * Harmless stand-ins for `ldconfig`, `apt-get` and `dnf` come first on PATH, so libicu can be
@@ -35,6 +34,7 @@ import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { MOTO_URL } from "./moto.ts";
 import {
+  allowTraversal,
   type FakeRunnerPackage,
   type GithubSide,
   readGithubSide,
@@ -179,7 +179,6 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
     libicu: options.libicu,
     systemd: options.systemd,
-    runnerUser: runnerUserFor(options.name),
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -192,7 +191,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   };
   return {
     instanceId,
-    runnerUser: runnerUserFor(options.name),
+    runnerUser: TEST_RUNNER_USER,
     table,
     token,
     script,
@@ -219,14 +218,12 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
 
 /** A user data script running under the harness (see {@link runUserData}). */
 /**
- * The runner user a harness instance runs jobs as: one per scenario name, created on this machine
- * by the bootstrap when missing and kept (the tests run as root). One per scenario because the
- * bootstrap kills every process of its runner user at release, which must not reach another
- * scenario's runner running at the same time.
+ * The runner user harness instances run jobs as, created on this machine by the bootstrap when
+ * missing and kept (the tests run as root). Instances running side by side share it: the
+ * bootstrap's kill of its runner user's processes reaches, in tests, only those carrying its own
+ * REFRESH_TEST_MARKER.
  */
-export function runnerUserFor(name: string): string {
-  return `refresh-test-${name}`.slice(0, 32);
-}
+export const TEST_RUNNER_USER = "refresh-test-runner";
 
 export interface UserDataRun {
   /** When bash was started (ms since the epoch). */
@@ -263,12 +260,11 @@ export async function runUserData(options: {
   awsEndpoint: string;
   libicu?: "present" | "missing";
   systemd?: boolean;
-  /** Runner user (default {@link runnerUserFor}("pool")). */
-  runnerUser?: string;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
   await Deno.chmod(dir, 0o755);
+  await allowTraversal(dir);
   const shims = await writeShims(join(dir, "shims"), options.libicu ?? "present");
   const scriptPath = join(dir, "user-data.sh");
   await Deno.writeTextFile(scriptPath, options.script);
@@ -285,7 +281,7 @@ export async function runUserData(options: {
     // No systemd in the harness, or a stand-in systemctl that starts the unit's ExecStart.
     REFRESH_SYSTEMD: options.systemd ? "on" : "off",
     REFRESH_SYSTEMD_UNIT_DIR: join(dir, "systemd"),
-    REFRESH_RUNNER_USER: options.runnerUser ?? runnerUserFor("pool"),
+    REFRESH_RUNNER_USER: TEST_RUNNER_USER,
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
   };
