@@ -687,6 +687,32 @@ Deno.test("bootstrap run for real", async (t) => {
     },
   });
 
+  const libicuAmazonLinux = t.step({
+    name: "bootstrap installs libicu with dnf on Amazon Linux 2023, which the runner's " +
+      "bin/installdependencies.sh does not know",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "al2023",
+        runId: "7101",
+        timings: QUIET_TIMINGS,
+        libicu: "missing",
+        osRelease: 'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\n',
+      });
+      tokens.push(instance.token);
+      await expectOk(
+        instance,
+        await instance.plane.provision(instance.instanceId, "7101"),
+        "provision",
+      );
+      assert.deepEqual(await instance.installed(), ["dnf install -y libicu"]);
+      const log = await instance.log();
+      assert.match(log, /Can't detect current OS type based on \/etc\/os-release\./);
+      assert.match(log, /libicu still missing: dnf install libicu/);
+    },
+  });
+
   const listener = t.step({
     name: "bootstrap signals UD_REG_OK only once the runner listens for jobs, restarting a " +
       "runner that exits first, and UD_REG_FAILED after 3 starts",
@@ -818,6 +844,7 @@ Deno.test("bootstrap run for real", async (t) => {
     outage,
     isolation,
     libicu,
+    libicuAmazonLinux,
     listener,
   ]);
   await watcher.stop();

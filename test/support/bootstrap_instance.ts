@@ -78,6 +78,8 @@ export interface BootOptions {
   libicu?: "present" | "missing";
   /** Run as under systemd, with a stand-in `systemctl` (default: the no-systemd fallback). */
   systemd?: boolean;
+  /** The os-release the fake bin/installdependencies.sh reads (default the machine's). */
+  osRelease?: string;
   jobUser?: BootstrapSpec["jobUser"];
   jobSudo?: BootstrapSpec["jobSudo"];
   jobMetadata?: BootstrapSpec["jobMetadata"];
@@ -179,6 +181,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
     libicu: options.libicu,
     systemd: options.systemd,
+    osRelease: options.osRelease,
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -260,6 +263,7 @@ export async function runUserData(options: {
   awsEndpoint: string;
   libicu?: "present" | "missing";
   systemd?: boolean;
+  osRelease?: string;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
@@ -285,6 +289,10 @@ export async function runUserData(options: {
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
   };
+  if (options.osRelease !== undefined) {
+    env.REFRESH_TEST_OS_RELEASE = join(dir, "os-release");
+    await Deno.writeTextFile(env.REFRESH_TEST_OS_RELEASE, options.osRelease);
+  }
   const startedAt = Date.now();
   // setsid: the script leads a process group of its own, as user data does under cloud-init.
   const child = new Deno.Command("setsid", {

@@ -281,9 +281,11 @@ const INSTALLDEPENDENCIES_SH =
   `# Fake bin/installdependencies.sh: see test/support/runner_package.ts.
 if [[ $(id -u) -ne 0 ]]; then echo "Need to run with sudo privilege"; exit 1; fi
 echo "installdependencies" >>"$GITHUB_DIR/events"
-if [[ ! -e /etc/os-release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
+# The harness may name another os-release (REFRESH_TEST_OS_RELEASE), to act out another system.
+os_release=\${REFRESH_TEST_OS_RELEASE:-/etc/os-release}
+if [[ ! -e $os_release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
 # Like the real one, by ID only: Amazon Linux 2023 (ID=amzn, ID_LIKE=fedora) is not known.
-id=$(. /etc/os-release && echo "$ID")
+id=$(. "$os_release" && echo "$ID")
 case $id in
   debian | ubuntu) apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72 ;;
   fedora | rhel | centos) dnf install -y lttng-ust openssl-libs krb5-libs zlib libicu ;;
