@@ -124,6 +124,12 @@ export const BOOTSTRAP_TEST_OVERRIDES = {
   runnerUser: "REFRESH_RUNNER_USER",
   /** The sudoers file written for the runner user; default /etc/sudoers.d/90-refresh-runner. */
   sudoersFile: "REFRESH_SUDOERS_FILE",
+  /**
+   * A marker the harness puts in every process's environment: passed on to the runner, and,
+   * when set, the only processes of the runner user the bootstrap kills at release are those
+   * carrying it (instances of several tests share a machine and a runner user).
+   */
+  testMarker: "REFRESH_TEST_MARKER",
 } as const;
 
 /** Name of the systemd unit the bootstrap runs in where systemd is running. */

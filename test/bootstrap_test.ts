@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   BOOTSTRAP_AWS_ACTIONS,
+  BOOTSTRAP_TEST_OVERRIDES,
   bootstrapScript,
   type BootstrapSpec,
   specProblems,
@@ -89,6 +90,21 @@ Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => 
     [...script.matchAll(/(?<![.\w])put\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
   );
   assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
+});
+
+Deno.test("bootstrapScript reads only the test overrides BOOTSTRAP_TEST_OVERRIDES lists, each in the README", async () => {
+  const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
+  const delimiters = ["REFRESH_AWS_CLIENT", "REFRESH_PRE_RUNNER_SCRIPT"];
+  const read = new Set(
+    [...script.matchAll(/\bREFRESH_[A-Z_]+\b/g)].map((m) => m[0]).filter((name) =>
+      !delimiters.includes(name)
+    ),
+  );
+  assert.deepEqual([...read].sort(), Object.values(BOOTSTRAP_TEST_OVERRIDES).sort());
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  for (const name of read) {
+    if (name !== "REFRESH_TEST_MARKER") assert.ok(readme.includes(`\`${name}\``), name);
+  }
 });
 
 Deno.test("bootstrapScript lists every invalid field at once", () => {
