@@ -5,6 +5,7 @@ import { GetCommand, PutCommand, UpdateCommand } from "npm:@aws-sdk/lib-dynamodb
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { reconcileLaunchTemplate } from "../lib/launch_template.ts";
 import { reconcileParameters } from "../lib/parameters.ts";
+import { reapInstances } from "../lib/reaper.ts";
 import type { RunReport } from "../lib/report.ts";
 import { reconcileResourcePools } from "../lib/resource_pools.ts";
 import { TEMPLATE_ID_TAG, TEMPLATE_VERSION_TAG } from "../lib/rollout.ts";
@@ -474,6 +475,44 @@ Deno.test("warm pool under --dry-run lists what it would launch and keep warm, a
   assert.match(outcome.changes[0].detail!, /CreateFleet from lt-\w+ version 1 \(\$Default\)/);
   assert.equal(view(outcome).classes.large.launched, 1);
   assert.deepEqual(await instances(ctx), []);
+});
+
+Deno.test("warm pool under a new template version: the reaper drains outdated warm instances at the rollout limit, the warm pool replaces them from the new default", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const own = ["--github-api-url", gh.url, "--rollout-max-per-run", "1"];
+  const [ctx, ids] = await readyPool(own, 3);
+  const moved = withDesired(
+    ctx,
+    ctx.desiredFrom([
+      "--only",
+      "warm-pool",
+      ...TEMPLATE_ARGS,
+      "--warm-pool",
+      "large=3",
+      "--warm-pool-usage-class",
+      "on-demand",
+      ...own,
+      "--ami",
+      "ami-785db401",
+    ]),
+  );
+  const template = await reconcileLaunchTemplate({ ...moved, dryRun: false });
+  assert.ok(template.changes.some((c) => c.action === "new-version"), JSON.stringify(template));
+  for (const id of ids) await report(moved, id);
+
+  // The reaper drains one outdated idle instance (the limit), then the warm pool runs.
+  const reaped = await reapInstances(moved);
+  assert.equal(reaped.found.drained, 1, reaped.summary);
+  const outcome = await run(moved);
+  const large = view(outcome).classes.large;
+  assert.equal(large.ready, 2);
+  assert.equal(large.outdated, 2, "the two left still serve until drained");
+  assert.equal(large.launched, 1, "one replacement, not three");
+  const fresh = (await instances(moved)).filter((i) => !ids.includes(i.InstanceId!));
+  assert.equal(fresh.length, 1);
+  assert.equal(tags(fresh[0])[TEMPLATE_VERSION_TAG], "2");
+  // The two outdated ones were advertised moments ago: nothing to renew, only the launch.
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["launch"]);
 });
 
 /** Runs the entry in-process; returns its exit code and JSON report. */
