@@ -12,8 +12,9 @@
  * 2. **plan** ({@link planWarmPool}, pure): per class, the minimum now (0 outside the schedule);
  *    its idle, unclaimed, unexpired instances sorted into **ready** (worker signal `UD_OK`, or
  *    `UD_REMOVE_REG_REMOVE_RUN_OK` after a job, and a heartbeat at most 15 s old), **booting**
- *    (neither yet, within `--boot-grace-min` of launch) and unable to serve (a `*_FAILED` signal,
- *    or silent past the boot grace: the reaper's to drain). Up to the minimum, ready instances are
+ *    (not ready yet: within `--boot-grace-min` of launch, or with a fresh heartbeat, such as an
+ *    instance just released and still removing its runner) and unable to serve (a `*_FAILED`
+ *    signal, or silent past the boot grace: the reaper's to drain). Up to the minimum, ready instances are
  *    **kept**: those of the template's default version first, newest first (an outdated one is
  *    kept only while no current one can take its place; the reaper's rollout drains outdated idle
  *    instances, a few per run, and this task launches their replacements). The shortfall
@@ -560,8 +561,10 @@ export function planWarmPool(input: PlanInput): WarmPlan {
       });
       continue;
     }
+    // Alive and not ready yet: booting, or just released and still removing its runner (a
+    // fresh heartbeat); silent past the boot grace, it cannot serve (the reaper drains it).
     const launched = instance.launchTime ? Date.parse(instance.launchTime) : NaN;
-    if (!(launched < now.getTime() - input.bootGraceMin * 60_000)) view.booting++;
+    if (fresh || !(launched < now.getTime() - input.bootGraceMin * 60_000)) view.booting++;
     else view.unhealthy++;
   }
   for (const [cls, view] of Object.entries(classes)) {

@@ -464,6 +464,34 @@ Deno.test("warm pool counts a failed or silent instance as not ready and launche
   );
 });
 
+Deno.test("warm pool counts an instance still removing its runner after a release as booting, a silent old one as unable to serve", async () => {
+  const ctx = await pool(["--warm-pool", "large=2", "--warm-pool-usage-class", "on-demand"]);
+  await run(ctx);
+  const [a, b] = (await instances(ctx)).map((i) => i.InstanceId!);
+  // An hour later, past the boot grace: both were released (idle, unclaimed, unexpired).
+  ctx.setNow(new Date(ctx.now().getTime() + 60 * MIN));
+  for (const id of [a, b]) {
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: TABLE,
+        Item: item("INSTANCE", id, ctx.now(), {
+          state: "idle",
+          runId: "",
+          threshold: timestamp(new Date(ctx.now().getTime() + 5 * MIN)),
+          resourceClass: "large",
+          instanceType: "t3.micro",
+          usageClass: "on-demand",
+        }),
+      }),
+    );
+  }
+  await report(ctx, a, "UD_REG_OK"); // still removing the job's runner, heartbeat fresh
+  await report(ctx, b, "UD_OK", 60); // silent for a minute
+  const outcome = await run(ctx);
+  const large = view(outcome).classes.large;
+  assert.deepEqual([large.ready, large.booting, large.unhealthy, large.launched], [0, 1, 1, 1]);
+});
+
 Deno.test("warm pool under --dry-run lists what it would launch and keep warm, and writes nothing", async () => {
   const ctx = await pool(["--warm-pool", "large=1", "--dry-run"]);
   const outcome = await run(ctx);
