@@ -86,7 +86,7 @@ export const INPUTS: InputSpec[] = [
     name: "warm-pool-hold-min",
     env: ["REFRESH_WARM_POOL_HOLD_MIN"],
     kind: "int",
-    default: "20",
+    default: "30",
     help:
       "minutes a run keeps a warm instance idle ahead (its threshold); longer than the interval between runs",
   },
