@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { DescribeInstancesCommand, type Instance } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import {
+  CreateTagsCommand,
+  DeleteTagsCommand,
+  DescribeInstancesCommand,
+  type Instance,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { PurgeQueueCommand, ReceiveMessageCommand } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { GetCommand, PutCommand, UpdateCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
@@ -492,6 +497,24 @@ Deno.test("warm pool counts an instance still removing its runner after a releas
   const outcome = await run(ctx);
   const large = view(outcome).classes.large;
   assert.deepEqual([large.ready, large.booting, large.unhealthy, large.launched], [0, 1, 1, 1]);
+});
+
+Deno.test("warm pool counts instances proven the pool's by EC2's template tag, never another pool's", async () => {
+  const [ctx, ids] = await readyPool([], 2);
+  // One lost the ownership tag (provision's own tags replaced the template's), the other is
+  // tagged for another pool: only the first is still the pool's.
+  await ctx.clients.ec2.send(
+    new DeleteTagsCommand({ Resources: [ids[0]], Tags: [{ Key: OWNER_TAG }] }),
+  );
+  await ctx.clients.ec2.send(
+    new CreateTagsCommand({
+      Resources: [ids[1]],
+      Tags: [{ Key: OWNER_TAG, Value: "other-ci-table" }],
+    }),
+  );
+  const outcome = await run(ctx);
+  const large = view(outcome).classes.large;
+  assert.deepEqual([large.ready, large.launched], [1, 1]);
 });
 
 Deno.test("warm pool under --dry-run lists what it would launch and keep warm, and writes nothing", async () => {
