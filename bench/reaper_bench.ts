@@ -2,12 +2,13 @@
  * Benchmark of the reaper at scale, against its own moto server:
  *
  *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
- *       --allow-run --allow-sys=osRelease,homedir bench/reaper_bench.ts [--instances 6000]
+ *       --allow-run --allow-sys=osRelease,homedir bench/reaper_bench.ts [--instances 6000] \
+ *       [--expired 2000]
  *
- * It seeds N instance records (one third expired, the rest half idle, half running), each with a
- * real moto instance launched from the pool's launch template (version 1, so EC2's
- * `aws:ec2launchtemplate:*` tags and the ownership tag are on it), a heartbeat and a worker
- * signal, then runs refresh's entry (`main`, `--only reaper`) and prints wall time, calls by
+ * It seeds N instance records (`--expired` of them expired, one third by default; the rest half
+ * idle, half running), each with a real moto instance launched from the pool's launch template
+ * (version 1, so EC2's `aws:ec2launchtemplate:*` tags and the ownership tag are on it), a
+ * heartbeat and a worker signal, then runs refresh's entry (`main`, `--only reaper`) and prints wall time, calls by
  * operation and items read, checking the targets:
  *
  * - first run: every expired instance reaped in one run, TerminateInstances calls =
@@ -40,10 +41,19 @@ import { runBudget, runTasks, type TaskContext } from "../lib/task.ts";
 import { buildClients, IMPLEMENTATIONS, main } from "../refresh.ts";
 import { AWS_ENV } from "../test/support/moto.ts";
 
-const { values } = parseArgs({ args: Deno.args, options: { instances: { type: "string" } } });
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { instances: { type: "string" }, expired: { type: "string" } },
+});
 const total = Number(values.instances ?? 6000);
 if (!Number.isSafeInteger(total) || total < 3) {
   throw new RangeError(`--instances: expected a whole number >= 3, got ${values.instances}`);
+}
+const expired = Number(values.expired ?? Math.floor(total / 3));
+if (!Number.isSafeInteger(expired) || expired < 1 || expired >= total) {
+  throw new RangeError(
+    `--expired: expected a whole number from 1 to ${total - 1}, got ${values.expired}`,
+  );
 }
 // The SDK's default credential chain reads the process environment.
 for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
@@ -80,7 +90,7 @@ async function refresh(only: string): Promise<RunReport> {
  */
 async function reap(): Promise<RunReport> {
   const counter = new CallCounter();
-  const ctx: TaskContext = {
+  const ctx: TaskContext<DesiredState> = {
     desired,
     clients: buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 }),
     now: () => new Date(),
@@ -154,7 +164,6 @@ await forEachLimit(chunks(Array.from({ length: total }), 500), 4, async (batch) 
   ids.push(...out.Instances!.map((i) => i.InstanceId!));
 });
 const now = new Date();
-const expired = Math.floor(total / 3);
 const items = ids.flatMap((id, i) => {
   const state = i < expired ? "idle" : i % 2 ? "running" : "idle";
   const threshold = timestamp(new Date(now.getTime() + (i < expired ? -3600_000 : 3600_000)));
@@ -200,7 +209,7 @@ async function beat(alive: string[]) {
 }
 
 // Measure.
-const liveIds = ids.slice(Math.floor(total / 3));
+const liveIds = ids.slice(expired);
 async function run(label: string) {
   await beat(liveIds);
   const started = performance.now();

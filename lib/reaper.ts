@@ -4,7 +4,8 @@
  *
  * 1. **read** (reads.ts): every instance record, every heartbeat's and worker signal's key and
  *    age; the pool's launch templates and live instances, each with its proof of ownership; by
- *    id, the instances records name that the pool listing does not hold.
+ *    id, the instances records name that the pool listing does not hold; the runner
+ *    registrations. Reads that do not wait for each other run side by side.
  * 2. **classify** (classify.ts, pure): what to lock, terminate and expunge, decided from what was
  *    read, never from a record alone; and what to report and leave alone. **Rollout and health**
  *    (drain.ts): idle pool instances of another template version, or unable to serve, are
@@ -15,6 +16,10 @@
  *    ones, ones whose record is already `terminated` (a crash between phases), orphans.
  * 5. **expunge** (expunge.ts): per instance known to be gone, its heartbeat and worker signal
  *    first, its record last; and the sweep of stray heartbeats and worker signals.
+ *
+ *    Steps 3 to 5 run as one pipeline (pipeline.ts): each instance moves on as soon as its own
+ *    step is done, in requests as full as the steps one after another would send; DynamoDB
+ *    writes go at a pace per partition key and back off when throttled (pace.ts).
  * 6. **runners** (runners.ts): deletes the registrations of instances not alive, busy ones
  *    excepted, within a time budget.
  *
@@ -33,12 +38,20 @@ import type { TaskOutcome } from "./task.ts";
 import { classify, parseTimestamp, type Plan } from "./reaper/classify.ts";
 import { deadline, type ReaperContext, type ReaperOptions } from "./reaper/context.ts";
 import { drainPhase } from "./reaper/drain.ts";
-import { expunge } from "./reaper/expunge.ts";
-import { expiredCondition, lockRecords, unchangedCondition } from "./reaper/lock.ts";
-import { type Pool, readPool, readTable, type Row } from "./reaper/reads.ts";
+import type { Expunged } from "./reaper/expunge.ts";
+import { expiredCondition, type LockResult, unchangedCondition } from "./reaper/lock.ts";
+import { runPipeline } from "./reaper/pipeline.ts";
+import {
+  type Pool,
+  readPool,
+  readTable,
+  readTemplateDefault,
+  readTemplates,
+  type Row,
+} from "./reaper/reads.ts";
 import { change, finish, newReport, outcome, type Report, strayChange } from "./reaper/report.ts";
-import { reconcileRunners } from "./reaper/runners.ts";
-import { type Terminated, terminateOwned } from "./reaper/terminate.ts";
+import { type GithubRunner, listRunners, reconcileRunners } from "./reaper/runners.ts";
+import type { Terminated } from "./reaper/terminate.ts";
 
 export { type DesiredReaper, INPUTS, parseReaper } from "./reaper/inputs.ts";
 export type { ReaperContext, ReaperOptions } from "./reaper/context.ts";
@@ -49,12 +62,8 @@ export async function reapInstances(
   ctx: ReaperContext,
   options: ReaperOptions = {},
 ): Promise<TaskOutcome> {
-  const { ddb, ec2 } = ctx.clients;
-  const { table, reaper } = ctx.desired;
   const now = timestamp(ctx.now());
-
-  const read = await readTable(ddb, table, options.pageSize, ctx.log);
-  const pool = await readPool(ec2, table, reaper.legacyLaunchTemplateIds, read.records, ctx.log);
+  const { read, pool, template, runners } = await readPhase(ctx, options);
   ctx.log.info(
     `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
@@ -64,16 +73,38 @@ export async function reapInstances(
     pool,
     // Whole seconds, as the lock's condition compares the threshold with the text of now.
     now: parseTimestamp(now)!,
-    graceMs: reaper.orphanGraceMin * 60_000,
+    graceMs: ctx.desired.reaper.orphanGraceMin * 60_000,
   });
   const report = newReport(read, pool, plan);
-  const drains = await drainPhase(ctx, read, pool, plan, now, report);
-  if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options);
-  const locked = await lockPhase(ctx, read.records, plan, drains, now, report);
-  const terminated = await terminatePhase(ctx, pool, plan, locked, report);
-  await expungePhase(ctx, pool, plan, locked, terminated, report, options);
-  await runnerPhase(ctx, pool, terminated, report, options);
+  const drains = await drainPhase(ctx, read, pool, plan, now, report, template);
+  if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options, runners);
+  const terminated = await reapPhase(ctx, read.records, pool, plan, drains, now, report, options);
+  await runnerPhase(ctx, pool, terminated, report, options, runners);
   return finish(report);
+}
+
+/**
+ * Phase 1, side by side: the table's three partitions; the pool's templates, then its instances
+ * (by tag at once, by template once the templates are known, by id once the records are); the
+ * template's default version; the runner registrations (when GitHub is configured). The two
+ * last are awaited by the phases that use them.
+ */
+async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
+  const { ddb, ec2, github } = ctx.clients;
+  const { table, reaper, launchTemplate } = ctx.desired;
+  const scope = ctx.desired.github.scope;
+  const runners = github && scope ? listRunners(github, scope) : undefined;
+  const templates = readTemplates(ec2, table, reaper.legacyLaunchTemplateIds);
+  const template = templates.then((t) => readTemplateDefault(ec2, t, launchTemplate.name));
+  // Awaited later (or never, when the run fails first): no unhandled rejection meanwhile.
+  for (const later of [runners, template]) later?.catch(() => {});
+  const reading = readTable(ddb, table, options.pageSize, ctx.log);
+  const records = reading.then((r) => r.records);
+  const [read, pool] = await Promise.all([
+    reading,
+    readPool(ec2, table, templates, records, ctx.log),
+  ]);
+  return { read, pool, template, runners };
 }
 
 /** Under dry-run: what would be terminated, drained, expunged and deleted; nothing is written. */
@@ -84,6 +115,7 @@ async function listPlan(
   drains: Drain[],
   report: Report,
   options: ReaperOptions,
+  listed?: Promise<GithubRunner[]>,
 ): Promise<TaskOutcome> {
   const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
     .filter((id) => pool.alive.has(id));
@@ -96,74 +128,105 @@ async function listPlan(
   );
   report.counts.lost = plan.lost.length;
   const ending = new Set([...terminate, ...drains.map((d) => d.id)]);
-  await reconcileRunners(ctx, pool, ending, report, options);
+  await reconcileRunners(ctx, pool, ending, report, { ...options, listed });
   return outcome(report.counts, report.changes, report.warnings, true, report.pool);
 }
 
 /**
- * Phase 3: expired records with DESIGN.md's condition; records of vanished instances, and idle
- * ones to drain, only if unchanged since the read (state, runId, threshold): a drained instance
- * provision claimed meanwhile keeps running. Drains go last, after the reaping. Returns the ids
- * this run locked.
+ * Phases 3 to 5, as one pipeline (lib/reaper/pipeline.ts): expired records are locked with
+ * DESIGN.md's condition; records of vanished instances, and idle ones to drain, only if unchanged
+ * since the read (state, runId, threshold): a drained instance provision claimed meanwhile keeps
+ * running. Drains go last, after the reaping. Only what is proven the pool's is terminated:
+ * locked (expired, drained), already terminated, or orphaned; what is certainly gone is expunged,
+ * record last, with the stray artifacts. Returns what EC2 terminated.
  */
-async function lockPhase(
+async function reapPhase(
   ctx: ReaperContext,
   records: Row[],
+  pool: Pool,
   plan: Plan,
   drains: Drain[],
   now: string,
   report: Report,
-): Promise<Locked> {
+  options: ReaperOptions,
+): Promise<Terminated> {
   const { reaper } = ctx.desired;
   const rows = new Map(records.map((r) => [r.id, r]));
-  const lock = await lockRecords(ctx.clients.ddb, ctx.desired.table, [
-    ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(now) })),
-    ...[...plan.lost, ...drains.map((d) => d.id)].map((id) => ({
-      row: rows.get(id)!,
-      condition: unchangedCondition(rows.get(id)!),
-    })),
-  ], {
+  const drained = drains.map((d) => d.id);
+  const { lock, terminated, expunged } = await runPipeline({
+    locks: [
+      ...plan.expired.map((id) => ({ row: rows.get(id)!, condition: expiredCondition(now) })),
+      ...[...plan.lost, ...drained].map((id) => ({
+        row: rows.get(id)!,
+        condition: unchangedCondition(rows.get(id)!),
+      })),
+    ],
+    alive: pool.alive,
+    unlocked: [...plan.unfinished, ...plan.orphans].flatMap((id) => pool.alive.get(id) ?? []),
+    gone: plan.gone,
+    strays: plan.strays,
+  }, {
+    ddb: ctx.clients.ddb,
+    ec2: ctx.clients.ec2,
+    table: ctx.desired.table,
     now,
     expiresAt: parseTimestamp(now)! / 1000 + reaper.terminatedRetentionHours * 3600,
     concurrency: reaper.concurrency,
+    writeRate: reaper.writeRate,
     log: ctx.log,
     stop: deadline(ctx),
+    sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
   });
-  report.errors.push(...lock.errors);
-  if (lock.skipped.length) report.skipped.push(`${lock.skipped.length} locks`);
-  for (const id of lock.lostRace) {
-    ctx.log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
-  }
   const won = new Set(lock.locked);
   const locked = {
     expired: plan.expired.filter((id) => won.has(id)),
     lost: plan.lost.filter((id) => won.has(id)),
-    drained: drains.map((d) => d.id).filter((id) => won.has(id)),
+    drained: drained.filter((id) => won.has(id)),
   };
-  report.counts.locked = locked.expired.length + locked.drained.length;
-  report.counts.lostRace = lock.lostRace.length;
-  report.counts.lost = locked.lost.length;
-  return locked;
+  reportLocks(ctx, lock, locked, report);
+  // In the order the phases one after another would have taken, whatever finished first.
+  const order = [...locked.expired, ...plan.unfinished, ...plan.orphans, ...locked.drained];
+  const done = inOrder(terminated, order);
+  reportTerminations(done, new Set(locked.drained), report);
+  const goneLocked = [...locked.expired.filter((id) => !pool.alive.has(id)), ...locked.lost];
+  reportExpunged(expunged, done.notFound, [...goneLocked, ...plan.gone], report);
+  return done;
 }
 
-/** The ids the lock phase locked, by why. */
+/** The ids the lock step locked, by why. */
 interface Locked {
   expired: string[];
   lost: string[];
   drained: string[];
 }
 
-/** Phase 4: only what is proven the pool's: locked (expired, drained), already terminated, or orphaned. */
-async function terminatePhase(
-  ctx: ReaperContext,
-  pool: Pool,
-  plan: Plan,
-  locked: Locked,
-  report: Report,
-): Promise<Terminated> {
-  const instances = [...locked.expired, ...plan.unfinished, ...plan.orphans, ...locked.drained]
-    .flatMap((id) => pool.alive.get(id) ?? []);
-  const result = await terminateOwned(ctx.clients.ec2, instances, ctx.log, deadline(ctx));
+function reportLocks(ctx: ReaperContext, lock: LockResult, locked: Locked, report: Report): void {
+  report.errors.push(...lock.errors);
+  if (lock.skipped.length) report.skipped.push(`${lock.skipped.length} locks`);
+  for (const id of lock.lostRace) {
+    ctx.log.info(`reaper: ${id} changed since it was read (lost race), left alone`);
+  }
+  report.counts.locked = locked.expired.length + locked.drained.length;
+  report.counts.lostRace = lock.lostRace.length;
+  report.counts.lost = locked.lost.length;
+}
+
+/** The terminations with their ids sorted as in `order` (the proof's groups kept apart). */
+function inOrder(result: Terminated, order: string[]): Terminated {
+  const rank = new Map(order.map((id, i) => [id, i]));
+  const sort = (ids: string[]) =>
+    [...ids].sort((a, b) => (rank.get(a) ?? Infinity) - (rank.get(b) ?? Infinity));
+  const refused = new Map(result.refused);
+  return {
+    terminated: sort(result.terminated),
+    notFound: sort(result.notFound),
+    refused: sort([...refused.keys()]).map((id) => [id, refused.get(id)!]),
+    skipped: sort(result.skipped),
+    errors: result.errors,
+  };
+}
+
+function reportTerminations(result: Terminated, drained: Set<string>, report: Report): void {
   report.counts.terminated = result.terminated.length;
   report.counts.notFound = result.notFound.length;
   report.counts.refused = result.refused.length;
@@ -174,7 +237,6 @@ async function terminatePhase(
   }
   report.errors.push(...result.errors);
   if (result.skipped.length) report.skipped.push(`${result.skipped.length} terminations`);
-  const drained = new Set(locked.drained);
   report.counts.drained = [...result.terminated, ...result.notFound]
     .filter((id) => drained.has(id)).length;
   report.changes.push(
@@ -182,27 +244,15 @@ async function terminatePhase(
       change(drained.has(id) ? "drain" : "terminate", id, report.reasons)
     ),
   );
-  return result;
 }
 
-/** Phase 5: what is certainly gone, record last; and the stray artifacts. */
-async function expungePhase(
-  ctx: ReaperContext,
-  pool: Pool,
-  plan: Plan,
-  locked: Locked,
-  terminated: Terminated,
+/** What was expunged: instances EC2 no longer knew, instances gone before, stray artifacts. */
+function reportExpunged(
+  deleted: Expunged,
+  notFound: string[],
+  gone: string[],
   report: Report,
-  options: ReaperOptions,
-): Promise<void> {
-  const goneLocked = [...locked.expired.filter((id) => !pool.alive.has(id)), ...locked.lost];
-  const dead = [...terminated.terminated, ...terminated.notFound, ...goneLocked, ...plan.gone];
-  const deleted = await expunge(ctx.clients.ddb, ctx.desired.table, dead, plan.strays, {
-    concurrency: ctx.desired.reaper.concurrency,
-    sleep: options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
-    log: ctx.log,
-    stop: deadline(ctx),
-  });
+): void {
   report.counts.expunged = deleted.ids.length;
   report.counts.strays = deleted.strays.length;
   report.counts.itemsDeleted = deleted.items;
@@ -210,10 +260,9 @@ async function expungePhase(
   if (deleted.skipped) report.skipped.push(`${deleted.skipped} item deletions`);
   const expunged = new Set(deleted.ids);
   report.changes.push(
-    ...terminated.notFound.filter((id) => expunged.has(id))
+    ...notFound.filter((id) => expunged.has(id))
       .map((id) => change("expunge", id, report.reasons, "already gone from EC2")),
-    ...[...goneLocked, ...plan.gone].filter((id) => expunged.has(id))
-      .map((id) => change("expunge", id, report.reasons)),
+    ...gone.filter((id) => expunged.has(id)).map((id) => change("expunge", id, report.reasons)),
     ...deleted.strays.map(strayChange),
   );
 }
@@ -225,13 +274,17 @@ async function runnerPhase(
   terminated: Terminated,
   report: Report,
   options: ReaperOptions,
+  listed?: Promise<GithubRunner[]>,
 ): Promise<void> {
   const late = deadline(ctx);
   if (late()) {
     report.skipped.push("runner cleanup");
     return;
   }
-  await reconcileRunners(ctx, pool, new Set(terminated.terminated), report, options);
+  await reconcileRunners(ctx, pool, new Set(terminated.terminated), report, {
+    ...options,
+    listed,
+  });
   if (report.counts.runnersLeft && late()) {
     report.skipped.push(`${report.counts.runnersLeft} runner deletions`);
   }

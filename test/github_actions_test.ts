@@ -282,7 +282,7 @@ Deno.test("refresh masks a registration token before any line that could carry i
     const mask = run.stderr.indexOf(`::add-mask::${token}`);
     assert.ok(mask > 0, "the fetched token is masked");
     const groups = run.stderr.indexOf("::group::refresh github-token");
-    assert.ok(groups < mask, "masked while its task runs, not after");
+    assert.ok(mask < groups, "masked while its task runs, before its lines are printed");
     for (const text of [run.summary, run.stdout, ...run.stderr.filter((_, i) => i !== mask)]) {
       assert.ok(!text.includes(token), "the token appears only in its add-mask line");
     }

@@ -27,6 +27,7 @@ const SCRIPT = bootstrapScript({
   table: "acme-widgets-ci-table",
   region: "us-east-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.334.0", sha256: { x64: "a".repeat(64), arm64: "b".repeat(64) } },
 });
 
@@ -38,35 +39,57 @@ function code(script: string): string {
   );
 }
 
-/** `aws <service> <command>` (directly or through a wrapper `aws_…`) → IAM action, with lines. */
+/**
+ * The script's AWS calls → IAM action, with lines: those of its AWS client
+ * (lib/bootstrap_aws_client.ts), `dynamodb("<Action>", …)` and EC2's `"Action": "<Action>"`, and
+ * any AWS CLI call `aws <service> <command>` (directly or through a wrapper `aws_…`).
+ */
 function awsCalls(script: string): Map<string, string[]> {
   const calls = new Map<string, string[]>();
   for (const line of code(script).split("\n")) {
-    for (
-      const [, service, command] of line.matchAll(
-        /\baws(?:_\w+)?\s+([a-z][a-z0-9]*)\s+([a-z][a-z0-9-]*)/g,
-      )
-    ) {
-      const operation = command.split("-").map((w) => w[0].toUpperCase() + w.slice(1)).join("");
-      const action = `${service}:${operation}`;
-      calls.set(action, [...calls.get(action) ?? [], line.trim()]);
-    }
+    const found = [
+      ...[...line.matchAll(/\bdynamodb\("(\w+)"/g)].map((m) => `dynamodb:${m[1]}`),
+      ...[...line.matchAll(/"Action": "(\w+)"/g)].map((m) => `ec2:${m[1]}`),
+      ...[...line.matchAll(/\baws(?:_\w+)?\s+([a-z][a-z0-9]*)\s+([a-z][a-z0-9-]*)/g)].map((
+        [, service, command],
+      ) => `${service}:${command.split("-").map((w) => w[0].toUpperCase() + w.slice(1)).join("")}`),
+    ];
+    for (const action of found) calls.set(action, [...calls.get(action) ?? [], line.trim()]);
   }
   return calls;
 }
 
-/** The partitions (`TYPE#…`) the script's keys name: `key ENTITY …` calls of its key helper. */
+/**
+ * The partitions (`TYPE#…`) the script reads: `aws_client get ENTITY`, `get("ENTITY", …)`, and
+ * `key ENTITY …` calls of a key helper.
+ */
 function keyPartitions(script: string): Set<string> {
   const found = new Set<string>();
   for (const [, entity] of code(script).matchAll(/\$\(key ([A-Z]+) /g)) found.add(`TYPE#${entity}`);
+  for (const [, entity] of code(script).matchAll(/aws_client get ([A-Z]+) /g)) {
+    found.add(`TYPE#${entity}`);
+  }
+  for (const [, entity] of code(script).matchAll(/(?<![.\w])get\("([A-Z]+)"/g)) {
+    found.add(`TYPE#${entity}`);
+  }
   return found;
 }
 
-/** The items the script writes: its printf formats starting `{"PK":…`, as parsed JSON. */
+/**
+ * The items the script writes: each `put("ENTITY", id, {"<field>": …})` of its AWS client, which
+ * adds PK, SK, entityType, identifier and updatedAt, as JSON of that shape.
+ */
 function items(script: string): Record<string, unknown>[] {
-  return [...code(script).matchAll(/printf '(\{"PK":\{"S":"TYPE#[A-Z]+"\}[^']*)'/g)].map((
-    [, format],
-  ) => JSON.parse(format.replaceAll("%s", "x")));
+  return [...code(script).matchAll(/(?<![.\w])put\("([A-Z]+)", \w+, \{"(\w+)":/g)].map((
+    [, entity, field],
+  ) => ({
+    PK: { S: `TYPE#${entity}` },
+    SK: { S: "ID#x" },
+    entityType: { S: entity },
+    identifier: { S: "x" },
+    [field]: { S: "x" },
+    updatedAt: { S: "x" },
+  }));
 }
 
 // ---- The policy, judged by the IAM model in test/support/iam.ts ----
@@ -100,11 +123,16 @@ Deno.test("the bootstrap's AWS calls are read from its script", () => {
     "ec2:TerminateInstances",
   ]);
   // Keys go only to reads, items only to writes, and the only instance terminated is its own.
-  assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes("--key")));
-  assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes("--item")));
-  assert.ok(!/--key/.test(calls.get("dynamodb:PutItem")!.join("\n")));
+  assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes('"Key"')));
+  assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes('"Item"')));
+  assert.ok(!/"Key"/.test(calls.get("dynamodb:PutItem")!.join("\n")));
+  assert.match(SCRIPT, /"InstanceId\.1": instance\}/);
   assert.deepEqual(
-    calls.get("ec2:TerminateInstances")!.map((l) => /--instance-ids (\S+)/.exec(l)?.[1]),
+    [...code(SCRIPT).matchAll(/(?<![.\w]|def )terminate\((\w+)\)/g)].map((m) => m[1]),
+    ["instance"],
+  );
+  assert.deepEqual(
+    [...code(SCRIPT).matchAll(/self-terminate (\S+)/g)].map((m) => m[1]),
     ['"$INSTANCE_ID"'],
   );
   assert.deepEqual([...keyPartitions(SCRIPT)].sort(), ["TYPE#INSTANCE", "TYPE#METADATA"]);
@@ -239,9 +267,16 @@ Deno.test("the script reader finds calls written directly or through a wrapper, 
     "aws_call dynamodb delete-item --table-name t \\",
     '  --key "$(key WS "$id")"',
     "log 'the AWS CLI (aws) is not on PATH'",
+    '    dynamodb("Query", {"TableName": TABLE})',
+    '    value = get("HEARTBEAT", instance, "value.S")',
+    '    environment.get("AWS_ENDPOINT_URL")',
   ].join("\n");
-  assert.deepEqual([...awsCalls(script).keys()], ["sqs:SendMessage", "dynamodb:DeleteItem"]);
-  assert.deepEqual([...keyPartitions(script)], ["TYPE#WS"]);
+  assert.deepEqual([...awsCalls(script).keys()], [
+    "sqs:SendMessage",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+  ]);
+  assert.deepEqual([...keyPartitions(script)], ["TYPE#WS", "TYPE#HEARTBEAT"]);
 });
 
 Deno.test("each self-termination statement alone lets an instance terminate itself and no other", () => {

@@ -35,9 +35,12 @@ export async function drainPhase(
   plan: Plan,
   now: string,
   report: Report,
+  /** The default version, when its read was started with the others. */
+  templateRead?: Promise<TemplateDefault | null>,
 ): Promise<Drain[]> {
   const name = ctx.desired.launchTemplate.name;
-  const template = await readTemplateDefault(ctx.clients.ec2, pool, name).catch((error) => {
+  const reading = templateRead ?? readTemplateDefault(ctx.clients.ec2, pool, name);
+  const template = await reading.catch((error) => {
     report.warnings.push(
       `template versions not judged (no rollout this run): reading the default version of ${name} failed: ${
         describeError(error)
@@ -47,8 +50,8 @@ export async function drainPhase(
   });
   // Heartbeats are judged against the run's start, which is before they were read: a slow read
   // (minutes over a big pool) must never age them.
-  const reading = rolloutReading(read, pool, plan, template, new Date(parseTimestamp(now)!));
-  const rollout = planRollout(reading, ctx.desired.reaper.rollout);
+  const judged = rolloutReading(read, pool, plan, template, new Date(parseTimestamp(now)!));
+  const rollout = planRollout(judged, ctx.desired.reaper.rollout);
   report.pool = rollout.view;
   report.warnings.push(...rollout.warnings);
   for (const d of rollout.drains) report.reasons.set(d.id, drainReason(d));

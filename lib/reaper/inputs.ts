@@ -24,8 +24,17 @@ export const INPUTS: InputSpec[] = [
     name: "reap-concurrency",
     env: ["REFRESH_REAP_CONCURRENCY"],
     kind: "int",
-    default: "16",
-    help: "conditional updates in flight at once while locking expired instances",
+    default: "64",
+    help:
+      "DynamoDB writes in flight at once while reaping: locks (conditional updates), and as many delete requests of 25 items",
+  },
+  {
+    name: "reap-write-rate",
+    env: ["REFRESH_REAP_WRITE_RATE"],
+    kind: "int",
+    default: "1000",
+    help:
+      "DynamoDB writes per second per partition key while reaping (DynamoDB serves about 1,000; lower it for a table with less write capacity)",
   },
   {
     name: "terminated-retention-hours",
@@ -76,7 +85,10 @@ export const INPUTS: InputSpec[] = [
 /** The reaper's section of the desired state. */
 export interface DesiredReaper {
   orphanGraceMin: number;
+  /** DynamoDB writes in flight at once, per kind (locks, delete requests). */
   concurrency: number;
+  /** DynamoDB writes per second per partition key at most. */
+  writeRate: number;
   terminatedRetentionHours: number;
   /** Templates whose instances count as the pool's without the ownership tag (migration). */
   legacyLaunchTemplateIds: string[];
@@ -95,6 +107,7 @@ export function parseReaper(r: Reader): DesiredReaper {
   return {
     orphanGraceMin: r.int("orphan-grace-min", 1)!,
     concurrency: r.int("reap-concurrency", 1, 256)!,
+    writeRate: r.int("reap-write-rate", 1, 1000)!,
     terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,
     legacyLaunchTemplateIds: checkIds(
       "legacy-launch-template-ids",

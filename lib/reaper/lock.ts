@@ -3,7 +3,8 @@
  * `terminated` (with `expiresAt` as a TTL safety net), under a condition the caller gives
  * ({@link expiredCondition}, {@link unchangedCondition}). A failed condition means another
  * writer won, unless the item it returns is this run's own write (a lock whose reply was lost
- * and which the SDK retried). Writes: UpdateItem on the table.
+ * and which the SDK retried). Locks go at the pace of lib/reaper/pace.ts, retried when throttled.
+ * Writes: UpdateItem on the table.
  *
  * @module
  */
@@ -12,6 +13,7 @@ import { unmarshall } from "npm:@aws-sdk/util-dynamodb@3.996.9";
 import { pk, sk } from "../contract.ts";
 import { describeError, type Logger } from "../task.ts";
 import { forEachLimit, progress } from "./batching.ts";
+import { backoffMs, isThrottle, type WritePacer } from "./pace.ts";
 import type { Row } from "./reads.ts";
 
 export interface LockCondition {
@@ -46,6 +48,24 @@ export interface LockResult {
   errors: string[];
 }
 
+export interface LockOptions {
+  now: string;
+  expiresAt: number;
+  concurrency: number;
+  log: Logger;
+  /** True once no new lock may start (the run's deadline). */
+  stop?: () => boolean;
+  /** Paces the locks (one write each on `TYPE#INSTANCE`); none: unpaced. */
+  pacer?: WritePacer;
+  /** Waits between retries of a throttled lock; tests pass their own. */
+  sleep?: (ms: number) => Promise<void>;
+  /** Called as soon as a target is locked (the pipeline terminates it without waiting). */
+  onLocked?: (id: string) => void;
+}
+
+/** Attempts of a lock DynamoDB throttles (each after the SDK's own retries). */
+const LOCK_ATTEMPTS = 5;
+
 /**
  * DESIGN.md's termination lock on each target: `state` and `runId` as read AND the caller's
  * condition, setting `state = terminated`, `threshold`/`updatedAt` = now, `runId = ""` and the TTL
@@ -57,14 +77,7 @@ export async function lockRecords(
   ddb: DynamoDBDocumentClient,
   table: string,
   targets: LockTarget[],
-  options: {
-    now: string;
-    expiresAt: number;
-    concurrency: number;
-    log: Logger;
-    /** True once no new lock may start (the run's deadline). */
-    stop?: () => boolean;
-  },
+  options: LockOptions,
 ): Promise<LockResult> {
   const { now, expiresAt } = options;
   const won = new Set<string>();
@@ -78,33 +91,35 @@ export async function lockRecords(
       return;
     }
     const runId = row.runId === undefined ? "attribute_not_exists(#runId)" : "#runId = :runIdRead";
+    const key = pk("INSTANCE");
     try {
-      await ddb.send(
-        new UpdateCommand({
-          TableName: table,
-          Key: { PK: pk("INSTANCE"), SK: sk(row.id) },
-          ConditionExpression: `#state = :read AND ${condition.expression} AND ${runId}`,
-          UpdateExpression:
-            "SET #state = :terminated, #threshold = :lockedAt, #runId = :empty, #updatedAt = :lockedAt, #ttl = :ttl",
-          ExpressionAttributeNames: {
-            "#state": "state",
-            "#threshold": "threshold",
-            "#runId": "runId",
-            "#updatedAt": "updatedAt",
-            "#ttl": "expiresAt",
-          },
-          ExpressionAttributeValues: {
-            ":read": row.state,
-            ":lockedAt": now,
-            ":terminated": "terminated",
-            ":empty": "",
-            ":ttl": expiresAt,
-            ...(row.runId === undefined ? {} : { ":runIdRead": row.runId }),
-            ...condition.values,
-          },
-          ReturnValuesOnConditionCheckFailure: "ALL_OLD",
-        }),
-      );
+      await sendPaced(options, key, () =>
+        ddb.send(
+          new UpdateCommand({
+            TableName: table,
+            Key: { PK: key, SK: sk(row.id) },
+            ConditionExpression: `#state = :read AND ${condition.expression} AND ${runId}`,
+            UpdateExpression:
+              "SET #state = :terminated, #threshold = :lockedAt, #runId = :empty, #updatedAt = :lockedAt, #ttl = :ttl",
+            ExpressionAttributeNames: {
+              "#state": "state",
+              "#threshold": "threshold",
+              "#runId": "runId",
+              "#updatedAt": "updatedAt",
+              "#ttl": "expiresAt",
+            },
+            ExpressionAttributeValues: {
+              ":read": row.state,
+              ":lockedAt": now,
+              ":terminated": "terminated",
+              ":empty": "",
+              ":ttl": expiresAt,
+              ...(row.runId === undefined ? {} : { ":runIdRead": row.runId }),
+              ...condition.values,
+            },
+            ReturnValuesOnConditionCheckFailure: "ALL_OLD",
+          }),
+        ));
       won.add(row.id);
     } catch (error) {
       if ((error as Error).name !== "ConditionalCheckFailedException") {
@@ -114,6 +129,7 @@ export async function lockRecords(
         won.add(row.id);
       } else lostRace.add(row.id);
     }
+    if (won.has(row.id)) options.onLocked?.(row.id);
     tick();
   });
   return {
@@ -130,4 +146,28 @@ function isOwnLock(raw: unknown, now: string, expiresAt: number): boolean {
   const item = unmarshall(raw as Parameters<typeof unmarshall>[0]);
   return item.state === "terminated" && item.threshold === now && item.updatedAt === now &&
     item.runId === "" && Number(item.expiresAt) === expiresAt;
+}
+
+/**
+ * Sends one write of one unit to partition `key` at the pacer's pace; a throttled write slows the
+ * key down and is retried after {@link backoffMs}, {@link LOCK_ATTEMPTS} times in all.
+ */
+async function sendPaced<T>(
+  options: Pick<LockOptions, "pacer" | "sleep">,
+  key: string,
+  send: () => Promise<T>,
+): Promise<T> {
+  const sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
+  for (let attempt = 1;; attempt++) {
+    await options.pacer?.take(key, 1);
+    try {
+      const out = await send();
+      options.pacer?.succeeded(key, 1);
+      return out;
+    } catch (error) {
+      if (!isThrottle(error) || attempt === LOCK_ATTEMPTS) throw error;
+      options.pacer?.throttled(key);
+      await sleep(backoffMs(attempt));
+    }
+  }
 }

@@ -1,10 +1,11 @@
 /**
  * Phase 1 of the reaper, the reads: every instance record (`PK = TYPE#INSTANCE`, every page) and
  * the keys and `updatedAt` of every heartbeat and worker signal ({@link readTable}); the pool's
- * launch templates (tagged {@link OWNER_TAG} = table, plus the operator's legacy template ids)
- * and its live instances, each with its proof of ownership ({@link ownership}), then, by id, the
- * instances that records name but the pool listing does not hold ({@link readPool}); the
- * template's default version ({@link readTemplateDefault}). Reads only; writes nothing.
+ * launch templates (tagged {@link OWNER_TAG} = table, plus the operator's legacy template ids,
+ * {@link readTemplates}) and its live instances, each with its proof of ownership
+ * ({@link ownership}), then, by id, the instances that records name but the pool listing does not
+ * hold ({@link readPool}); the template's default version ({@link readTemplateDefault}). Reads
+ * that do not depend on each other run side by side. Reads only; writes nothing.
  *
  * @module
  */
@@ -20,7 +21,7 @@ import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dyna
 import { type Entity, idOf, OWNER_TAG, pk, timestamp } from "../contract.ts";
 import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
 import type { Logger } from "../task.ts";
-import { chunks } from "./batching.ts";
+import { chunks, forEachLimit } from "./batching.ts";
 
 /** EC2 states of an instance that still exists (and costs money). */
 export const ALIVE_EC2 = ["pending", "running", "stopping", "stopped"];
@@ -94,7 +95,10 @@ export interface TableRead {
   pages: number;
 }
 
-/** Every instance record, and every heartbeat's and worker signal's key and `updatedAt`. */
+/**
+ * Every instance record, and every heartbeat's and worker signal's key and `updatedAt`: the three
+ * partitions are read side by side, each page after page.
+ */
 export async function readTable(
   ddb: DynamoDBDocumentClient,
   table: string,
@@ -102,7 +106,7 @@ export async function readTable(
   log: Logger,
 ): Promise<TableRead> {
   const records: Row[] = [];
-  const instances = await queryAll(
+  const readRecords = queryAll(
     ddb,
     table,
     "INSTANCE",
@@ -120,8 +124,8 @@ export async function readTable(
     },
     (pages) => log.info(`reaper: read ${records.length} instance records (${pages} pages)`),
   );
-  const artifacts: ArtifactKey[] = [];
-  for (const entity of ["HEARTBEAT", "WS"] as const) {
+  const readArtifacts = (["HEARTBEAT", "WS"] as const).map(async (entity) => {
+    const artifacts: ArtifactKey[] = [];
     // A worker signal's value (its state) is read too, for the health drains.
     const attributes = entity === "WS" ? ["updatedAt", "value"] : ["updatedAt"];
     await queryAll(ddb, table, entity, attributes, pageSize, (item) => {
@@ -132,8 +136,15 @@ export async function readTable(
         ...(entity === "WS" ? { value: item.value } : {}),
       });
     });
-  }
-  return { records, artifacts, scanned: instances.scanned, pages: instances.pages };
+    return artifacts;
+  });
+  const [instances, heartbeats, signals] = await Promise.all([readRecords, ...readArtifacts]);
+  return {
+    records,
+    artifacts: [...heartbeats, ...signals],
+    scanned: instances.scanned,
+    pages: instances.pages,
+  };
 }
 
 async function queryAll(
@@ -188,19 +199,23 @@ export function ownership(
   return template !== undefined && templateIds.has(template) ? "template" : undefined;
 }
 
+/** The launch templates whose instances count as the pool's. */
+export interface Templates {
+  /** Their ids: the pool's own, and the operator's legacy ones. */
+  templateIds: Set<string>;
+  /** The pool's own templates (tagged for this table), by name: their ids. */
+  templatesByName: Map<string, string>;
+}
+
 /**
- * The pool as EC2 sees it: its launch templates (those carrying the ownership tag, whatever their
- * name, plus `legacyTemplateIds`), its live instances (by the ownership tag, and by
- * {@link TEMPLATE_TAG}), and, by id, the instances records name that those listings do not hold.
- * The `ID#launch_template` record is not read: runners can write it.
+ * The pool's launch templates: those carrying the ownership tag, whatever their name, plus
+ * `legacyTemplateIds`. The `ID#launch_template` record is not read: runners can write it.
  */
-export async function readPool(
+export async function readTemplates(
   ec2: EC2Client,
   table: string,
   legacyTemplateIds: string[],
-  records: Pick<Row, "id">[],
-  log: Logger,
-): Promise<Pool> {
+): Promise<Templates> {
   const templateIds = new Set(legacyTemplateIds);
   const templates = await ec2.send(
     new DescribeLaunchTemplatesCommand({
@@ -212,36 +227,72 @@ export async function readPool(
     templateIds.add(t.LaunchTemplateId!);
     templatesByName.set(t.LaunchTemplateName!, t.LaunchTemplateId!);
   }
+  return { templateIds, templatesByName };
+}
 
+/** DescribeInstances calls in flight at once over batches of ids or templates. */
+const LOOKUPS = 4;
+
+/**
+ * The pool as EC2 sees it: its live instances (by the ownership tag, and by {@link TEMPLATE_TAG}
+ * naming one of `templates`), and, by id, the instances records name that those listings do not
+ * hold. The listing by tag starts at once; the one by template once `templates` are read; the
+ * look-ups by id once both listings and `records` are. Instances are judged in the order of the
+ * listings, whichever answers first.
+ */
+export async function readPool(
+  ec2: EC2Client,
+  table: string,
+  templates: Templates | Promise<Templates>,
+  records: Pick<Row, "id">[] | Promise<Pick<Row, "id">[]>,
+  log: Logger,
+): Promise<Pool> {
+  const state = { Name: "instance-state-name", Values: ALIVE_EC2 };
+  const byTag = list(describe(ec2, [{ Name: `tag:${OWNER_TAG}`, Values: [table] }, state]));
+  const byTemplate = Promise.resolve(templates).then(async ({ templateIds }) => {
+    const batches = [...chunks([...templateIds].sort(), FILTER_VALUES - ALIVE_EC2.length)];
+    const found: Instance[][] = batches.map(() => []);
+    await forEachLimit(batches.keys(), LOOKUPS, async (i) => {
+      found[i] = await list(
+        describe(ec2, [{ Name: `tag:${TEMPLATE_TAG}`, Values: batches[i] }, state]),
+      );
+    });
+    return found.flat();
+  });
+  const [known, tagged, templated, named] = await Promise.all([
+    templates,
+    byTag,
+    byTemplate,
+    records,
+  ]);
+  const listed = [...tagged, ...templated].filter((i) => ALIVE_EC2.includes(i.State?.Name ?? ""));
+  // Records the listings cannot vouch for: alive elsewhere, or gone.
+  const seen = new Set(listed.map((i) => i.InstanceId));
+  const unchecked = named.map((r) => r.id).filter((id) => !seen.has(id));
+  const looked = await describeIds(ec2, unchecked);
+  if (unchecked.length > FILTER_VALUES) {
+    log.info(`reaper: looked up ${unchecked.length} instances by id`);
+  }
   const alive = new Map<string, LiveInstance>();
   const foreign = new Map<string, LiveInstance>();
-  const add = (instance: Instance) => {
-    if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) return;
+  for (const instance of [...listed, ...looked]) {
+    if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) continue;
     const live: LiveInstance = {
       id: instance.InstanceId!,
       launched: instance.LaunchTime && timestamp(instance.LaunchTime),
-      proof: ownership(instance, table, templateIds),
+      proof: ownership(instance, table, known.templateIds),
       imageId: instance.ImageId,
       tags: Object.fromEntries((instance.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""])),
     };
     (live.proof ? alive : foreign).set(live.id, live);
-  };
-  const state = { Name: "instance-state-name", Values: ALIVE_EC2 };
-  for await (const i of describe(ec2, [{ Name: `tag:${OWNER_TAG}`, Values: [table] }, state])) {
-    add(i);
   }
-  for (const batch of chunks([...templateIds].sort(), FILTER_VALUES - ALIVE_EC2.length)) {
-    for await (const i of describe(ec2, [{ Name: `tag:${TEMPLATE_TAG}`, Values: batch }, state])) {
-      add(i);
-    }
-  }
-  // Records the listings cannot vouch for: alive elsewhere, or gone.
-  const unchecked = records.map((r) => r.id).filter((id) => !alive.has(id) && !foreign.has(id));
-  for (const instance of await describeIds(ec2, unchecked)) add(instance);
-  if (unchecked.length > FILTER_VALUES) {
-    log.info(`reaper: looked up ${unchecked.length} instances by id`);
-  }
-  return { templateIds, templatesByName, alive, foreign };
+  return { ...known, alive, foreign };
+}
+
+async function list(instances: AsyncIterable<Instance>): Promise<Instance[]> {
+  const found: Instance[] = [];
+  for await (const i of instances) found.push(i);
+  return found;
 }
 
 /**
@@ -270,11 +321,12 @@ export async function readTemplateDefault(
  * `InstanceIds`, which fails the whole call with InvalidInstanceID.NotFound).
  */
 export async function describeIds(ec2: EC2Client, ids: string[]): Promise<Instance[]> {
-  const found: Instance[] = [];
-  for (const batch of chunks(ids, FILTER_VALUES)) {
-    for await (const i of describe(ec2, [{ Name: "instance-id", Values: batch }])) found.push(i);
-  }
-  return found;
+  const batches = [...chunks(ids, FILTER_VALUES)];
+  const found: Instance[][] = batches.map(() => []);
+  await forEachLimit(batches.keys(), LOOKUPS, async (i) => {
+    found[i] = await list(describe(ec2, [{ Name: "instance-id", Values: batches[i] }]));
+  });
+  return found.flat();
 }
 
 async function* describe(ec2: EC2Client, filters: Filter[]) {

@@ -6,12 +6,13 @@
  *
  * @module
  */
+import type { Octokit } from "npm:@octokit/rest@22.0.1";
 import { describeError } from "../task.ts";
-import type { ReaperContext, ReaperOptions } from "./context.ts";
+import type { ReaperContext, ReaperOptions, RunnerScope } from "./context.ts";
 import { ALIVE_EC2, describeIds, type Pool } from "./reads.ts";
 import type { Report } from "./report.ts";
 
-interface GithubRunner {
+export interface GithubRunner {
   id: number;
   name: string;
   status: string;
@@ -22,6 +23,19 @@ interface GithubRunner {
 export function runnerInstanceId(name: string): string | undefined {
   // The whole leading id: i-0abc is not a prefix match of i-0abcd-large.
   return /^(i-[0-9a-f]{8,17})(?:-|$)/.exec(name)?.[1];
+}
+
+/** The registrations' API path and parameters: a repository's or an organization's. */
+function runnersPath(scope: RunnerScope) {
+  return "repo" in scope
+    ? { path: "/repos/{owner}/{repo}", params: { owner: scope.repo.owner, repo: scope.repo.name } }
+    : { path: "/orgs/{org}", params: { org: scope.org } };
+}
+
+/** Every runner registration of the scope, 100 per page. */
+export function listRunners(github: Octokit, scope: RunnerScope): Promise<GithubRunner[]> {
+  const base = runnersPath(scope);
+  return github.paginate(`GET ${base.path}/actions/runners`, { ...base.params, per_page: 100 });
 }
 
 /**
@@ -36,7 +50,10 @@ export async function reconcileRunners(
   pool: Pool,
   terminated: Set<string>,
   report: Pick<Report, "counts" | "changes" | "warnings">,
-  options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> = {},
+  options: Pick<ReaperOptions, "runnerBudgetMs" | "clock"> & {
+    /** The registrations, when their listing was started with the other reads. */
+    listed?: Promise<GithubRunner[]>;
+  } = {},
 ): Promise<void> {
   const { counts, changes, warnings } = report;
   const { github } = ctx.clients;
@@ -53,14 +70,9 @@ export async function reconcileRunners(
   }
   const clock = options.clock ?? (() => performance.now());
   const deadline = clock() + (options.runnerBudgetMs ?? ctx.desired.reaper.runnerCleanupSec * 1000);
-  const base = "repo" in scope
-    ? { path: "/repos/{owner}/{repo}", params: { owner: scope.repo.owner, repo: scope.repo.name } }
-    : { path: "/orgs/{org}", params: { org: scope.org } };
+  const base = runnersPath(scope);
   try {
-    const runners: GithubRunner[] = await github.paginate(`GET ${base.path}/actions/runners`, {
-      ...base.params,
-      per_page: 100,
-    });
+    const runners = await (options.listed ?? listRunners(github, scope));
     // Registrations of instances the pool does not hold alive: is any alive in EC2 at all?
     const named = runners.flatMap((r) => {
       const id = runnerInstanceId(r.name);

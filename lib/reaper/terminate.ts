@@ -11,7 +11,7 @@ import { chunks } from "./batching.ts";
 import { type LiveInstance, TEMPLATE_TAG } from "./reads.ts";
 
 /** TerminateInstances takes at most 1,000 ids. */
-const TERMINATE_BATCH = 1000;
+export const TERMINATE_BATCH = 1000;
 
 /** EC2 errors that name ids to drop from a batch, which is then retried without them. */
 const NAMED_ID_ERRORS = new Set([
