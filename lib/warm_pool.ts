@@ -61,7 +61,13 @@ import { readMetadata } from "./metadata.ts";
 import type { ResourceClass } from "./resource_pools.ts";
 import { isTimestamp, TEMPLATE_ID_TAG, type TemplateDefault, versionOf } from "./rollout.ts";
 import { hoursPerWeek, isWithin, parseSchedule, type Schedule } from "./schedule.ts";
-import { type Change, describeError, type TaskContext, type TaskOutcome } from "./task.ts";
+import {
+  type Change,
+  describeError,
+  type SharedDesired,
+  type TaskContext,
+  type TaskOutcome,
+} from "./task.ts";
 
 // ---------------------------------------------------------------------------------------------
 // Inputs.
@@ -247,6 +253,16 @@ export function instanceHoursPerDay(minimum: number, schedule: Schedule | null):
 // ---------------------------------------------------------------------------------------------
 // The task.
 
+/** The part of the desired state the warm pool reads (a structural part of `DesiredState`). */
+export interface WarmPoolDesired extends SharedDesired {
+  warmPool: DesiredWarmPool;
+  launchTemplate: { name: string };
+  pools: { classes: Record<string, ResourceClass> };
+  reaper: { rollout: { bootGraceMin: number } };
+}
+
+type WarmContext = TaskContext<WarmPoolDesired>;
+
 /** Test hooks. */
 export interface WarmPoolOptions {
   /** Awaited after the read, before the first write (tests put a claim here). */
@@ -262,7 +278,7 @@ const MESSAGE_BATCH = 10;
 
 /** The warm pool task: see the module documentation. */
 export async function reconcileWarmPool(
-  ctx: TaskContext,
+  ctx: WarmContext,
   options: WarmPoolOptions = {},
 ): Promise<TaskOutcome> {
   const desired = ctx.desired.warmPool;
@@ -331,7 +347,7 @@ export interface WarmState {
 }
 
 /** Phase 1: see the module documentation. */
-export async function readWarmState(ctx: TaskContext): Promise<WarmState> {
+export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
   const { ddb, ec2 } = ctx.clients;
   const { table } = ctx.desired;
   const config = await readMetadata(ddb, table, METADATA.resourceClassConfig);
@@ -602,7 +618,7 @@ export interface PoolMessage {
 
 /** Phase 3: see the module documentation. */
 async function keepWarm(
-  ctx: TaskContext,
+  ctx: WarmContext,
   read: WarmState,
   plan: WarmPlan,
   now: Date,
@@ -661,7 +677,7 @@ function keepChange(instance: ReadyInstance, threshold: string, queueUrl: string
 
 /** cpu, mmem and queue URL of a class as the table holds them (what provision compares). */
 function classSpec(
-  ctx: TaskContext,
+  ctx: WarmContext,
   read: WarmState,
   cls: string,
 ): { cpu: number; mmem: number; queueUrl: string } | string {
@@ -683,7 +699,7 @@ function classSpec(
  * unchanged since the read. False when that condition failed (another writer won).
  */
 async function renew(
-  ctx: TaskContext,
+  ctx: WarmContext,
   instance: ReadyInstance,
   threshold: string,
   now: Date,
@@ -724,7 +740,7 @@ async function renew(
  * leaves its record marked as not advertised, so the next run sends it again.
  */
 async function advertise(
-  ctx: TaskContext,
+  ctx: WarmContext,
   queueUrl: string,
   messages: PoolMessage[],
   progress: Progress,
@@ -755,7 +771,7 @@ async function advertise(
 }
 
 /** Marks a record as not advertised (only if its threshold is still the one just set). */
-async function unmark(ctx: TaskContext, message: PoolMessage): Promise<void> {
+async function unmark(ctx: WarmContext, message: PoolMessage): Promise<void> {
   await ctx.clients.ddb.send(
     new UpdateCommand({
       TableName: ctx.desired.table,
@@ -778,7 +794,7 @@ export function warmRunId(resourceClass: string, now: Date): string {
 
 /** Phase 4: see the module documentation. */
 async function launch(
-  ctx: TaskContext,
+  ctx: WarmContext,
   read: WarmState,
   plan: WarmPlan,
   now: Date,
@@ -832,7 +848,7 @@ function launchDetail(template: TemplateDefault, view: WarmClass): string {
 
 /** The CreateFleet request, as provision makes it, for `count` instances of a class. */
 export function fleetRequest(
-  ctx: TaskContext,
+  ctx: WarmContext,
   template: TemplateDefault,
   subnetIds: string[],
   cls: string,
@@ -883,7 +899,7 @@ export function fleetRequest(
 export const WARM_TAG = "refresh:warm-pool";
 
 async function launchClass(
-  ctx: TaskContext,
+  ctx: WarmContext,
   input: CreateFleetCommandInput,
   cls: string,
   view: WarmClass,
@@ -967,7 +983,7 @@ export interface WarmView {
   classes: Record<string, WarmClassView>;
 }
 
-function finish(ctx: TaskContext, plan: WarmPlan, now: Date, progress: Progress): TaskOutcome {
+function finish(ctx: WarmContext, plan: WarmPlan, now: Date, progress: Progress): TaskOutcome {
   const desired = ctx.desired.warmPool;
   const view: WarmView = {
     schedule: desired.schedule?.text ?? null,

@@ -46,6 +46,8 @@ const TEMPLATE_ARGS = [
   "20",
   "--instance-type",
   "t3.micro",
+  "--runner-version",
+  "2.334.0",
   "--runner-sha256-x64",
   "a".repeat(64),
   "--runner-sha256-arm64",
