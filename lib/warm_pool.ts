@@ -49,6 +49,7 @@ import {
   type Instance,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { SendMessageBatchCommand } from "npm:@aws-sdk/client-sqs@3.1169.0";
+import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import {
   type DynamoDBDocumentClient,
   PutCommand,
@@ -350,29 +351,47 @@ export interface WarmState {
 export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
   const { ddb, ec2 } = ctx.clients;
   const { table } = ctx.desired;
-  const config = await readMetadata(ddb, table, METADATA.resourceClassConfig);
-  const subnets = await readMetadata(ddb, table, METADATA.subnetIds);
-  const template = await readTemplate(ec2, table, ctx.desired.launchTemplate.name);
+  // Under --dry-run on a new account the table may not exist yet: then nothing is in it.
+  const table$ = <T>(read: Promise<T>, empty: T) =>
+    read.catch((error) => {
+      if (ctx.dryRun && error instanceof ResourceNotFoundException) return empty;
+      throw error;
+    });
   const records: WarmRecord[] = [];
-  await queryAll(ddb, table, "INSTANCE", (i) =>
-    records.push({
-      id: idOf(String(i.SK)),
-      state: i.state,
-      threshold: i.threshold,
-      runId: i.runId,
-      resourceClass: i.resourceClass,
-      instanceType: i.instanceType,
-      usageClass: i.usageClass,
-      updatedAt: i.updatedAt,
-      advertisedThreshold: i.advertisedThreshold,
-    }));
   const heartbeats = new Map<string, unknown>();
-  await queryAll(ddb, table, "HEARTBEAT", (i) => heartbeats.set(idOf(String(i.SK)), i.updatedAt));
   const signals = new Map<string, unknown>();
-  await queryAll(ddb, table, "WS", (i) => {
-    const value = i.value as Record<string, unknown> | undefined;
-    signals.set(idOf(String(i.SK)), typeof value === "object" ? value?.state : undefined);
-  });
+  // Side by side: the table's reads, and EC2's (the instances once the template is known).
+  const [config, subnets, template] = await Promise.all([
+    table$(readMetadata(ddb, table, METADATA.resourceClassConfig), undefined),
+    table$(readMetadata(ddb, table, METADATA.subnetIds), undefined),
+    readTemplate(ec2, table, ctx.desired.launchTemplate.name),
+    table$(
+      queryAll(ddb, table, "INSTANCE", (i) =>
+        records.push({
+          id: idOf(String(i.SK)),
+          state: i.state,
+          threshold: i.threshold,
+          runId: i.runId,
+          resourceClass: i.resourceClass,
+          instanceType: i.instanceType,
+          usageClass: i.usageClass,
+          updatedAt: i.updatedAt,
+          advertisedThreshold: i.advertisedThreshold,
+        })),
+      undefined,
+    ),
+    table$(
+      queryAll(ddb, table, "HEARTBEAT", (i) => heartbeats.set(idOf(String(i.SK)), i.updatedAt)),
+      undefined,
+    ),
+    table$(
+      queryAll(ddb, table, "WS", (i) => {
+        const value = i.value as Record<string, unknown> | undefined;
+        signals.set(idOf(String(i.SK)), typeof value === "object" ? value?.state : undefined);
+      }),
+      undefined,
+    ),
+  ]);
   return {
     classConfig: typeof config === "object" && config !== null
       ? config as WarmState["classConfig"]
@@ -441,7 +460,7 @@ async function readInstances(
   const instances: WarmState["instances"] = new Map();
   const proofs = [{ Name: `tag:${OWNER_TAG}`, Values: [table] }];
   if (template) proofs.push({ Name: `tag:${TEMPLATE_ID_TAG}`, Values: [template.id] });
-  for (const proof of proofs) {
+  await Promise.all(proofs.map(async (proof) => {
     let token: string | undefined;
     do {
       const out = await ec2.send(
@@ -462,7 +481,7 @@ async function readInstances(
       }
       token = out.NextToken;
     } while (token);
-  }
+  }));
   return instances;
 }
 
@@ -684,7 +703,7 @@ function classSpec(
   const stored = read.classConfig[cls];
   const { cpu, mmem, queueUrl } = stored ?? {};
   if (typeof queueUrl !== "string" || queueUrl === "") {
-    return `the table's resource_class_config has no queue for class ${cls} (the resource-pools task writes it); nothing advertised or launched`;
+    return `the table's resource_class_config has no queue for class ${cls} (the resource-pools task writes it)`;
   }
   const wanted = ctx.desired.pools.classes[cls];
   return {
@@ -803,29 +822,32 @@ async function launch(
   const short = Object.entries(plan.classes).filter(([, v]) => v.launch > 0);
   if (short.length === 0) return;
   const name = ctx.desired.launchTemplate.name;
-  if (read.template === null) {
-    progress.errors.push(
-      `cannot launch: no launch template ${name} tagged ${OWNER_TAG}=${ctx.desired.table} (the launch-template task makes it)`,
-    );
-    return;
-  }
-  if (read.subnetIds.length === 0) {
-    progress.errors.push(
-      "cannot launch: the table holds no subnet_ids (the parameters task writes them)",
-    );
-    return;
-  }
+  const target = (cls: string, n: number) => `${n} ${cls} instance${n === 1 ? "" : "s"}`;
   for (const [cls, view] of short) {
     const spec = classSpec(ctx, read, cls);
-    if (typeof spec === "string") {
-      progress.errors.push(`${cls}: ${spec}`);
+    const missing = read.template === null
+      ? `no launch template ${name} tagged ${OWNER_TAG}=${ctx.desired.table} (the launch-template task makes it)`
+      : read.subnetIds.length === 0
+      ? "the table holds no subnet_ids (the parameters task writes them)"
+      : typeof spec === "string"
+      ? spec
+      : undefined;
+    if (missing !== undefined || read.template === null || typeof spec === "string") {
+      // Under --dry-run the other tasks would write what is missing first.
+      if (ctx.dryRun) {
+        progress.changes.push({
+          action: "launch",
+          target: target(cls, view.launch),
+          detail: `once the other tasks have written it: ${missing}`,
+        });
+      } else progress.errors.push(`cannot launch ${target(cls, view.launch)}: ${missing}`);
       continue;
     }
     const input = fleetRequest(ctx, read.template, read.subnetIds, cls, spec, view.launch, now);
     if (ctx.dryRun) {
       progress.changes.push({
         action: "launch",
-        target: `${view.launch} ${cls} instance${view.launch === 1 ? "" : "s"}`,
+        target: target(cls, view.launch),
         detail: launchDetail(read.template, view),
       });
       continue;

@@ -633,6 +633,35 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
   assert.equal((warm.found.warm as WarmView).classes.large.launched, 1);
 });
 
+Deno.test("warm pool under --dry-run on a new account plans its launch and fails nothing", async () => {
+  const network = await resetMoto();
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const args = [
+    ...baseArgs(network),
+    ...TEMPLATE_ARGS,
+    "--only",
+    "table,launch-template,resource-pools,parameters,warm-pool",
+    "--warm-pool",
+    "large=2",
+    "--github-api-url",
+    gh.url,
+    "--dry-run",
+  ];
+  const planned = await runMain(args, {});
+  assert.equal(planned.code, 0, JSON.stringify(planned.report.results, null, 1));
+  assert.equal(planned.report.writeCalls, 0, JSON.stringify(planned.report.calls));
+  const warm = planned.report.results.find((r) => r.task === "warm-pool")!;
+  assert.equal(warm.status, "planned");
+  assert.deepEqual(warm.changes.map((c) => [c.action, c.target]), [[
+    "launch",
+    "2 large instances",
+  ]]);
+  assert.match(
+    warm.changes[0].detail!,
+    /^once the other tasks have written it: no launch template/,
+  );
+});
+
 Deno.test("warm pool cost is the minimum times the schedule's hours per day", () => {
   assert.equal(instanceHoursPerDay(2, null), 48);
   const schedule = parseSchedule("Mon-Fri 08:00-19:00 Europe/Berlin") as Schedule;
