@@ -16,27 +16,12 @@ import { reconcileResourcePools } from "../lib/resource_pools.ts";
 import { TEMPLATE_ID_TAG, TEMPLATE_VERSION_TAG } from "../lib/rollout.ts";
 import { reconcileTable } from "../lib/table.ts";
 import type { TaskOutcome } from "../lib/task.ts";
-import {
-  fleetRequest,
-  instanceHoursPerDay,
-  reconcileWarmPool,
-  type WarmPoolOptions,
-  type WarmView,
-} from "../lib/warm_pool.ts";
-import { parseSchedule, type Schedule } from "../lib/schedule.ts";
+import { reconcileWarmPool, type WarmPoolOptions, type WarmView } from "../lib/warm_pool.ts";
 import { main } from "../refresh.ts";
-import {
-  BASE_ARGS,
-  baseArgs,
-  TEST_PAT,
-  type TestContext,
-  testContext,
-  withDesired,
-} from "./support/aws.ts";
+import { baseArgs, TEST_PAT, type TestContext, testContext, withDesired } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
-import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const MIN = 60_000;
@@ -257,54 +242,6 @@ Deno.test("warm pool launches a class's shortfall from the pool's template, idle
   }]);
   assert.equal((await record(ctx, a))!.advertisedThreshold, hold);
   assert.equal((await record(ctx, b))!.advertisedThreshold, undefined);
-});
-
-Deno.test("warm pool's request is provision's: CreateFleet instant, $Default, a subnet override each with the class's CPU and memory", async () => {
-  const ctx = await testContext([
-    "--warm-pool",
-    "xlarge=1",
-    "--warm-pool-instance-types",
-    "c6i.*,m7i.xlarge",
-  ]);
-  const input = fleetRequest(
-    ctx,
-    { id: "lt-0123456789abcdef0", version: 3, ami: "" },
-    ["subnet-1", "subnet-2"],
-    "xlarge",
-    { cpu: 4, mmem: 8192 },
-    3,
-    new Date("2026-01-15T12:00:00Z"),
-  );
-  assert.equal(input.Type, "instant");
-  assert.deepEqual(input.LaunchTemplateConfigs![0].LaunchTemplateSpecification, {
-    LaunchTemplateId: "lt-0123456789abcdef0",
-    Version: "$Default",
-  });
-  assert.deepEqual(
-    input.LaunchTemplateConfigs![0].Overrides!.map((o) => o.SubnetId),
-    ["subnet-1", "subnet-2"],
-  );
-  assert.deepEqual(input.LaunchTemplateConfigs![0].Overrides![1].InstanceRequirements, {
-    VCpuCount: { Min: 4, Max: 4 },
-    MemoryMiB: { Min: 8192 },
-    BurstablePerformance: "excluded",
-    AllowedInstanceTypes: ["c6i.*", "m7i.xlarge"],
-  });
-  assert.deepEqual(input.TargetCapacitySpecification, {
-    TotalTargetCapacity: 3,
-    DefaultTargetCapacityType: "spot",
-  });
-  assert.deepEqual(input.TagSpecifications, [{
-    ResourceType: "instance",
-    Tags: [
-      { Key: "AllowSelfTermination", Value: "true" },
-      { Key: "InitialRunId", Value: "warm-xlarge-20260115T120000Z" },
-      { Key: OWNER_TAG, Value: TABLE },
-      { Key: "refresh:warm-pool", Value: "xlarge" },
-    ],
-  }]);
-  // Not a workflow run id, and one the bootstrap accepts (letters, digits, . _ -).
-  assert.match(input.TagSpecifications![0].Tags![1].Value!, /^(?!\d+$)[A-Za-z0-9._-]{1,128}$/);
 });
 
 /** A pool whose `count` warm instances of `large` are launched and ready (advertised once). */
@@ -661,101 +598,3 @@ Deno.test("warm pool under --dry-run on a new account plans its launch and fails
     /^once the other tasks have written it: no launch template/,
   );
 });
-
-Deno.test("warm pool cost is the minimum times the schedule's hours per day", () => {
-  assert.equal(instanceHoursPerDay(2, null), 48);
-  const schedule = parseSchedule("Mon-Fri 08:00-19:00 Europe/Berlin") as Schedule;
-  // 5 days of 11 hours, over 7 days: 7.86 hours a day, for 3 instances 23.6.
-  assert.equal(instanceHoursPerDay(3, schedule), 23.6);
-});
-
-Deno.test("warm pool's inputs parse from flags and from the config file", async () => {
-  const ctx = await testContext([], {});
-  const flags = ctx.desiredFrom([
-    "--warm-pool",
-    "large=2, xlarge=0",
-    "--warm-pool-schedule",
-    "Mon-Fri 08:00-19:00 Europe/Berlin",
-  ]).warmPool;
-  assert.deepEqual(flags.minimum, { large: 2, xlarge: 0 });
-  assert.equal(flags.schedule!.text, "Mon-Fri 08:00-19:00 Europe/Berlin");
-  assert.equal(flags.holdMin, 30);
-  assert.equal(flags.usageClass, "spot");
-  const file = ctx.desiredFrom(["--config", "/pool.json"], { GITHUB_TOKEN: TEST_PAT }, {
-    "/pool.json": JSON.stringify({
-      "warm-pool": { large: 1, "2xlarge": 3 },
-      "warm-pool-hold-min": 30,
-      "warm-pool-usage-class": "on-demand",
-    }),
-  }).warmPool;
-  assert.deepEqual(file.minimum, { large: 1, "2xlarge": 3 });
-  assert.equal(file.holdMin, 30);
-  assert.equal(file.usageClass, "on-demand");
-  assert.equal(file.schedule, null);
-});
-
-const INVALID: InvalidInput[] = [
-  [
-    "unknown class",
-    [...BASE_ARGS, "--warm-pool", "huge=2"],
-    undefined,
-    /warm-pool: unknown resource class "huge"; expected one of large, xlarge/,
-  ],
-  [
-    "bad number",
-    [...BASE_ARGS, "--warm-pool", "large=two"],
-    undefined,
-    /warm-pool: large=two is not a whole number 0-100/,
-  ],
-  [
-    "negative number",
-    [...BASE_ARGS, "--warm-pool", "large=-1"],
-    undefined,
-    /warm-pool: large=-1 is not a whole number 0-100/,
-  ],
-  [
-    "not CLASS=N",
-    [...BASE_ARGS, "--warm-pool", "large"],
-    undefined,
-    /warm-pool: "large" is not CLASS=N \(like large=2\)/,
-  ],
-  [
-    "class twice",
-    [...BASE_ARGS, "--warm-pool", "large=1,large=2"],
-    undefined,
-    /warm-pool: class "large" is given more than once/,
-  ],
-  [
-    "bad schedule",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-schedule", "Mon-Fri 8-19 Europe/Berlin"],
-    undefined,
-    /warm-pool-schedule: window "Mon-Fri 8-19 Europe\/Berlin": times "8-19" are not HH:MM-HH:MM/,
-  ],
-  [
-    "unknown time zone",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-schedule", "daily 08:00-19:00 Berlin"],
-    undefined,
-    /warm-pool-schedule: .*unknown time zone "Berlin"/,
-  ],
-  [
-    "schedule without a warm pool",
-    [...BASE_ARGS, "--warm-pool-schedule", "daily 08:00-19:00"],
-    undefined,
-    /warm-pool-schedule: given without --warm-pool/,
-  ],
-  [
-    "usage class",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-usage-class", "reserved"],
-    undefined,
-    /warm-pool-usage-class: expected spot or on-demand, got "reserved"/,
-  ],
-  [
-    "hold too short",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-hold-min", "1"],
-    undefined,
-    /warm-pool-hold-min: expected a whole number 2-1440, got "1"/,
-  ],
-];
-
-Deno.test("warm pool refuses invalid inputs with a message and sends no request", (t) =>
-  checkRefused(t, INVALID));
