@@ -88,13 +88,20 @@ async function refresh(only: string): Promise<RunReport> {
  * tag-filtered DescribeInstances over thousands of instances can take longer than the entry's
  * 20 s on a busy machine, which EC2 never does. Calls are counted the entry's way.
  */
-async function reap(): Promise<RunReport> {
+async function reap(): Promise<RunReport & { readMs: number }> {
   const counter = new CallCounter();
+  const started = performance.now();
+  // The reads end when the reaper says what it read: the rest is locks, terminations, deletions.
+  let readMs = 0;
+  const info = (m: string) => {
+    if (/instance records, \d+ pool instances alive/.test(m)) readMs = performance.now() - started;
+    console.error(m);
+  };
   const ctx: TaskContext = {
     desired,
     clients: buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 }),
     now: () => new Date(),
-    log: { info: (m) => console.error(m), warn: (m) => console.error(`warning: ${m}`) },
+    log: { info, warn: (m) => console.error(`warning: ${m}`) },
     dryRun: false,
     secret: () => {},
     budget: runBudget(30 * 60_000),
@@ -110,6 +117,7 @@ async function reap(): Promise<RunReport> {
     calls: counter.toJSON(),
     writeCalls: counter.writes(),
     exitCode: 0,
+    readMs,
   };
 }
 
@@ -218,8 +226,11 @@ async function run(label: string) {
   const result = report.results[0];
   const found = result.found as unknown as ReaperCounts;
   const calls = Object.values(report.calls).reduce((a, b) => a + b, 0);
+  const rest = seconds - report.readMs / 1000;
   console.log(
-    `\n${label}: ${seconds.toFixed(1)} s wall, ${calls} calls, ${report.writeCalls} writes`,
+    `\n${label}: ${seconds.toFixed(1)} s wall (reads ${(report.readMs / 1000).toFixed(1)} s, then ${
+      rest.toFixed(1)
+    } s), ${calls} calls, ${report.writeCalls} writes`,
   );
   console.log(`  ${result.status}: ${result.summary}`);
   for (const [op, n] of Object.entries(report.calls)) console.log(`  ${op.padEnd(30)} ${n}`);
