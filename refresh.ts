@@ -37,9 +37,17 @@ import { reconcileResourcePools } from "./lib/resource_pools.ts";
 import { reapInstances } from "./lib/reaper.ts";
 import { readBounded, type ReadTextFile } from "./lib/inputs.ts";
 import { Redactor } from "./lib/redact.ts";
-import { AWS_MAX_ATTEMPTS, awsRequestHandler, explainAwsTimeouts } from "./lib/requests.ts";
+import {
+  AWS_MAX_ATTEMPTS,
+  awsRequestHandler,
+  EndpointBreaker,
+  explainAwsTimeouts,
+  githubBreakerPlugin,
+  tripOnGithubTimeouts,
+} from "./lib/requests.ts";
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
+import { reconcileWarmPool } from "./lib/warm_pool.ts";
 import {
   type Clients,
   describeError,
@@ -50,13 +58,15 @@ import {
 } from "./lib/task.ts";
 
 /** The implementation of each task, in the order of {@link TASKS}. */
-export const IMPLEMENTATIONS: Record<TaskName, Task> = {
+export const IMPLEMENTATIONS: Record<TaskName, Task<DesiredState>> = {
   "table": reconcileTable,
   "launch-template": reconcileLaunchTemplate,
   "resource-pools": reconcileResourcePools,
   "parameters": reconcileParameters,
   "github-token": reconcileGithubToken,
   "reaper": reapInstances,
+  // After the reaper: it counts what the reaper left (drained, expired) before launching.
+  "warm-pool": reconcileWarmPool,
 };
 
 /** Where the entry reads and writes; tests pass their own. */
@@ -75,42 +85,58 @@ const realIo: Io = {
   readTextFile: (path, maxBytes) => readBounded(Deno.openSync(path), maxBytes),
 };
 
-/** Builds the AWS and GitHub clients for a desired state, counting their calls. */
+/**
+ * Builds the AWS and GitHub clients for a desired state, counting their calls. They share
+ * `breaker`: an endpoint that timed out on every attempt of a call fails every later request at
+ * once (lib/requests.ts).
+ */
 export function buildClients(
   desired: DesiredState,
   env: Record<string, string | undefined>,
   counter: CallCounter,
   limits: GithubRequestLimits = { timeoutMs: desired.requestTimeoutSec * 1000 },
+  breaker: EndpointBreaker = new EndpointBreaker(),
 ): Clients {
-  // The SDK also reads AWS_ENDPOINT_URL itself; passing it keeps the injected env authoritative.
-  const endpoint = env.AWS_ENDPOINT_URL;
   const common = {
     region: desired.region,
     maxAttempts: AWS_MAX_ATTEMPTS,
     requestHandler: awsRequestHandler(limits.timeoutMs),
-    ...(endpoint ? { endpoint } : {}),
   };
-  const ec2 = new EC2Client(common);
-  const sqs = new SQSClient(common);
-  const dynamo = new DynamoDBClient(common);
+  // The SDK also reads these variables itself; passing them keeps the injected env authoritative.
+  const endpoint = (service: string) => {
+    const url = env[`AWS_ENDPOINT_URL_${service.toUpperCase()}`] ?? env.AWS_ENDPOINT_URL;
+    return url ? { endpoint: url } : {};
+  };
+  const ec2 = new EC2Client({ ...common, ...endpoint("EC2") });
+  const sqs = new SQSClient({ ...common, ...endpoint("SQS") });
+  const dynamo = new DynamoDBClient({ ...common, ...endpoint("DynamoDB") });
   for (const [client, service] of [[ec2, "EC2"], [sqs, "SQS"], [dynamo, "DynamoDB"]] as const) {
     countAwsCalls(client, service, counter);
-    explainAwsTimeouts(client, service, limits.timeoutMs);
+    explainAwsTimeouts(client, service, limits.timeoutMs, breaker);
   }
   const ddb = DynamoDBDocumentClient.from(dynamo, {
     marshallOptions: { removeUndefinedValues: true },
   });
-  const github = buildGithub(desired, limits);
+  const github = buildGithub(desired, limits, breaker);
   if (github) countGithubCalls(github, counter);
   return { ec2, sqs, ddb, ...(github ? { github } : {}) };
 }
 
-/** Octokit with retries (5xx, network) and rate-limit waits; a PAT or a GitHub App as credential. */
-const GithubClient = Octokit.plugin(retry, throttling);
-
-function buildGithub(desired: DesiredState, limits: GithubRequestLimits): Octokit | undefined {
+/**
+ * Octokit with retries (5xx, network) and rate-limit waits; a PAT or a GitHub App as credential.
+ * The breaker's plugin comes first, so it wraps each attempt inside the retries.
+ */
+function buildGithub(
+  desired: DesiredState,
+  limits: GithubRequestLimits,
+  breaker: EndpointBreaker,
+): Octokit | undefined {
   const options = githubClientOptions(desired.github, limits);
-  return options && new GithubClient(options);
+  if (!options) return undefined;
+  const GithubClient = Octokit.plugin(githubBreakerPlugin(breaker), retry, throttling);
+  const github = new GithubClient(options);
+  tripOnGithubTimeouts(github, breaker, limits.timeoutMs);
+  return github;
 }
 
 function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
@@ -130,7 +156,6 @@ function makeLogger(io: Io, redactor: Redactor, quiet: boolean): Logger {
 export function actionsOutput(env: Record<string, string | undefined>, io: Io, redactor: Redactor) {
   const enabled = env.GITHUB_ACTIONS === "true";
   const masked = new Set<string>();
-  let grouped = false;
   const summary = (markdown: string) => {
     const path = env.GITHUB_STEP_SUMMARY;
     if (!enabled || !path) return;
@@ -149,19 +174,30 @@ export function actionsOutput(env: Record<string, string | undefined>, io: Io, r
         masked.add(s);
       }
     },
-    /** Wraps a task so its log lines (and its failure line) fall in its own group. */
-    grouped(name: TaskName, task: Task): Task {
+    /**
+     * Wraps a task so its log lines fall in its own group. Tasks run side by side, so each one's
+     * lines are held until it finishes and then printed as one group (its failure line, printed
+     * by runTasks, follows the group).
+     */
+    grouped(name: TaskName, task: Task<DesiredState>): Task<DesiredState> {
       if (!enabled) return task;
-      return (ctx) => {
-        if (grouped) io.stderr(actions.endGroup());
-        io.stderr(actions.group(`refresh ${name}`));
-        grouped = true;
-        return task(ctx);
+      return async (ctx) => {
+        const held: [keyof Logger, string][] = [];
+        const log: Logger = {
+          info: (message) => held.push(["info", message]),
+          warn: (message) => held.push(["warn", message]),
+        };
+        try {
+          return await task({ ...ctx, log });
+        } finally {
+          io.stderr(actions.group(`refresh ${name}`));
+          for (const [level, message] of held) ctx.log[level](message);
+          io.stderr(actions.endGroup());
+        }
       };
     },
     finish(report: RunReport): void {
       if (!enabled) return;
-      if (grouped) io.stderr(actions.endGroup());
       for (const line of actions.annotations(report)) io.stderr(redactor.redact(line));
       summary(actions.jobSummary(report));
     },
@@ -219,7 +255,8 @@ async function run(
   // Counted from here: flags and files are read, the first request is about to go.
   const budget = runBudget(desired.deadlineMin * 60_000, io.monotonic);
   const counter = new CallCounter();
-  const clients = buildClients(desired, env, counter);
+  const breaker = new EndpointBreaker();
+  const clients = buildClients(desired, env, counter, undefined, breaker);
   const log = makeLogger(io, redactor, desired.json);
   const results = await runTasks(
     desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t])]),
@@ -241,6 +278,7 @@ async function run(
     results,
     calls: counter.toJSON(),
     writeCalls: counter.writes(),
+    unreachable: breaker.failures(),
     exitCode: exitCodeOf(results),
   };
   gha.finish(report);

@@ -108,7 +108,7 @@ async function reap(): Promise<RunReport & { readMs: number }> {
   };
   const clients = buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 });
   if (values.latency) addLatency(clients);
-  const ctx: TaskContext = {
+  const ctx: TaskContext<DesiredState> = {
     desired,
     clients,
     now: () => new Date(),

@@ -9,6 +9,7 @@
 import type { RunReport } from "./report.ts";
 import { isPoolView, poolTable, templateLine } from "./rollout.ts";
 import type { TaskResult } from "./task.ts";
+import { isWarmView, warmLine, warmTable } from "./warm_pool.ts";
 
 /** Escapes a workflow command's message (what follows the second `::`). */
 export function escapeData(text: string): string {
@@ -94,8 +95,10 @@ export function jobSummary(report: RunReport): string {
     const shown = r.changes.slice(0, CELL_CHANGES).map((c) => `${verb(c.action)} ${c.target}`);
     if (r.changes.length > CELL_CHANGES) shown.push(`… ${r.changes.length - CELL_CHANGES} more`);
     // The pool view gets a table of its own below.
-    const { pool: _pool, ...rest } = r.found;
-    const found = describeFound(isPoolView(r.found.pool) ? rest : r.found);
+    const { pool: _pool, warm: _warm, ...rest } = r.found;
+    const found = describeFound(
+      isPoolView(r.found.pool) || isWarmView(r.found.warm) ? rest : r.found,
+    );
     lines.push(
       `| ${
         [
@@ -116,6 +119,21 @@ export function jobSummary(report: RunReport): string {
       `### Pool (${r.task})`,
       "",
       `Against the ${templateLine(pool)}.`,
+      "",
+      `| ${header.map(text).join(" | ")} |`,
+      `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+      ...rows.map((row) => `| ${row.map((v) => cell([v])).join(" | ")} |`),
+    );
+  }
+  for (const r of report.results) {
+    const warm = r.found.warm;
+    if (!isWarmView(warm) || Object.keys(warm.classes).length === 0) continue;
+    const [header, ...rows] = warmTable(warm);
+    lines.push(
+      "",
+      `### Warm pool (${r.task})`,
+      "",
+      `${warmLine(warm)[0].toUpperCase()}${warmLine(warm).slice(1)}.`,
       "",
       `| ${header.map(text).join(" | ")} |`,
       `| ${header.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,

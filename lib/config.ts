@@ -24,6 +24,7 @@ import {
   duplicateKeys,
   FILE_INPUT_MAX_BYTES,
   type InputSpec,
+  type Names,
   parseJson,
   type Raw,
   Reader,
@@ -34,19 +35,10 @@ import * as launchTemplate from "./launch_template_inputs.ts";
 import * as parameters from "./parameters.ts";
 import * as reaper from "./reaper/inputs.ts";
 import * as pools from "./resource_pools.ts";
+import * as warmPool from "./warm_pool.ts";
+import { type SharedDesired, type TaskName, TASKS } from "./task.ts";
 
-export { ConfigError, type InputSpec };
-
-/** The tasks refresh runs, in the order it runs them. */
-export const TASKS = [
-  "table",
-  "launch-template",
-  "resource-pools",
-  "parameters",
-  "github-token",
-  "reaper",
-] as const;
-export type TaskName = typeof TASKS[number];
+export { ConfigError, type InputSpec, type Names, type TaskName, TASKS };
 
 /**
  * Minutes after which no task starts (well under the 15 min `timeout-minutes` of
@@ -129,6 +121,7 @@ export const INPUTS: InputSpec[] = [
   ...pools.INPUTS,
   ...github.INPUTS,
   ...reaper.INPUTS,
+  ...warmPool.INPUTS,
 ];
 
 /** Which inputs each task cannot run without, declared by the task. */
@@ -138,33 +131,14 @@ const REQUIRED: Partial<Record<TaskName, Requirements>> = {
   "github-token": github.REQUIRED,
 };
 
-export interface DesiredState {
-  region: string;
-  /** `owner-repo` (or the organization): the stem of every default resource name. */
-  prefix: string;
-  table: string;
-  tasks: TaskName[];
-  dryRun: boolean;
-  json: boolean;
-  /** No task starts after this many minutes (see `TaskContext.budget`). */
-  deadlineMin: number;
-  /** Each attempt of a request is abandoned after this many seconds. */
-  requestTimeoutSec: number;
+/** The whole desired state: the shared inputs and each task's section. */
+export interface DesiredState extends SharedDesired {
   parameters: parameters.DesiredParameters;
   launchTemplate: launchTemplate.DesiredLaunchTemplate;
   pools: pools.DesiredPools;
   github: github.DesiredGithub;
   reaper: reaper.DesiredReaper;
-}
-
-/** The names every task may derive its own from, read from the shared inputs. */
-export interface Names {
-  region: string;
-  repo?: { owner: string; name: string };
-  org?: string;
-  table: string;
-  /** The stem of every default resource name: `owner-repo`, or the organization. */
-  stem: string;
+  warmPool: warmPool.DesiredWarmPool;
 }
 
 /** What the parser reads; the entry passes the real ones, tests pass their own. */
@@ -314,6 +288,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
   // only when no problem was found, so a missing one is never read.
   const tasks = parseTasks(r);
   const names = parseNames(r);
+  const poolsSection = pools.parsePools(r, names);
   const desired: DesiredState = {
     region: names.region,
     prefix: names.stem,
@@ -325,9 +300,10 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     requestTimeoutSec: r.int("request-timeout-sec", 1, 300)!,
     parameters: parameters.parseParameters(r),
     launchTemplate: launchTemplate.parseLaunchTemplate(r, names, tasks, sources.readTextFile),
-    pools: pools.parsePools(r, names),
+    pools: poolsSection,
     github: github.parseGithub(r, names),
     reaper: reaper.parseReaper(r),
+    warmPool: warmPool.parseWarmPool(r, poolsSection.classes),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return desired;

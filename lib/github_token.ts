@@ -12,12 +12,11 @@
  */
 import { createAppAuth, type StrategyOptions } from "npm:@octokit/auth-app@8.3.1";
 import type { Octokit } from "npm:@octokit/rest@22.0.1";
-import type { Names } from "./config.ts";
 import { METADATA, type RegistrationTokenRecord, timestamp } from "./contract.ts";
-import type { InputSpec, Reader, Requirements } from "./inputs.ts";
+import type { InputSpec, Names, Reader, Requirements } from "./inputs.ts";
 import { readStored, writeMetadata } from "./metadata.ts";
 import { timedFetch } from "./requests.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import type { Change, SharedDesired, TaskContext as Context, TaskOutcome } from "./task.ts";
 
 /** The github-token task's inputs (GitHub's, also used by the reaper), in `--help` order. */
 export const INPUTS: InputSpec[] = [
@@ -79,6 +78,12 @@ export interface DesiredGithub {
   auth: GithubAuth;
   marginMin: number;
 }
+
+/** The part of the desired state the github-token task reads. */
+export interface GithubDesired extends Pick<SharedDesired, "table"> {
+  github: DesiredGithub;
+}
+type TaskContext = Context<GithubDesired>;
 
 /** Reads the github-token task's inputs, recording problems on the reader. */
 export function parseGithub(r: Reader, { repo, org }: Names): DesiredGithub {

@@ -261,3 +261,13 @@ export function duplicateKeys(text: string): string[] {
   }
   return [...found];
 }
+
+/** The names every task may derive its own from, read from the shared inputs (lib/config.ts). */
+export interface Names {
+  region: string;
+  repo?: { owner: string; name: string };
+  org?: string;
+  table: string;
+  /** The stem of every default resource name: `owner-repo`, or the organization. */
+  stem: string;
+}

@@ -3,13 +3,18 @@
  *
  * The AMI is resolved first (an id, or the newest available image matching a name pattern), and
  * the security groups are checked to exist in one VPC (see lib/network.ts). The user data is the
- * generated bootstrap (lib/bootstrap.ts, with the runner checksums looked up in the runner's
- * release when not given: lib/runner_release.ts) or the operator's own script, gzip-compressed
- * when it would not fit EC2's limit otherwise (lib/user_data.ts). The template's default
- * version is then compared with the desired data, field by field, user data by content. A missing
- * template is created; a drifted one gets a new version carrying the full data,
- * made the default (or an existing equal version is made the default again); an equal one is left
- * alone. Old versions beyond the newest `keepVersions` are deleted, never the default one, and
+ * generated bootstrap (lib/bootstrap.ts, with the runner version and checksums resolved from
+ * actions/runner's releases when not given: lib/runner_release.ts) or the operator's own script,
+ * gzip-compressed when it would not fit EC2's limit otherwise (lib/user_data.ts).
+ *
+ * Every version refresh creates carries the fingerprint of its desired data (a SHA-256 of the
+ * data's canonical JSON, user data by content) in its `VersionDescription`. The default version
+ * is equal to the desired data when its fingerprint is the desired one; only a version refresh did
+ * not make (a template taken over, a default set by hand) is compared field by field with EC2's
+ * answer. So defaults EC2 adds to what it echoes never count as drift, and an unchanged desired
+ * state never makes a version. A missing template is created; a drifted one gets a new version
+ * carrying the full data, made the default (or an existing equal version is made the default
+ * again); an equal one is left alone. Old versions beyond the newest `keepVersions` are deleted, never the default one, and
  * the template itself never is, but for one this run made that EC2 flagged as invalid: EC2 accepts
  * some invalid parameters with a warning (`Warning.Errors`) instead of an error, and such a
  * template or version is deleted again, so no later run takes it for good, and the task fails
@@ -49,37 +54,46 @@ import {
   type ValidationWarning,
   type VolumeType,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import type { DesiredState } from "./config.ts";
 import { type LaunchTemplateRecord, METADATA, OWNER_TAG, sha256 } from "./contract.ts";
-import type { AmiSource } from "./launch_template_inputs.ts";
+import type { AmiSource, DesiredLaunchTemplate } from "./launch_template_inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, requireOneVpc } from "./network.ts";
-import { type ChecksumSources, resolveRunnerChecksums } from "./runner_release.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import { resolveRunner } from "./runner_release.ts";
+import type { Change, SharedDesired, TaskContext as Context, TaskOutcome } from "./task.ts";
 import {
   type EncodedUserData,
   encodeUserData,
   generatedScript,
+  isEnterpriseServer,
   USER_DATA_MAX_BYTES,
   userDataContent,
 } from "./user_data.ts";
 
 /**
- * Instances may reach the metadata service only with an IMDSv2 session token. A hop limit of 2
- * lets containers on the runner (Docker bridge network) reach it too, as AWS recommends for
- * container hosts; 1 would cut job containers off from the instance role. Instance tags are
- * readable from metadata when `tags` is set: the bootstrap learns its first run id from the tag
- * `InitialRunId` that provision puts on the instance (PROTOCOL.md).
+ * Instances may reach the metadata service only with an IMDSv2 session token, and only from the
+ * instance itself: with a hop limit of 1 the token's answer does not survive the extra hop of a
+ * container's bridge network, so job containers cannot read the instance role's credentials (the
+ * pool's registration token is behind them). Instance tags are readable from metadata when `tags`
+ * is set: the bootstrap learns its first run id from the tag `InitialRunId` that provision puts on
+ * the instance (PROTOCOL.md).
  */
 export function metadataOptions(tags: boolean) {
   return {
     HttpTokens: "required",
     HttpEndpoint: "enabled",
-    HttpPutResponseHopLimit: 2,
+    HttpPutResponseHopLimit: 1,
     HttpProtocolIpv6: "disabled",
     InstanceMetadataTags: tags ? "enabled" : "disabled",
   } as const;
 }
+
+/** The part of the desired state the launch-template task reads. */
+export interface LaunchTemplateDesired extends Pick<SharedDesired, "region" | "table"> {
+  launchTemplate: DesiredLaunchTemplate;
+  /** Where the runner's release (and its checksums) are looked up. */
+  github: { apiUrl: string };
+}
+type TaskContext = Context<LaunchTemplateDesired>;
 
 /** DeleteLaunchTemplateVersions takes at most this many versions per call. */
 const DELETE_BATCH = 200;
@@ -98,7 +112,7 @@ export async function reconcileLaunchTemplate(ctx: TaskContext): Promise<TaskOut
   const userData = await buildUserData(ctx);
   const data = templateData(ctx.desired, image, userData.encoded);
   const template = await findTemplate(ec2, lt.name);
-  const out: Outcome = { changes: [], warnings: [] };
+  const out: Outcome = { changes: [], warnings: [...userData.warnings] };
   let state: TemplateState;
   if (template) {
     await claim(ctx, template, out);
@@ -187,6 +201,7 @@ async function create(
   const created = await ctx.clients.ec2.send(
     new CreateLaunchTemplateCommand({
       LaunchTemplateName: name,
+      VersionDescription: describeFingerprint(fingerprint(data)),
       LaunchTemplateData: data,
       TagSpecifications: [{
         ResourceType: "launch-template",
@@ -257,7 +272,8 @@ async function claim(ctx: TaskContext, template: LaunchTemplate, out: Outcome): 
 
 /**
  * Makes the default version hold the desired data: nothing when it does; else the newest
- * existing version that does becomes the default; else a new version with the full data does.
+ * existing version that does becomes the default; else a new version with the full data (and the
+ * data's fingerprint) does.
  */
 async function makeDefault(
   ctx: TaskContext,
@@ -271,11 +287,12 @@ async function makeDefault(
   const all = await listVersions(ec2, id);
   const versions = all.map((v) => v.VersionNumber!);
   let version = template.DefaultVersionNumber!;
+  const wanted = fingerprint(data);
   const current = all.find((v) => v.VersionNumber === version);
-  const drift = differences(data, current?.LaunchTemplateData ?? {});
+  const drift = current ? versionDrift(data, wanted, current) : ["no default version"];
   if (drift.length === 0) return { id, version, versions };
 
-  const equal = all.filter((v) => differences(data, v.LaunchTemplateData ?? {}).length === 0)
+  const equal = all.filter((v) => versionDrift(data, wanted, v).length === 0)
     .sort((a, b) => b.VersionNumber! - a.VersionNumber!)[0];
   if (equal) {
     version = equal.VersionNumber!;
@@ -292,6 +309,7 @@ async function makeDefault(
       const created = await ec2.send(
         new CreateLaunchTemplateVersionCommand({
           LaunchTemplateId: id,
+          VersionDescription: describeFingerprint(wanted),
           LaunchTemplateData: data,
           ClientToken: crypto.randomUUID(),
         }),
@@ -311,6 +329,59 @@ async function makeDefault(
     );
   }
   return { id, version, versions };
+}
+
+/**
+ * How a version differs from the desired data, one entry per field (none: equal). A version
+ * refresh made is judged by its fingerprint alone; its fields are shown only to say what changed
+ * (the desired fields whose value differs, not the extra ones EC2 answers with). Any other version
+ * is compared field by field.
+ */
+export function versionDrift(
+  desired: RequestLaunchTemplateData,
+  wanted: string,
+  version: LaunchTemplateVersion,
+): string[] {
+  const actual = version.LaunchTemplateData ?? {};
+  const recorded = fingerprintOf(version.VersionDescription);
+  if (recorded === undefined) return differences(desired, actual);
+  if (recorded === wanted) return [];
+  const changed = differences(desired, actual, { desiredKeysOnly: true });
+  return changed.length > 0 ? changed : [`fingerprint ${recorded.slice(0, 12)}…`];
+}
+
+/** The prefix of the fingerprint in a version's description. */
+const FINGERPRINT_MARK = "refresh desired-data sha256:";
+
+/** The description of a version refresh creates: its data's fingerprint. */
+export function describeFingerprint(hex: string): string {
+  return `${FINGERPRINT_MARK}${hex}`;
+}
+
+/** The fingerprint a version's description records, if refresh created it. */
+export function fingerprintOf(description: string | undefined): string | undefined {
+  if (!description?.startsWith(FINGERPRINT_MARK)) return undefined;
+  const hex = description.slice(FINGERPRINT_MARK.length);
+  return /^[0-9a-f]{64}$/.test(hex) ? hex : undefined;
+}
+
+/**
+ * The fingerprint of launch template data: the SHA-256 of its canonical form (see canonical) as
+ * JSON with sorted keys at every level, so equal data has one fingerprint however it is built.
+ */
+export function fingerprint(data: RequestLaunchTemplateData): string {
+  return sha256(sortedJson(canonical(data)));
+}
+
+/** JSON with every object's keys sorted. */
+function sortedJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(sortedJson).join(",")}]`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value).filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${sortedJson(v)}`).join(",")}}`;
+  }
+  return JSON.stringify(value);
 }
 
 /** Deletes all versions but the newest `keepVersions` and the default; refusals are warnings. */
@@ -396,40 +467,44 @@ interface UserData {
   script: string;
   encoded: EncodedUserData;
   found: Record<string, unknown>;
+  /** What the report should say (a runner version GitHub refuses, a check not made). */
+  warnings: string[];
 }
 
 /**
  * The user data of the desired state: the operator's script, or the generated bootstrap with the
- * runner checksums given or looked up in the runner's release; encoded to fit EC2's limit.
+ * runner version and checksums given or resolved from actions/runner's releases; encoded to fit
+ * EC2's limit.
  */
 async function buildUserData(ctx: TaskContext): Promise<UserData> {
   const source = ctx.desired.launchTemplate.userData;
   let script: string;
   let found: Record<string, unknown>;
+  const warnings: string[] = [];
   if (source.kind === "file") {
     script = source.script;
     found = { source: `--user-data ${source.path}` };
   } else {
     const { runner } = source.inputs;
-    let checksums = runner.sha256;
-    let sources: ChecksumSources | "given" = "given";
-    if (!checksums) {
-      const { apiUrl } = ctx.desired.github;
-      ({ checksums, sources } = await resolveRunnerChecksums(
-        ctx.clients.github,
-        runner.version,
-        apiUrl,
-      ));
-    }
-    script = generatedScript(source.inputs, checksums);
+    const { apiUrl } = ctx.desired.github;
+    const resolved = await resolveRunner(runner, {
+      github: ctx.clients.github,
+      apiUrl,
+      enterprise: isEnterpriseServer(apiUrl),
+      now: ctx.now(),
+    });
+    warnings.push(...resolved.warnings);
+    script = generatedScript(source.inputs, resolved.checksums, resolved.version);
     found = {
       source: "generated bootstrap",
       githubUrl: source.inputs.githubUrl,
       ...(source.inputs.runnerGroup ? { runnerGroup: source.inputs.runnerGroup } : {}),
       runner: {
-        version: runner.version,
-        sha256: checksums,
-        checksumsFrom: sources,
+        version: resolved.version,
+        ...(runner.version !== resolved.version ? { requested: runner.version } : {}),
+        sha256: resolved.checksums,
+        checksumsFrom: resolved.checksumsFrom,
+        ...(resolved.newest ? { newestRelease: resolved.newest } : {}),
         ...(runner.downloadUrl ? { downloadUrl: runner.downloadUrl } : {}),
       },
       preRunnerScript: source.inputs.preRunnerScript !== undefined,
@@ -450,12 +525,12 @@ async function buildUserData(ctx: TaskContext): Promise<UserData> {
     bytes: encoded.bytes.length,
     ...(encoded.compressed ? { compressed: "gzip", scriptBytes: encoded.plainBytes } : {}),
   };
-  return { script, encoded, found };
+  return { script, encoded, found, warnings };
 }
 
 /** The full launch template data for a desired state, its resolved image and its user data. */
 export function templateData(
-  desired: DesiredState,
+  desired: LaunchTemplateDesired,
   image: Image,
   userData: EncodedUserData,
 ): RequestLaunchTemplateData {
@@ -478,6 +553,8 @@ export function templateData(
     ...(lt.instanceType ? { InstanceType: lt.instanceType as _InstanceType } : {}),
     ...(lt.keyName ? { KeyName: lt.keyName } : {}),
     ...(root ? { BlockDeviceMappings: [root] } : {}),
+    // A job that shuts its machine down leaves no stopped instance (and disk) behind.
+    InstanceInitiatedShutdownBehavior: "terminate",
     MetadataOptions: metadataOptions(lt.instanceMetadataTags),
     TagSpecifications: [
       { ResourceType: "instance", Tags: tags },
@@ -491,7 +568,7 @@ export function templateData(
  * kept volume is a leak), with the desired type and size. None for instance-store images.
  */
 function rootVolume(
-  desired: DesiredState,
+  desired: LaunchTemplateDesired,
   image: Image,
 ): LaunchTemplateBlockDeviceMappingRequest | undefined {
   const { deviceName, sizeGiB, type } = desired.launchTemplate.rootVolume;
@@ -562,11 +639,21 @@ function canonical(data: Data): Record<string, unknown> {
   return out;
 }
 
-/** What differs between desired and actual data, one entry per field; user data never shown. */
-export function differences(desired: Data, actual: Data): string[] {
+/**
+ * What differs between desired and actual data, one entry per field; user data never shown.
+ * Over the fields of both, or with `desiredKeysOnly` over the desired ones (what EC2 answers
+ * besides is not looked at).
+ */
+export function differences(
+  desired: Data,
+  actual: Data,
+  options: { desiredKeysOnly?: boolean } = {},
+): string[] {
   const want = canonical(desired);
   const have = canonical(actual);
-  const keys = [...new Set([...Object.keys(want), ...Object.keys(have)])].sort();
+  const keys = options.desiredKeysOnly
+    ? Object.keys(want).sort()
+    : [...new Set([...Object.keys(want), ...Object.keys(have)])].sort();
   return keys.filter((k) => !isDeepStrictEqual(want[k], have[k])).map((k) => {
     const [from, to] = [have[k], want[k]];
     if (k === "UserData") return "UserData content";
@@ -603,7 +690,7 @@ async function listVersions(ec2: EC2Client, id: string): Promise<LaunchTemplateV
   return versions;
 }
 
-function profileOf(desired: DesiredState): string {
+function profileOf(desired: LaunchTemplateDesired): string {
   const profile = desired.launchTemplate.iamInstanceProfile;
   if (!profile) return "";
   return "arn" in profile ? profile.arn : profile.name;

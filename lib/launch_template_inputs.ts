@@ -4,12 +4,12 @@
  *
  * @module
  */
-import type { Names } from "./config.ts";
-import { EC2_MAX_TAGS, OWNER_TAG, PROVISION_INSTANCE_TAGS } from "./contract.ts";
+import { EC2_MAX_TAGS, OWNER_TAG, poolRunnerLabel, PROVISION_INSTANCE_TAGS } from "./contract.ts";
 import {
   checkIds,
   FILE_INPUT_MAX_BYTES,
   type InputSpec,
+  type Names,
   type Reader,
   type ReadTextFile,
   type Requirements,
@@ -17,9 +17,10 @@ import {
   show,
 } from "./inputs.ts";
 import { specProblems } from "./bootstrap.ts";
+import { LATEST } from "./runner_release.ts";
 import {
-  DEFAULT_RUNNER_VERSION,
   isEnterpriseServer,
+  plannedInputs,
   registrationUrl,
   userDataSizeProblem,
   type UserDataSource,
@@ -71,22 +72,25 @@ export const INPUTS: InputSpec[] = [
     name: "runner-version",
     env: ["REFRESH_RUNNER_VERSION"],
     kind: "string",
-    default: DEFAULT_RUNNER_VERSION,
-    help: "GitHub Actions runner version the generated bootstrap installs",
+    default: LATEST,
+    help:
+      "latest (actions/runner's newest release, looked up on each run) or a version like 2.334.0",
   },
   {
     name: "runner-sha256-x64",
     env: ["REFRESH_RUNNER_SHA256_X64"],
     kind: "string",
     default: "from the runner's release",
-    help: "SHA-256 of the x64 runner package (required with GitHub Enterprise Server)",
+    help:
+      "SHA-256 of the x64 runner package, with a pinned --runner-version (required with GitHub Enterprise Server)",
   },
   {
     name: "runner-sha256-arm64",
     env: ["REFRESH_RUNNER_SHA256_ARM64"],
     kind: "string",
     default: "from the runner's release",
-    help: "SHA-256 of the arm64 runner package (required with GitHub Enterprise Server)",
+    help:
+      "SHA-256 of the arm64 runner package, with a pinned --runner-version (required with GitHub Enterprise Server)",
   },
   {
     name: "runner-download-url",
@@ -100,6 +104,30 @@ export const INPUTS: InputSpec[] = [
     env: ["REFRESH_RUNNER_GROUP"],
     kind: "string",
     help: "runner group runners join (organization-level runners only)",
+  },
+  {
+    name: "job-user",
+    env: ["REFRESH_JOB_USER"],
+    kind: "string",
+    default: "runner",
+    help: "runner: jobs run as a dedicated user the bootstrap creates; root: as root " +
+      "(needs --job-metadata open)",
+  },
+  {
+    name: "job-sudo",
+    env: ["REFRESH_JOB_SUDO"],
+    kind: "string",
+    default: "enabled",
+    help: "enabled: passwordless sudo for jobs, as on GitHub-hosted runners (a job can then " +
+      "undo the metadata block); disabled: strict mode",
+  },
+  {
+    name: "job-metadata",
+    env: ["REFRESH_JOB_METADATA"],
+    kind: "string",
+    default: "blocked",
+    help: "blocked: jobs cannot reach instance metadata (the instance role, so the pool's token " +
+      "and signals); open: jobs can use the instance role",
   },
   {
     name: "user-data",
@@ -352,6 +380,9 @@ const BOOTSTRAP_INPUTS = [
   "runner-sha256-arm64",
   "runner-download-url",
   "runner-group",
+  "job-user",
+  "job-sudo",
+  "job-metadata",
 ];
 
 /**
@@ -388,12 +419,21 @@ function parseUserData(
     }
     userData = { kind: "file", path: userDataPath, script: read("user-data", userDataPath) ?? "" };
   } else {
-    const version = r.string("runner-version") ?? DEFAULT_RUNNER_VERSION;
-    if (!/^\d+\.\d+\.\d+$/.test(version)) {
-      problems.push(`runner-version: "${version}" is not a runner version like 2.334.0`);
+    const version = r.string("runner-version") ?? LATEST;
+    if (version !== LATEST && !/^\d+\.\d+\.\d+$/.test(version)) {
+      problems.push(
+        `runner-version: "${version}" is neither latest nor a runner version like 2.334.0`,
+      );
     }
     const x64 = checksum(r, "runner-sha256-x64");
     const arm64 = checksum(r, "runner-sha256-arm64");
+    if (version === LATEST && (r.has("runner-sha256-x64") || r.has("runner-sha256-arm64"))) {
+      problems.push(
+        "runner-version: checksums are given, but the version is latest (the default), which " +
+          "changes with each actions/runner release; set --runner-version to the version the " +
+          "checksums are of, or remove --runner-sha256-x64 and --runner-sha256-arm64",
+      );
+    }
     if ((r.has("runner-sha256-x64")) !== (r.has("runner-sha256-arm64"))) {
       const missing = r.has("runner-sha256-x64") ? "runner-sha256-arm64" : "runner-sha256-x64";
       problems.push(
@@ -424,13 +464,35 @@ function parseUserData(
     if (selected && validApi && isEnterpriseServer(apiUrl) && !r.has("runner-sha256-x64")) {
       problems.push(
         `runner-sha256-x64: required with GitHub Enterprise Server (${apiUrl}), whose API does ` +
-          "not hold github.com's actions/runner releases; give --runner-sha256-x64 and " +
-          "--runner-sha256-arm64 (from https://github.com/actions/runner/releases), and " +
-          "--runner-download-url if the instances cannot reach github.com",
+          "not hold github.com's actions/runner releases; give --runner-version, " +
+          "--runner-sha256-x64 and --runner-sha256-arm64 (from " +
+          "https://github.com/actions/runner/releases), and --runner-download-url if the " +
+          "instances cannot reach github.com",
       );
     }
     const scope = names.org ? { org: names.org } : names.repo ? { repo: names.repo } : undefined;
     // No scope: REQUIRED reports it when the task runs (repo|org|user-data).
+    const jobUser = r.string("job-user") ?? "runner";
+    if (jobUser !== "runner" && jobUser !== "root") {
+      problems.push(`job-user: "${jobUser}" is not runner or root`);
+    }
+    const jobSudo = r.string("job-sudo") ?? "enabled";
+    if (jobSudo !== "enabled" && jobSudo !== "disabled") {
+      problems.push(`job-sudo: "${jobSudo}" is not enabled or disabled`);
+    }
+    const jobMetadata = r.string("job-metadata") ?? "blocked";
+    if (jobMetadata !== "blocked" && jobMetadata !== "open") {
+      problems.push(`job-metadata: "${jobMetadata}" is not blocked or open`);
+    }
+    if (jobUser === "root" && jobMetadata !== "open") {
+      problems.push(
+        "job-metadata: jobs that run as root can always reach instance metadata; with " +
+          "--job-user root set --job-metadata open (and know that jobs get the instance role)",
+      );
+    }
+    if (jobUser === "root" && jobSudo === "disabled") {
+      problems.push("job-sudo: disabled (strict mode) means nothing with --job-user root");
+    }
     const prePath = r.string("pre-runner-script");
     const preRunnerScript = prePath !== undefined ? read("pre-runner-script", prePath) : undefined;
     userData = {
@@ -438,6 +500,10 @@ function parseUserData(
       inputs: {
         table: names.table,
         region: names.region,
+        poolLabel: poolRunnerLabel(names.region, names.table),
+        ...(jobUser === "root" ? { jobUser: "root" as const } : {}),
+        ...(jobSudo === "disabled" ? { jobSudo: false } : {}),
+        ...(jobMetadata === "open" ? { jobMetadata: "open" as const } : {}),
         githubUrl: scope && validApi ? registrationUrl(apiUrl, scope) : "",
         ...(runnerGroup !== undefined ? { runnerGroup } : {}),
         runner: {
@@ -473,9 +539,8 @@ function parseUserData(
 /** Whether the user data can be made: a file always; the bootstrap when its spec is good. */
 function bootstrapPossible(source: UserDataSource): boolean {
   if (source.kind === "file") return true;
-  const sha256 = source.inputs.runner.sha256 ?? { x64: "0".repeat(64), arm64: "0".repeat(64) };
-  return specProblems({ ...source.inputs, runner: { ...source.inputs.runner, sha256 } }).length ===
-    0;
+  const { runner, ...rest } = plannedInputs(source.inputs);
+  return specProblems({ ...rest, runner: { ...runner, sha256: runner.sha256! } }).length === 0;
 }
 
 /** A SHA-256 input, lowercased; undefined (with a problem) when it is no hex digest. */

@@ -9,7 +9,10 @@ import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import type { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item, pk, sk } from "./contract.ts";
-import type { Change, TaskContext } from "./task.ts";
+import type { Change, SharedDesired, TaskContext as Context } from "./task.ts";
+
+/** What the metadata helpers need of a task's context: the table. */
+type TaskContext = Context<Pick<SharedDesired, "table">>;
 
 /** The stored `value` of a metadata record, or undefined when there is none. */
 export async function readMetadata(

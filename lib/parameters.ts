@@ -12,7 +12,7 @@ import { METADATA } from "./contract.ts";
 import { checkIds, type InputSpec, type Reader, type Requirements, SUBNET } from "./inputs.ts";
 import { reconcileMetadata } from "./metadata.ts";
 import { describeSecurityGroups, describeSubnets, requireOneVpc } from "./network.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import type { Change, SharedDesired, TaskContext, TaskOutcome } from "./task.ts";
 
 /** The parameters task's inputs, in `--help` order. */
 export const INPUTS: InputSpec[] = [
@@ -66,7 +66,16 @@ export function parseParameters(r: Reader): DesiredParameters {
   };
 }
 
-export async function reconcileParameters(ctx: TaskContext): Promise<TaskOutcome> {
+/** The part of the desired state the parameters task reads. */
+export interface ParametersDesired extends Pick<SharedDesired, "region" | "table"> {
+  parameters: DesiredParameters;
+  /** The runners' security groups, whose VPC the subnets must be in. */
+  launchTemplate: { securityGroupIds: string[] };
+}
+
+export async function reconcileParameters(
+  ctx: TaskContext<ParametersDesired>,
+): Promise<TaskOutcome> {
   const { idleTimeSec, maxRuntimeMin, subnetIds } = ctx.desired.parameters;
   const desired: [string, unknown][] = [
     [METADATA.idleTimeSec, idleTimeSec],

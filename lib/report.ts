@@ -5,7 +5,8 @@
  * @module
  */
 import { isPoolView, poolTable, templateLine } from "./rollout.ts";
-import type { TaskResult } from "./task.ts";
+import { describeDuration, type TaskResult } from "./task.ts";
+import { isWarmView, warmLine, warmTable } from "./warm_pool.ts";
 
 export interface RunReport {
   version: 1;
@@ -16,6 +17,16 @@ export interface RunReport {
   /** API calls made, by operation. */
   calls: Record<string, number>;
   writeCalls: number;
+  /**
+   * Endpoints that timed out on every attempt of a call, so that every later request to them failed
+   * at once (lib/requests.ts); absent or empty when all answered.
+   */
+  unreachable?: {
+    endpoint: string;
+    call: string;
+    timeoutMs: number;
+    attempts: number;
+  }[];
   exitCode: number;
 }
 
@@ -54,6 +65,10 @@ export function renderText(report: RunReport): string {
       lines.push(`  pool, against the ${templateLine(r.found.pool)}:`);
       lines.push(...alignTable(poolTable(r.found.pool)).map((row) => `    ${row}`));
     }
+    if (isWarmView(r.found.warm) && Object.keys(r.found.warm.classes).length) {
+      lines.push(`  ${warmLine(r.found.warm)}:`);
+      lines.push(...alignTable(warmTable(r.found.warm)).map((row) => `    ${row}`));
+    }
     for (const w of r.warnings) lines.push(`  warning: ${w}`);
     if (r.error) lines.push(`  error: ${r.error}`);
   }
@@ -65,6 +80,13 @@ export function renderText(report: RunReport): string {
     count("planned") && `${count("planned")} with planned changes`,
     count("unchanged") && `${count("unchanged")} unchanged`,
   ].filter(Boolean);
+  for (const u of report.unreachable ?? []) {
+    lines.push(
+      `unreachable: ${u.endpoint} did not answer ${u.call} within ${
+        describeDuration(u.timeoutMs)
+      } on any of ${u.attempts} attempts; later requests to it were not sent`,
+    );
+  }
   const total = Object.values(report.calls).reduce((a, b) => a + b, 0);
   lines.push(`result: ${parts.join(", ")}; ${total} API calls, ${report.writeCalls} writes`);
   return lines.join("\n");

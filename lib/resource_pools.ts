@@ -22,7 +22,6 @@ import {
   type SQSClient,
   TagQueueCommand,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
-import type { Names } from "./config.ts";
 import {
   METADATA,
   OWNER_TAG,
@@ -31,9 +30,9 @@ import {
   queueNamePrefix,
   type ResourceClassRecord,
 } from "./contract.ts";
-import { duplicateKeys, type InputSpec, type Reader, show } from "./inputs.ts";
+import { duplicateKeys, type InputSpec, type Names, type Reader, show } from "./inputs.ts";
 import { readStored, updateMetadata } from "./metadata.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import type { Change, SharedDesired, TaskContext as Context, TaskOutcome } from "./task.ts";
 
 /** The resource-pools task's inputs, in `--help` order. */
 export const INPUTS: InputSpec[] = [
@@ -82,6 +81,12 @@ export const DEFAULT_RESOURCE_CLASSES: Record<string, ResourceClass> = {
   "12xlarge": { cpu: 48, mmem: 98304 },
   "16xlarge": { cpu: 64, mmem: 131072 },
 };
+
+/** The part of the desired state the resource-pools task reads. */
+export interface PoolsDesired extends Pick<SharedDesired, "table" | "prefix"> {
+  pools: DesiredPools;
+}
+type TaskContext = Context<PoolsDesired>;
 
 /** The resource-pools task's section of the desired state. */
 export interface DesiredPools {

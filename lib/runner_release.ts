@@ -1,9 +1,23 @@
 /**
- * Finds the SHA-256 checksums of the GitHub Actions runner's Linux packages
- * (`actions-runner-linux-<x64|arm64>-<version>.tar.gz`) in the `actions/runner` release of a
- * version, so the generated bootstrap can verify what it downloads. Reads only; writes nothing.
+ * Decides which GitHub Actions runner the generated bootstrap installs, and finds the SHA-256
+ * checksums of its Linux packages (`actions-runner-linux-<x64|arm64>-<version>.tar.gz`) in the
+ * `actions/runner` release of that version, so the bootstrap can verify what it downloads. Reads
+ * only; writes nothing.
  *
- * Two places publish them, both read from one `GET /repos/actions/runner/releases/tags/v<version>`:
+ * The bootstrap registers runners with updates disabled, and GitHub requires such a runner to
+ * install each new release within 30 days of it, or stops sending it jobs ("About self-hosted
+ * runners", GitHub Docs: "you will be required to update your runner version within 30 days of a
+ * new version being made available"). So:
+ * - `latest` (the default) resolves the newest release on every run, with one
+ *   `GET /repos/actions/runner/releases/latest`, which gives both the version and its checksums;
+ *   a new release makes new user data, so a new template version, and the rollout drains idle
+ *   instances of the old one;
+ * - a pinned version is checked against that same newest release (one read): older than a release
+ *   published more than {@link UPDATE_WINDOW_DAYS} days ago is a warning (GitHub refuses it). When
+ *   GitHub cannot be asked (no credential, an error), that is a warning too, never a failure: the
+ *   pinned version and given checksums are all the template needs.
+ *
+ * Two places publish the checksums, both read from the release:
  * - the asset's `digest` (`sha256:<hex>`), which GitHub computes for every release asset uploaded
  *   since June 2025 ("Releases now expose digests for release assets", GitHub changelog);
  * - the release notes, which carry one checksum per package between
@@ -13,7 +27,7 @@
  * other 64-digit hex strings too (commit ids), so a plain pattern could pick the wrong one.
  *
  * github.com hosts these releases; a GitHub Enterprise Server API does not (config.ts requires
- * the checksums there instead).
+ * a pinned version and its checksums there, and the staleness check is not made).
  *
  * @module
  */
@@ -32,6 +46,8 @@ export function packageName(arch: Arch, version: string): string {
 /** The part of a release this module reads. */
 export interface ReleaseData {
   tag_name?: string;
+  /** When the release was published (ISO 8601); drafts have none. */
+  published_at?: string | null;
   body?: string | null;
   assets?: { name: string; digest?: string | null }[];
 }
@@ -116,4 +132,164 @@ export async function resolveRunnerChecksums(
     );
   }
   return found;
+}
+
+/** The `--runner-version` that follows actions/runner's newest release. */
+export const LATEST = "latest";
+
+/** Days GitHub gives a runner with updates disabled to install a newer release. */
+export const UPDATE_WINDOW_DAYS = 30;
+
+const DAY_MS = 24 * 3600_000;
+
+/** What the desired state asks for: `latest` or a version, with or without its checksums. */
+export interface RunnerRequest {
+  version: string;
+  sha256?: RunnerChecksums;
+}
+
+/** The runner the bootstrap installs, where its checksums came from, and what GitHub said. */
+export interface ResolvedRunner {
+  version: string;
+  checksums: RunnerChecksums;
+  checksumsFrom: ChecksumSources | "given";
+  /** actions/runner's newest release, when GitHub was asked and answered. */
+  newest?: { version: string; publishedAt?: string };
+  /** Said in the report and the job summary; never a failure. */
+  warnings: string[];
+}
+
+/** Where the runner's releases are read, and the clock the staleness check uses. */
+export interface RunnerLookup {
+  github: Octokit | undefined;
+  apiUrl: string;
+  /** A GitHub Enterprise Server API, which does not hold actions/runner: nothing is read. */
+  enterprise: boolean;
+  now: Date;
+}
+
+/**
+ * The runner to install: the newest release for `latest` (one read, which also gives its
+ * checksums), else the pinned version with its given checksums or those of its release (one
+ * read), checked against the newest release (one more read; when that fails, a warning).
+ */
+export async function resolveRunner(
+  request: RunnerRequest,
+  lookup: RunnerLookup,
+): Promise<ResolvedRunner> {
+  if (request.version === LATEST) return await resolveLatest(lookup);
+  const { version } = request;
+  let checksums = request.sha256;
+  let checksumsFrom: ResolvedRunner["checksumsFrom"] = "given";
+  if (!checksums) {
+    ({ checksums, sources: checksumsFrom } = await resolveRunnerChecksums(
+      lookup.github,
+      version,
+      lookup.apiUrl,
+    ));
+  }
+  const resolved: ResolvedRunner = { version, checksums, checksumsFrom, warnings: [] };
+  if (lookup.enterprise) return resolved;
+  let newest: { version: string; publishedAt?: string };
+  try {
+    newest = newestOf(await readLatest(lookup));
+  } catch (error) {
+    resolved.warnings.push(
+      `cannot check that runner ${version} is still accepted by GitHub (runners with updates ` +
+        `disabled must install a newer release within ${UPDATE_WINDOW_DAYS} days): ` +
+        `${(error as Error).message}; the template uses ${version} as pinned`,
+    );
+    return resolved;
+  }
+  resolved.newest = newest;
+  const stale = staleness(version, newest, lookup.now);
+  if (stale) resolved.warnings.push(stale);
+  return resolved;
+}
+
+/**
+ * The warning for a pinned version GitHub no longer sends jobs to: older than a release published
+ * more than {@link UPDATE_WINDOW_DAYS} days before `now`; undefined otherwise.
+ */
+export function staleness(
+  version: string,
+  newest: { version: string; publishedAt?: string },
+  now: Date,
+): string | undefined {
+  if (compareVersions(version, newest.version) >= 0 || !newest.publishedAt) return undefined;
+  const published = Date.parse(newest.publishedAt);
+  if (Number.isNaN(published)) return undefined;
+  const days = Math.floor((now.getTime() - published) / DAY_MS);
+  if (days < UPDATE_WINDOW_DAYS) return undefined;
+  return `runner ${version} is older than actions/runner ${newest.version}, published ` +
+    `${newest.publishedAt.slice(0, 10)} (${days} days ago): GitHub stops sending jobs to runners ` +
+    `with updates disabled ${UPDATE_WINDOW_DAYS} days after a newer release, so new instances ` +
+    `register and never get a job; set --runner-version latest (the default), or ` +
+    `${newest.version} and its checksums`;
+}
+
+/** Orders two x.y.z versions numerically: negative when `a` is older. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(".").map(Number);
+  const pb = b.split(".").map(Number);
+  for (let i = 0; i < 3; i++) {
+    const d = (pa[i] ?? 0) - (pb[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+/** The newest release's version and checksums, from one read. */
+async function resolveLatest(lookup: RunnerLookup): Promise<ResolvedRunner> {
+  const release = await readLatest(lookup);
+  const newest = newestOf(release);
+  const found = checksumsFromRelease(release, newest.version);
+  if ("problems" in found) {
+    throw new Error(
+      `the newest actions/runner release ${release.tag_name} does not give the checksums ` +
+        `refresh needs: ${found.problems.join("; ")}; set --runner-version to an earlier ` +
+        "version, or give it with --runner-sha256-x64 and --runner-sha256-arm64",
+    );
+  }
+  return {
+    version: newest.version,
+    checksums: found.checksums,
+    checksumsFrom: found.sources,
+    newest,
+    warnings: [],
+  };
+}
+
+/** `GET /repos/actions/runner/releases/latest`; throws saying what failed. */
+async function readLatest(lookup: RunnerLookup): Promise<ReleaseData> {
+  const { github, apiUrl } = lookup;
+  if (!github) {
+    throw new Error(
+      "no GitHub credential to read actions/runner's newest release with: set GITHUB_TOKEN or a " +
+        "GitHub App, or pin --runner-version and give --runner-sha256-x64 and " +
+        "--runner-sha256-arm64",
+    );
+  }
+  try {
+    return (await github.rest.repos.getLatestRelease(RUNNER_REPOSITORY)).data;
+  } catch (error) {
+    const status = (error as { status?: number }).status;
+    const message = error instanceof Error ? error.message : String(error);
+    throw new Error(
+      `cannot read actions/runner's newest release at ${apiUrl}/repos/actions/runner/releases/latest` +
+        `${status ? ` (GitHub answered ${status})` : ""}: ${message}`,
+    );
+  }
+}
+
+/** The version (`v2.334.0` -> `2.334.0`) and publication time of a release. */
+function newestOf(release: ReleaseData): { version: string; publishedAt?: string } {
+  const version = /^v?(\d+\.\d+\.\d+)$/.exec(release.tag_name ?? "")?.[1];
+  if (!version) {
+    throw new Error(
+      `actions/runner's newest release has the tag ${JSON.stringify(release.tag_name)}, ` +
+        "not a version like v2.334.0",
+    );
+  }
+  return { version, ...(release.published_at ? { publishedAt: release.published_at } : {}) };
 }

@@ -22,7 +22,11 @@ import {
   waitUntilTableExists,
 } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { PK, SK, TTL_ATTRIBUTE } from "./contract.ts";
-import type { Change, TaskContext, TaskOutcome } from "./task.ts";
+import type { Change, SharedDesired, TaskContext as Context, TaskOutcome } from "./task.ts";
+
+/** The part of the desired state the table task reads. */
+export type TableDesired = Pick<SharedDesired, "table">;
+type TaskContext = Context<TableDesired>;
 
 export async function reconcileTable(ctx: TaskContext): Promise<TaskOutcome> {
   const TableName = ctx.desired.table;

@@ -1,8 +1,17 @@
 /**
- * What every task shares: the context it is given (desired state, clients, clock, logger, the
- * run's time budget) and the result it returns as data. {@link runTasks} runs tasks one after
- * another; a task that throws is reported as failed and the others still run; once the run's
- * deadline has passed, the tasks not yet started are reported as skipped.
+ * What every task shares: the list of tasks and what each waits for ({@link TASKS},
+ * {@link DEPENDS_ON}), the context a task is given (its part of the desired state, clients, clock,
+ * logger, the run's time budget) and the result it returns as data. {@link runTasks} starts each
+ * task as soon as the tasks it depends on have finished, so independent tasks run side by side
+ * and a run lasts as long as its longest chain; results come back in the fixed task order
+ * whatever order the tasks finish in. A task that throws is reported as failed and the others
+ * still run; a task that fails because an endpoint stopped answering earlier in the run (see
+ * lib/requests.ts) is reported as skipped; once the run's deadline has passed, the tasks not yet
+ * started are reported as skipped. Reconciles and writes nothing itself.
+ *
+ * Nothing here imports lib/config.ts: config imports the task modules, which import this one, so
+ * each task declares the part of the desired state it reads as the type parameter of
+ * {@link TaskContext}, and config's `DesiredState` fits every one of them.
  *
  * @module
  */
@@ -10,7 +19,59 @@ import type { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0"
 import type { EC2Client } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import type { SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import type { Octokit } from "npm:@octokit/rest@22.0.1";
-import type { DesiredState, TaskName } from "./config.ts";
+
+/** The tasks refresh runs, in the order they are reported (and listed in `--only`). */
+export const TASKS = [
+  "table",
+  "launch-template",
+  "resource-pools",
+  "parameters",
+  "github-token",
+  "reaper",
+  "warm-pool",
+] as const;
+export type TaskName = typeof TASKS[number];
+
+/**
+ * What each task waits for, when both are in the run: every task writes to the table, so waits for
+ * it to exist; the reaper judges instances against the launch template's default version, which the
+ * launch-template task may have just changed; the warm pool launches from that template into the
+ * subnets and queues the parameters and resource-pools tasks keep, and counts what the reaper left.
+ * The others read and write disjoint things and run
+ * side by side. A task listed here only ever depends on tasks before it in {@link TASKS}.
+ */
+export const DEPENDS_ON: Readonly<Record<TaskName, readonly TaskName[]>> = {
+  "table": [],
+  "launch-template": ["table"],
+  "resource-pools": ["table"],
+  "parameters": ["table"],
+  "github-token": ["table"],
+  "reaper": ["table", "launch-template"],
+  "warm-pool": ["table", "launch-template", "resource-pools", "parameters", "reaper"],
+};
+
+/** The part of the desired state every task may read (lib/config.ts's shared inputs). */
+export interface SharedDesired {
+  region: string;
+  /** `owner-repo` (or the organization): the stem of every default resource name. */
+  prefix: string;
+  table: string;
+  tasks: TaskName[];
+  dryRun: boolean;
+  json: boolean;
+  /** No task starts after this many minutes (see {@link TaskContext.budget}). */
+  deadlineMin: number;
+  /** Each attempt of a request is abandoned after this many seconds. */
+  requestTimeoutSec: number;
+}
+
+/**
+ * The desired state of a task that does not declare its part: the shared inputs and any section.
+ * Only for a task module not yet typed with its own part (the reaper, until lib/reaper/ types its
+ * context); every other task names the part it reads.
+ */
+// deno-lint-ignore no-explicit-any
+export type AnyDesired = SharedDesired & Record<string, any>;
 
 export interface Clients {
   ec2: EC2Client;
@@ -60,8 +121,9 @@ export function describeDuration(ms: number): string {
   return `${Math.round(ms)} ms`;
 }
 
-export interface TaskContext {
-  desired: DesiredState;
+/** What a task is given; `D` is the part of the desired state it reads. */
+export interface TaskContext<D = AnyDesired> {
+  desired: D;
   clients: Clients;
   /** The clock; every timestamp a task writes comes from here. */
   now: () => Date;
@@ -102,69 +164,92 @@ export interface TaskResult {
   durationMs: number;
 }
 
-export type Task = (ctx: TaskContext) => Promise<TaskOutcome>;
+export type Task<D = AnyDesired> = (ctx: TaskContext<D>) => Promise<TaskOutcome>;
 
 /**
- * Runs the tasks in order; each result is returned whether the task succeeded or failed. A task
- * not yet started when the budget has expired is not started: it is reported as `skipped`, with
- * the reason as its error, so the run exits 1.
+ * The name of the error a request fails with, without being sent, when its endpoint already timed
+ * out on every attempt of an earlier call in this run (lib/requests.ts throws it; here a task that
+ * fails with it is reported as skipped, not as a failure of its own).
  */
-export async function runTasks(
-  tasks: [TaskName, Task][],
-  ctx: TaskContext,
+export const ENDPOINT_DOWN = "EndpointDownError";
+
+/**
+ * Runs the tasks, each as soon as those it depends on ({@link DEPENDS_ON}) among `tasks` have
+ * finished, whatever their outcome (a dependency that failed leaves its dependents to run and
+ * report what they can, as a failed task leaves every other task running). Returns one result per
+ * task in the order of `tasks`. A task not yet started when the budget has expired is not
+ * started: it is reported as `skipped`, with the reason as its error, so the run exits 1.
+ */
+export async function runTasks<D>(
+  tasks: [TaskName, Task<D>][],
+  ctx: TaskContext<D>,
+  dependsOn: Readonly<Record<TaskName, readonly TaskName[]>> = DEPENDS_ON,
 ): Promise<TaskResult[]> {
-  const results: TaskResult[] = [];
-  for (const [name, task] of tasks) {
-    if (ctx.budget.expired()) {
-      const reason = `not started: the run's ${
-        describeDuration(ctx.budget.totalMs)
-      } deadline had passed (--deadline-min); the next run does it`;
-      ctx.log.warn(`${name}: ${reason}`);
-      results.push({
-        task: name,
-        status: "skipped",
-        summary: "skipped, the run's deadline had passed",
-        found: {},
-        changes: [],
-        warnings: [],
-        error: reason,
-        durationMs: 0,
-      });
-      continue;
+  const byName = new Map(tasks);
+  const running = new Map<TaskName, Promise<TaskResult>>();
+  const start = (name: TaskName): Promise<TaskResult> => {
+    let result = running.get(name);
+    if (!result) {
+      const task = byName.get(name)!;
+      const waits = dependsOn[name].filter((d) => byName.has(d) && d !== name);
+      result = Promise.all(waits.map(start)).then(() => runOne(name, task, ctx));
+      running.set(name, result);
     }
-    const started = performance.now();
-    try {
-      const outcome = await task(ctx);
-      const status: TaskStatus = outcome.changes.length === 0
-        ? "unchanged"
-        : ctx.dryRun
-        ? "planned"
-        : "changed";
-      results.push({
-        task: name,
-        status,
-        summary: outcome.summary,
-        found: outcome.found,
-        changes: outcome.changes,
-        warnings: outcome.warnings ?? [],
-        durationMs: Math.round(performance.now() - started),
-      });
-    } catch (error) {
-      const message = describeError(error);
-      ctx.log.warn(`${name}: failed: ${message}`);
-      results.push({
-        task: name,
-        status: "failed",
-        summary: "failed",
-        found: {},
-        changes: [],
-        warnings: [],
-        error: message,
-        durationMs: Math.round(performance.now() - started),
-      });
-    }
+    return result;
+  };
+  return await Promise.all(tasks.map(([name]) => start(name)));
+}
+
+/** Runs one task now (or reports it skipped when the deadline has passed); never throws. */
+async function runOne<D>(name: TaskName, task: Task<D>, ctx: TaskContext<D>): Promise<TaskResult> {
+  const empty = { found: {}, changes: [], warnings: [] };
+  if (ctx.budget.expired()) {
+    const reason = `not started: the run's ${
+      describeDuration(ctx.budget.totalMs)
+    } deadline had passed (--deadline-min); the next run does it`;
+    ctx.log.warn(`${name}: ${reason}`);
+    return {
+      task: name,
+      status: "skipped",
+      summary: "skipped, the run's deadline had passed",
+      ...empty,
+      error: reason,
+      durationMs: 0,
+    };
   }
-  return results;
+  const started = performance.now();
+  const durationMs = () => Math.round(performance.now() - started);
+  try {
+    const outcome = await task(ctx);
+    const status: TaskStatus = outcome.changes.length === 0
+      ? "unchanged"
+      : ctx.dryRun
+      ? "planned"
+      : "changed";
+    return {
+      task: name,
+      status,
+      summary: outcome.summary,
+      found: outcome.found,
+      changes: outcome.changes,
+      warnings: outcome.warnings ?? [],
+      durationMs: durationMs(),
+    };
+  } catch (error) {
+    const message = describeError(error);
+    const down = (error as { name?: string; endpoint?: string })?.name === ENDPOINT_DOWN;
+    ctx.log.warn(`${name}: ${down ? "skipped" : "failed"}: ${message}`);
+    return {
+      task: name,
+      status: down ? "skipped" : "failed",
+      summary: down
+        ? `skipped, ${(error as { endpoint: string }).endpoint} did not answer earlier in this run`
+        : "failed",
+      ...empty,
+      error: message,
+      durationMs: durationMs(),
+    };
+  }
 }
 
 /** A one-line description of an error: its name (when not plain Error) and message. */

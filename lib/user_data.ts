@@ -20,11 +20,17 @@ import { bootstrapScript, type BootstrapSpec } from "./bootstrap.ts";
 import { sha256 } from "./contract.ts";
 
 /**
- * The runner version the generated bootstrap installs by default: a recent `actions/runner`
- * release (2.334.0, April 2026). GitHub stops accepting runners some time after newer releases
- * come out, so raise it now and then (or set --runner-version).
+ * A released runner version (2.334.0, April 2026) of the length versions have: the stand-in for
+ * `--runner-version latest` (the default) when the user data's size is checked before the newest
+ * release is known. The version installed is resolved on each run (lib/runner_release.ts).
  */
-export const DEFAULT_RUNNER_VERSION = "2.334.0";
+export const PLACEHOLDER_RUNNER_VERSION = "2.334.0";
+
+/**
+ * @deprecated The default is now `--runner-version latest`; this is
+ * {@link PLACEHOLDER_RUNNER_VERSION}, kept for the tests that serve it as a release.
+ */
+export const DEFAULT_RUNNER_VERSION = PLACEHOLDER_RUNNER_VERSION;
 
 /** EC2's limit on user data, in bytes before base64. */
 export const USER_DATA_MAX_BYTES = 16 * 1024;
@@ -37,7 +43,8 @@ export interface RunnerChecksums {
 
 /**
  * What the generated bootstrap is made from: {@link BootstrapSpec} with the runner checksums
- * optional, since refresh may have to look them up in the runner's release first.
+ * optional and the version possibly `latest`, since refresh may have to look them up in the
+ * runner's releases first.
  */
 export type BootstrapInputs = Omit<BootstrapSpec, "runner"> & {
   runner: Omit<BootstrapSpec["runner"], "sha256"> & { sha256?: RunnerChecksums };
@@ -65,20 +72,46 @@ const PLACEHOLDER_CHECKSUMS: RunnerChecksums = {
   arm64: sha256("refresh: arm64 checksum placeholder"),
 };
 
-/** The generated bootstrap for given checksums (or the given inputs' own). */
-export function generatedScript(inputs: BootstrapInputs, checksums?: RunnerChecksums): string {
+/**
+ * The generated bootstrap for given checksums and version (or the given inputs' own): the
+ * version must be a resolved one, not `latest`.
+ */
+export function generatedScript(
+  inputs: BootstrapInputs,
+  checksums?: RunnerChecksums,
+  version?: string,
+): string {
   const sha256 = checksums ?? inputs.runner.sha256;
   if (!sha256) throw new Error("generatedScript: no runner checksums given or resolved");
-  return bootstrapScript({ ...inputs, runner: { ...inputs.runner, sha256 } });
+  return bootstrapScript({
+    ...inputs,
+    runner: { ...inputs.runner, version: version ?? inputs.runner.version, sha256 },
+  });
 }
 
 /**
- * The script as it will be once checksums are known, for checking its size before any call:
- * the real script when they were given, else one with same-sized stand-ins.
+ * The inputs as they will be once the runner is resolved, for checking before any call: the
+ * version and checksums given, else same-sized stand-ins.
+ */
+export function plannedInputs(inputs: BootstrapInputs): BootstrapInputs {
+  const { runner } = inputs;
+  return {
+    ...inputs,
+    runner: {
+      ...runner,
+      version: runner.version === "latest" ? PLACEHOLDER_RUNNER_VERSION : runner.version,
+      sha256: runner.sha256 ?? PLACEHOLDER_CHECKSUMS,
+    },
+  };
+}
+
+/**
+ * The script as it will be once the runner is resolved, for checking its size before any call:
+ * the real script when version and checksums were given, else one with same-sized stand-ins.
  */
 export function plannedScript(source: UserDataSource): string {
   if (source.kind === "file") return source.script;
-  return generatedScript(source.inputs, source.inputs.runner.sha256 ?? PLACEHOLDER_CHECKSUMS);
+  return generatedScript(plannedInputs(source.inputs));
 }
 
 /**

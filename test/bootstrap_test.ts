@@ -14,12 +14,17 @@ import {
 import {
   bootInstance,
   type BootstrapInstance,
+  TEST_RUNNER_USER,
   watchCommandLines,
 } from "./support/bootstrap_instance.ts";
 import type { Outcome } from "./support/control_plane.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { MOTO_URL, resetMoto } from "./support/moto.ts";
 import { shellcheck } from "./support/tools_bin.ts";
+import { type SigningCredentials, startSigV4Check } from "./support/sigv4_check.ts";
+import { AWS_CLIENT_PY } from "../lib/bootstrap_aws_client.ts";
+import { join } from "node:path";
+import { poolRunnerLabel } from "../lib/contract.ts";
 
 const SHA_X64 = "0123456789abcdef".repeat(4);
 const SHA_ARM64 = "fedcba9876543210".repeat(4);
@@ -28,6 +33,7 @@ const SPEC: BootstrapSpec = {
   table: "acme-widgets-ci-table",
   region: "eu-west-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.323.0", sha256: { x64: SHA_X64, arm64: SHA_ARM64 } },
 };
 
@@ -65,19 +71,24 @@ Deno.test("bootstrapScript quotes a runner group and keeps a setup script verbat
 
 Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => {
   const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
-  const calls = new Set(
-    [...script.matchAll(/aws_call (\S+) (\S+)/g)].map((m) => `${m[1]} ${m[2]}`),
-  );
-  assert.deepEqual([...calls].sort(), [
-    "dynamodb get-item",
-    "dynamodb put-item",
-    "ec2 terminate-instances",
+  // The AWS client's calls: dynamodb("<Action>", …) and EC2's "Action": "<Action>".
+  const calls = new Set([
+    ...[...script.matchAll(/\bdynamodb\("(\w+)"/g)].map((m) => `dynamodb:${m[1]}`),
+    ...[...script.matchAll(/"Action": "(\w+)"/g)].map((m) => `ec2:${m[1]}`),
   ]);
+  assert.deepEqual([...calls].sort(), BOOTSTRAP_AWS_ACTIONS.map((a) => a.action).sort());
+  assert.ok(!/^\s*aws /m.test(script), "the script runs the AWS CLI");
   const partitions = (action: string) =>
     [...BOOTSTRAP_AWS_ACTIONS.find((a) => a.action === action)!.partitions!].sort();
-  const read = new Set([...script.matchAll(/\$\(key (\w+) /g)].map((m) => `TYPE#${m[1]}`));
+  // Reads: `aws_client get ENTITY` (bash) and get("ENTITY", …) (the client's loops).
+  const read = new Set([
+    ...[...script.matchAll(/aws_client get (\w+) /g)].map((m) => `TYPE#${m[1]}`),
+    ...[...script.matchAll(/(?<![.\w])get\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
+  ]);
   assert.deepEqual([...read].sort(), partitions("dynamodb:GetItem"));
-  const written = new Set([...script.matchAll(/\{"PK":\{"S":"(TYPE#\w+)"\}/g)].map((m) => m[1]));
+  const written = new Set(
+    [...script.matchAll(/(?<![.\w])put\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
+  );
   assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
 });
 
@@ -86,6 +97,7 @@ Deno.test("bootstrapScript lists every invalid field at once", () => {
     table: "x",
     region: "moon",
     githubUrl: "github.com/acme",
+    poolLabel: "",
     runner: {
       version: "latest",
       sha256: { x64: "abc", arm64: SHA_ARM64 },
@@ -108,7 +120,8 @@ Deno.test("bootstrapScript lists every invalid field at once", () => {
   ) {
     assert.ok(problems.some((p) => p.startsWith(field)), `no problem for ${field}: ${problems}`);
   }
-  assert.equal(problems.length, 8);
+  assert.ok(problems.some((p) => p.startsWith("poolLabel")), problems.join("\n"));
+  assert.equal(problems.length, 9);
   assert.throws(() => bootstrapScript(bad), /^Error: invalid bootstrap spec: table/);
 });
 
@@ -158,6 +171,35 @@ async function expectOk(instance: BootstrapInstance, outcome: Outcome, what: str
   }
 }
 
+async function command(name: string, ...args: string[]): Promise<string> {
+  const out = await new Deno.Command(name, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${name} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return new TextDecoder().decode(out.stdout);
+}
+
+function envOf(text: string): Record<string, string> {
+  return Object.fromEntries(
+    text.split("\n").filter((l) => l.includes("=")).map((l) => [
+      l.slice(0, l.indexOf("=")),
+      l.slice(l.indexOf("=") + 1),
+    ]),
+  );
+}
+
+async function runnerHome(): Promise<string> {
+  return (await command("getent", "passwd", TEST_RUNNER_USER)).trim().split(":")[5];
+}
+
+async function runnerUid(): Promise<number> {
+  return Number((await command("id", "-u", TEST_RUNNER_USER)).trim());
+}
+
+async function processUser(pid: number): Promise<string> {
+  return (await command("ps", "-o", "user:32=", "-p", String(pid))).trim();
+}
+
 function alive(pid: number): boolean {
   const { code } = new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" })
     .outputSync();
@@ -184,8 +226,14 @@ Deno.test("bootstrap run for real", async (t) => {
       "terminates itself past its threshold",
     ...concurrent,
     fn: async () => {
-      // A fault-free proxy in front of moto records every AWS call the instance makes.
-      await using observer = startFaultProxy({ target: MOTO_URL });
+      // A proxy in front of moto checks every AWS call's signature as AWS would, with the
+      // credentials the fake metadata server hands out, and records it.
+      let roleCredentials: SigningCredentials[] = [];
+      await using observer = startSigV4Check({
+        target: MOTO_URL,
+        region: "us-east-1",
+        credentials: () => roleCredentials,
+      });
       await using instance = await bootInstance({
         subnetId,
         name: "cycle",
@@ -193,7 +241,12 @@ Deno.test("bootstrap run for real", async (t) => {
         timings: TIMINGS,
         awsEndpoint: observer.url,
       });
-      tokens.push(instance.token);
+      roleCredentials = [instance.imds.credentials];
+      tokens.push(
+        instance.token,
+        instance.imds.credentials.SecretAccessKey,
+        instance.imds.credentials.Token,
+      );
       scripts.push(instance.script);
       const { plane, instanceId } = instance;
 
@@ -204,7 +257,7 @@ Deno.test("bootstrap run for real", async (t) => {
       let github = await instance.github();
       assert.deepEqual(github.runners, {
         [`${instanceId}-1`]: {
-          labels: "1001",
+          labels: `1001,${poolRunnerLabel("us-east-1", instance.table)}`,
           url: "https://github.com/acme/widgets",
           group: "Default",
         },
@@ -219,7 +272,7 @@ Deno.test("bootstrap run for real", async (t) => {
           "--name",
           `${instanceId}-1`,
           "--labels",
-          "1001",
+          `1001,${poolRunnerLabel("us-east-1", instance.table)}`,
           "--no-default-labels",
           "--disableupdate",
         ],
@@ -260,6 +313,25 @@ Deno.test("bootstrap run for real", async (t) => {
         assert.ok(!env.includes(instance.token), `${file} holds the token`);
         assert.ok(!env.includes("ACTIONS_RUNNER_INPUT_"), `${file} holds a runner input`);
       }
+      // Jobs run as the runner user, with HOME, USER, LANG and umask 022, and passwordless sudo
+      // by default (the sudoers file, in the harness).
+      const jobEnv = envOf(
+        await Deno.readTextFile(`${instance.dir}/github/env-job-${instanceId}-1`),
+      );
+      const home = await runnerHome();
+      assert.deepEqual(
+        [jobEnv.USER, jobEnv.LOGNAME, jobEnv.HOME, jobEnv.LANG],
+        [TEST_RUNNER_USER, TEST_RUNNER_USER, home, "C.UTF-8"],
+      );
+      assert.equal(
+        (await Deno.readTextFile(`${instance.dir}/github/umask-job-${instanceId}-1`)).trim(),
+        "0022",
+      );
+      assert.equal(await processUser(Number(job.split(" ")[2])), TEST_RUNNER_USER);
+      assert.match(
+        await Deno.readTextFile(`${instance.dir}/sudoers.d/90-refresh-runner`),
+        new RegExp(`^${TEST_RUNNER_USER} ALL=\\(ALL\\) NOPASSWD:ALL$`, "m"),
+      );
 
       // Release: the runner, its listener and its job are stopped, the registration removed.
       await expectOk(instance, await plane.release(instanceId, "1001"), "release");
@@ -272,7 +344,7 @@ Deno.test("bootstrap run for real", async (t) => {
       assert.deepEqual(github.calls.at(-1), {
         verb: "remove",
         token: "valid",
-        args: ["--unattended"],
+        args: [],
       });
       assert.ok(github.events.includes(`stopped ${instanceId}-1`), github.events.join("\n"));
       for (const line of [listener, job]) {
@@ -295,7 +367,10 @@ Deno.test("bootstrap run for real", async (t) => {
       assert.ok(Math.max(...gaps) <= 15, `heartbeat gaps (s): ${gaps.join(", ")}`);
       github = await instance.github();
       assert.deepEqual(Object.keys(github.runners), [`${instanceId}-2`]);
-      assert.equal(github.runners[`${instanceId}-2`].labels, "1002");
+      assert.equal(
+        github.runners[`${instanceId}-2`].labels,
+        `1002,${poolRunnerLabel("us-east-1", instance.table)}`,
+      );
       // Past threshold + 1 minute, the instance terminates itself in EC2 (moto).
       assert.equal(await instance.ec2State(), "running");
       await plane.expire(instanceId, new Date(Date.now() - 2 * 60_000));
@@ -307,6 +382,14 @@ Deno.test("bootstrap run for real", async (t) => {
           /self-termination: TerminateInstances accepted/.test(await instance.log()),
       );
 
+      // Every call signed with the instance role's credentials from metadata, as AWS checks it.
+      assert.deepEqual(
+        observer.requests.filter((r) =>
+          r.problem !== undefined || r.accessKeyId !==
+            instance.imds.credentials.AccessKeyId
+        ),
+        [],
+      );
       // The calls the instance profile must allow (BOOTSTRAP_AWS_ACTIONS), and no other.
       const operations = [...new Set(observer.requests.map((r) => r.operation))].sort();
       assert.deepEqual(operations, [
@@ -459,7 +542,7 @@ Deno.test("bootstrap run for real", async (t) => {
       await expectOk(instance, await provisioning, "provision through an outage");
       assert.deepEqual((await instance.github()).runners, {
         [`${instanceId}-1`]: {
-          labels: "5001",
+          labels: `5001,${poolRunnerLabel("us-east-1", instance.table)}`,
           url: "https://ghe.example.com/acme",
           group: "ci runners",
         },
@@ -478,7 +561,192 @@ Deno.test("bootstrap run for real", async (t) => {
     },
   });
 
-  await Promise.all([cycle, setupFails, registrationFails, checksumMismatch, outage]);
+  const isolation = t.step({
+    name: "a job cannot reach instance metadata, the credentials cache or the table, while the " +
+      "bootstrap's own calls still work (strict mode: no sudo)",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "isolation",
+        runId: "6001",
+        timings: QUIET_TIMINGS,
+        jobSudo: false,
+      });
+      tokens.push(
+        instance.token,
+        instance.imds.credentials.SecretAccessKey,
+        instance.imds.credentials.Token,
+      );
+      const { plane, instanceId, dir } = instance;
+      // The job: read a metadata token, the cached credentials, and write another signal with
+      // the bootstrap's own client (a copy, as a job could download one).
+      const client = join(dir, "github", "aws.py");
+      await Deno.writeTextFile(client, AWS_CLIENT_PY, { mode: 0o644 });
+      const cache = join(dir, "boot", "private", "credentials.json");
+      await Deno.writeTextFile(
+        join(dir, "github", "job-step"),
+        [
+          'echo "uid $(id -u)"',
+          `curl -sS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' ` +
+          `'${instance.imds.url}/latest/api/token'; echo "metadata exit $?"`,
+          `cat '${cache}'; echo "cache exit $?"`,
+          `AWS_ENDPOINT_URL='${MOTO_URL}' python3 -I -S '${client}' us-east-1 '${instance.table}' ` +
+          `"$HOME/stolen.json" '${instance.imds.url}' put-signal ${instanceId} UD_REG_FAILED 999; ` +
+          'echo "signal exit $?"',
+          'sudo -n true; echo "sudo exit $?"',
+        ].join("\n"),
+        { mode: 0o644 },
+      );
+      await expectOk(instance, await plane.provision(instanceId, "6001"), "provision");
+      const out = await until("the job step", 60_000, async () => {
+        const status = await Deno.readTextFile(
+          join(dir, "github", `job-step-${instanceId}-1.status`),
+        ).catch(() => undefined);
+        return status &&
+          await Deno.readTextFile(join(dir, "github", `job-step-${instanceId}-1.out`));
+      });
+      const uid = (await runnerUid()).toString();
+      assert.match(out, new RegExp(`^uid ${uid}$`, "m"));
+      assert.match(out, /^curl: \(7\) .*\nmetadata exit 7$/m, out);
+      assert.match(out, /Permission denied\ncache exit 1$/m, out);
+      assert.match(
+        out,
+        /AWS call failed \(put-signal\): PUT 127\.0\.0\.1:\d+\/latest\/api\/token: .*Connection refused\nsignal exit 1$/m,
+        out,
+      );
+      assert.match(out, /^sudo exit [1-9]\d*$/m, out);
+      assert.ok(!out.includes(instance.imds.credentials.SecretAccessKey));
+      // No sudoers file in strict mode; the signal is still the bootstrap's; the packet filter
+      // rule is on the runner's uid and the metadata server's port only.
+      await assert.rejects(Deno.stat(join(dir, "sudoers.d", "90-refresh-runner")));
+      assert.deepEqual(await plane.signal(instanceId).then((s) => [s!.state, s!.runId]), [
+        "UD_REG_OK",
+        "6001",
+      ]);
+      const port = new URL(instance.imds.url).port;
+      const rules = (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
+        .filter((line) => line.includes(`--dport ${port} `));
+      assert.deepEqual(rules, [
+        `-A OUTPUT -d 127.0.0.1/32 -p tcp -m tcp --dport ${port} -m owner --uid-owner ${uid} ` +
+        "-j REJECT --reject-with icmp-port-unreachable",
+      ]);
+      // The bootstrap still heartbeats and releases (its calls go through as root).
+      const before = await plane.heartbeat(instanceId);
+      await until(
+        "a newer heartbeat",
+        30_000,
+        async () => (await plane.heartbeat(instanceId))?.updatedAt !== before?.updatedAt,
+      );
+      await expectOk(instance, await plane.release(instanceId, "6001"), "release");
+      await instance.kill();
+      const left = (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
+        .filter((line) => line.includes(`--dport ${port} `));
+      assert.deepEqual(left, [], "the harness removes the rule");
+    },
+  });
+
+  const libicu = t.step({
+    name: "bootstrap runs the runner's bin/installdependencies.sh when libicu is missing, " +
+      "before config.sh",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "libicu",
+        runId: "7001",
+        timings: QUIET_TIMINGS,
+        libicu: "missing",
+      });
+      tokens.push(instance.token);
+      await expectOk(
+        instance,
+        await instance.plane.provision(instance.instanceId, "7001"),
+        "provision",
+      );
+      const events = (await instance.github()).events;
+      assert.equal(events[0], "installdependencies", events.join("\n"));
+      assert.deepEqual(await instance.installed(), [
+        "apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72",
+      ]);
+      assert.match(
+        await instance.log(),
+        /libicu is missing: running the runner's bin\/installdependencies.sh/,
+      );
+    },
+  });
+
+  const listener = t.step({
+    name: "bootstrap signals UD_REG_OK only once the runner listens for jobs, restarting a " +
+      "runner that exits first, and UD_REG_FAILED after 3 starts",
+    ...concurrent,
+    fn: async () => {
+      await using slow = await bootInstance({
+        subnetId,
+        name: "listen",
+        runId: "8001",
+        timings: QUIET_TIMINGS,
+      });
+      await using refused = await bootInstance({
+        subnetId,
+        name: "refused",
+        runId: "8101",
+        timings: QUIET_TIMINGS,
+      });
+      tokens.push(slow.token, refused.token);
+      // Refused once, then 4 s to connect: UD_REG_OK must wait for the second start's line.
+      // The runner user reads and writes these.
+      const control = async (path: string, text: string) => {
+        await Deno.writeTextFile(path, text);
+        await Deno.chmod(path, 0o666);
+      };
+      await control(join(slow.dir, "github", "refuse-listener"), "1");
+      await control(join(slow.dir, "github", "listen-delay"), "4");
+      await control(join(refused.dir, "github", "refuse-listener"), "9");
+      const [ok, failed] = await Promise.all([
+        slow.plane.provision(slow.instanceId, "8001"),
+        refused.plane.provision(refused.instanceId, "8101"),
+      ]);
+      await expectOk(slow, ok, "provision");
+      const events = (await slow.github()).events;
+      assert.deepEqual(
+        events.map((e) => e.split(" ").slice(0, 2).join(" ")),
+        [
+          `refused ${slow.instanceId}-1`,
+          `listening ${slow.instanceId}-1`,
+          `job ${slow.instanceId}-1`,
+        ]
+          .slice(0, events.length),
+      );
+      assert.ok(events.some((e) => e.startsWith("listening ")), events.join("\n"));
+      assert.match(await slow.log(), /the runner exited before listening for jobs/);
+
+      assert.deepEqual(failed.ok ? "ok" : [failed.signal?.state, failed.signal?.runId], [
+        "UD_REG_FAILED",
+        "8101",
+      ]);
+      assert.match(
+        await refused.log(),
+        /FAILED at runner start: runner i-\w+-1 exited or never listened for jobs, 3 starts in all/,
+      );
+      const github = await refused.github();
+      assert.equal(github.events.filter((e) => e.startsWith("refused ")).length, 3);
+      // Its registration is removed before giving up.
+      assert.deepEqual(github.runners, {});
+      assert.deepEqual(github.calls.map((c) => c.verb), ["config", "remove"]);
+    },
+  });
+
+  await Promise.all([
+    cycle,
+    setupFails,
+    registrationFails,
+    checksumMismatch,
+    outage,
+    isolation,
+    libicu,
+    listener,
+  ]);
   await watcher.stop();
 
   await t.step("the registration token is never in a process's arguments nor in the script", () => {

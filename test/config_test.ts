@@ -34,7 +34,9 @@ Deno.test("config parses a complete desired state with defaults", () => {
     "parameters",
     "github-token",
     "reaper",
+    "warm-pool",
   ]);
+  assert.deepEqual(d.warmPool.minimum, {}, "no warm pool unless asked for");
   assert.deepEqual(d.parameters, {
     idleTimeSec: 300,
     maxRuntimeMin: 30,
@@ -362,15 +364,33 @@ Deno.test("README documents every input", async () => {
   }
 });
 
-Deno.test("lib modules import config.ts for its types only, so config.ts can import every task", async () => {
-  const lib = new URL("../lib/", import.meta.url);
-  for await (const entry of Deno.readDir(lib)) {
-    if (!entry.isFile || entry.name === "config.ts") continue;
-    const text = await Deno.readTextFile(new URL(entry.name, lib));
-    for (const statement of text.match(/^import\s[^;]*?from\s+"\.\/config\.ts"/gm) ?? []) {
-      assert.match(statement, /^import type\s/, `${entry.name}: ${statement}`);
+/** The relative modules a lib/ module imports or re-exports, types included, as file URLs. */
+async function importsOf(module: URL): Promise<URL[]> {
+  const text = await Deno.readTextFile(module);
+  const specifiers = [...text.matchAll(/^(?:import|export)\s[^;]*?from\s+"(\.{1,2}\/[^"]+)"/gm)];
+  return specifiers.map((m) => new URL(m[1], module));
+}
+
+Deno.test("no module config.ts imports leads back to config.ts, not even for types", async () => {
+  const config = new URL("../lib/config.ts", import.meta.url);
+  // Depth-first from config.ts's imports, keeping the path that reached each module.
+  const seen = new Set<string>();
+  const stack: URL[][] = (await importsOf(config)).map((m) => [m]);
+  while (stack.length > 0) {
+    const path = stack.pop()!;
+    const module = path[path.length - 1];
+    if (seen.has(module.href)) continue;
+    seen.add(module.href);
+    const lib = new URL("../lib/", import.meta.url).href;
+    for (const next of await importsOf(module)) {
+      const route = ["config.ts", ...path, next].map((u) =>
+        typeof u === "string" ? u : u.href.replace(lib, "")
+      );
+      assert.notEqual(next.href, config.href, `an import cycle: ${route.join(" -> ")}`);
+      stack.push([...path, next]);
     }
   }
+  assert.ok(seen.has(new URL("task.ts", config).href), "the walk reached the task modules");
 });
 
 Deno.test("the reaper's modules import nothing from config.ts, not even types", async () => {

@@ -282,7 +282,7 @@ Deno.test("refresh masks a registration token before any line that could carry i
     const mask = run.stderr.indexOf(`::add-mask::${token}`);
     assert.ok(mask > 0, "the fetched token is masked");
     const groups = run.stderr.indexOf("::group::refresh github-token");
-    assert.ok(groups < mask, "masked while its task runs, not after");
+    assert.ok(mask < groups, "masked while its task runs, before its lines are printed");
     for (const text of [run.summary, run.stdout, ...run.stderr.filter((_, i) => i !== mask)]) {
       assert.ok(!text.includes(token), "the token appears only in its add-mask line");
     }
@@ -350,4 +350,41 @@ Deno.test("jobSummary and annotations say which tasks the deadline skipped", () 
   assert.deepEqual(annotations(r), [
     annotation("error", "refresh reaper skipped", skipped.error!),
   ]);
+});
+
+Deno.test("jobSummary shows the warm pool as a table of its own, one row per class", () => {
+  const md = jobSummary(report([
+    result("warm-pool", {
+      status: "changed",
+      summary: "1 launched",
+      found: {
+        warm: {
+          schedule: null,
+          inSchedule: true,
+          classes: {
+            large: {
+              minimum: 2,
+              ready: 1,
+              booting: 0,
+              launched: 1,
+              outdated: 0,
+              unhealthy: 0,
+              extra: 0,
+              instanceHoursPerDay: 48,
+            },
+          },
+        },
+      },
+      changes: [{ action: "launch", target: "1 large instance" }],
+    }),
+  ]));
+  assert.match(md, /^### Warm pool \(warm-pool\)$/m);
+  assert.match(md, /^Warm pool, always kept\.$/m);
+  assert.match(
+    md,
+    /^\| class \| minimum \| ready \| booting \| launched \| outdated \| h\/day \|$/m,
+  );
+  assert.match(md, /^\| large \| 2 \| 1 \| 0 \| 1 \| 0 \| 48 \|$/m);
+  // The task's row does not flatten the view into its Found cell.
+  assert.deepEqual(rows(md)[0].slice(0, 3), ["warm-pool", "🔧 changed", "1 launched"]);
 });

@@ -1,23 +1,24 @@
 /**
  * iam-instance-policy.json against what the generated bootstrap calls: every AWS CLI call in the
  * script, and the DynamoDB partitions and attributes each touches, read from the script itself
- * (as test/iam_policy_test.ts reads refresh's calls from its code). A small evaluator of the IAM
- * conditions the policy uses then checks that each call is allowed, and that nothing else is.
+ * (as test/iam_policy_test.ts reads refresh's calls from its code). The small IAM model of
+ * test/support/iam.ts (which refuses what IAM refuses to store) then checks that each call is
+ * allowed, and that nothing else is.
  */
 import assert from "node:assert/strict";
 import { BOOTSTRAP_AWS_ACTIONS, bootstrapScript } from "../lib/bootstrap.ts";
+import {
+  allows as evaluate,
+  list,
+  type PolicyDocument,
+  policyProblems,
+  type Request,
+  terminateRequest,
+} from "./support/iam.ts";
 
 const root = new URL("../", import.meta.url);
 
-interface Statement {
-  Sid?: string;
-  Effect: string;
-  Action: string | string[];
-  Resource: string | string[];
-  Condition?: Record<string, Record<string, string | string[]>>;
-}
-
-function policy(): { Version: string; Statement: Statement[] } {
+function policy(): PolicyDocument {
   return JSON.parse(Deno.readTextFileSync(new URL("iam-instance-policy.json", root)));
 }
 
@@ -26,6 +27,7 @@ const SCRIPT = bootstrapScript({
   table: "acme-widgets-ci-table",
   region: "us-east-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.334.0", sha256: { x64: "a".repeat(64), arm64: "b".repeat(64) } },
 });
 
@@ -37,92 +39,63 @@ function code(script: string): string {
   );
 }
 
-/** `aws <service> <command>` (directly or through a wrapper `aws_…`) → IAM action, with lines. */
+/**
+ * The script's AWS calls → IAM action, with lines: those of its AWS client
+ * (lib/bootstrap_aws_client.ts), `dynamodb("<Action>", …)` and EC2's `"Action": "<Action>"`, and
+ * any AWS CLI call `aws <service> <command>` (directly or through a wrapper `aws_…`).
+ */
 function awsCalls(script: string): Map<string, string[]> {
   const calls = new Map<string, string[]>();
   for (const line of code(script).split("\n")) {
-    for (
-      const [, service, command] of line.matchAll(
-        /\baws(?:_\w+)?\s+([a-z][a-z0-9]*)\s+([a-z][a-z0-9-]*)/g,
-      )
-    ) {
-      const operation = command.split("-").map((w) => w[0].toUpperCase() + w.slice(1)).join("");
-      const action = `${service}:${operation}`;
-      calls.set(action, [...calls.get(action) ?? [], line.trim()]);
-    }
+    const found = [
+      ...[...line.matchAll(/\bdynamodb\("(\w+)"/g)].map((m) => `dynamodb:${m[1]}`),
+      ...[...line.matchAll(/"Action": "(\w+)"/g)].map((m) => `ec2:${m[1]}`),
+      ...[...line.matchAll(/\baws(?:_\w+)?\s+([a-z][a-z0-9]*)\s+([a-z][a-z0-9-]*)/g)].map((
+        [, service, command],
+      ) => `${service}:${command.split("-").map((w) => w[0].toUpperCase() + w.slice(1)).join("")}`),
+    ];
+    for (const action of found) calls.set(action, [...calls.get(action) ?? [], line.trim()]);
   }
   return calls;
 }
 
-/** The partitions (`TYPE#…`) the script's keys name: `key ENTITY …` calls of its key helper. */
+/**
+ * The partitions (`TYPE#…`) the script reads: `aws_client get ENTITY`, `get("ENTITY", …)`, and
+ * `key ENTITY …` calls of a key helper.
+ */
 function keyPartitions(script: string): Set<string> {
   const found = new Set<string>();
   for (const [, entity] of code(script).matchAll(/\$\(key ([A-Z]+) /g)) found.add(`TYPE#${entity}`);
+  for (const [, entity] of code(script).matchAll(/aws_client get ([A-Z]+) /g)) {
+    found.add(`TYPE#${entity}`);
+  }
+  for (const [, entity] of code(script).matchAll(/(?<![.\w])get\("([A-Z]+)"/g)) {
+    found.add(`TYPE#${entity}`);
+  }
   return found;
 }
 
-/** The items the script writes: its printf formats starting `{"PK":…`, as parsed JSON. */
+/**
+ * The items the script writes: each `put("ENTITY", id, {"<field>": …})` of its AWS client, which
+ * adds PK, SK, entityType, identifier and updatedAt, as JSON of that shape.
+ */
 function items(script: string): Record<string, unknown>[] {
-  return [...code(script).matchAll(/printf '(\{"PK":\{"S":"TYPE#[A-Z]+"\}[^']*)'/g)].map((
-    [, format],
-  ) => JSON.parse(format.replaceAll("%s", "x")));
+  return [...code(script).matchAll(/(?<![.\w])put\("([A-Z]+)", \w+, \{"(\w+)":/g)].map((
+    [, entity, field],
+  ) => ({
+    PK: { S: `TYPE#${entity}` },
+    SK: { S: "ID#x" },
+    entityType: { S: entity },
+    identifier: { S: "x" },
+    [field]: { S: "x" },
+    updatedAt: { S: "x" },
+  }));
 }
 
-// ---- A small IAM evaluator: Allow statements, wildcards, the conditions the policy uses. ----
-
-interface Request {
-  action: string;
-  resource: string;
-  /** Condition keys of the request; a list for multivalued keys. */
-  context: Record<string, string | string[]>;
-}
-
-function list<T>(value: T | T[]): T[] {
-  return Array.isArray(value) ? value : [value];
-}
-
-function wildcard(pattern: string, value: string): boolean {
-  const re = pattern.split("*").map((p) => p.replace(/[.+?^${}()|[\]\\]/g, "\\$&")).join(".*");
-  return new RegExp(`^${re}$`).test(value);
-}
-
-/** `${key}` policy variables resolved from the request; undefined when one has no value. */
-function resolve(text: string, context: Request["context"]): string | undefined {
-  let missing = false;
-  const out = text.replace(/\$\{([^}]+)\}/g, (_, key: string) => {
-    const value = context[key];
-    if (typeof value !== "string") missing = true;
-    return typeof value === "string" ? value : "";
-  });
-  return missing ? undefined : out;
-}
-
-function conditionHolds(statement: Statement, context: Request["context"]): boolean {
-  for (const [operator, keys] of Object.entries(statement.Condition ?? {})) {
-    for (const [key, allowed] of Object.entries(keys)) {
-      const values = context[key];
-      if (operator === "StringEquals") {
-        if (typeof values !== "string" || !list(allowed).includes(values)) return false;
-      } else if (operator === "ForAllValues:StringEquals") {
-        if (values !== undefined && !list(values).every((v) => list(allowed).includes(v))) {
-          return false;
-        }
-      } else throw new Error(`the evaluator does not know the operator ${operator}`);
-    }
-  }
-  return true;
-}
+// ---- The policy, judged by the IAM model in test/support/iam.ts ----
 
 function allows(request: Request): string[] {
-  return policy().Statement.filter((s) =>
-    s.Effect === "Allow" &&
-    list(s.Action).some((a) => wildcard(a, request.action)) &&
-    list(s.Resource).some((r) => {
-      const pattern = resolve(r, request.context);
-      return pattern !== undefined && wildcard(pattern, request.resource);
-    }) &&
-    conditionHolds(s, request.context)
-  ).map((s) => s.Sid ?? "");
+  return evaluate(policy(), request);
 }
 
 const TABLE_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/acme-widgets-ci-table";
@@ -150,11 +123,16 @@ Deno.test("the bootstrap's AWS calls are read from its script", () => {
     "ec2:TerminateInstances",
   ]);
   // Keys go only to reads, items only to writes, and the only instance terminated is its own.
-  assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes("--key")));
-  assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes("--item")));
-  assert.ok(!/--key/.test(calls.get("dynamodb:PutItem")!.join("\n")));
+  assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes('"Key"')));
+  assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes('"Item"')));
+  assert.ok(!/"Key"/.test(calls.get("dynamodb:PutItem")!.join("\n")));
+  assert.match(SCRIPT, /"InstanceId\.1": instance\}/);
   assert.deepEqual(
-    calls.get("ec2:TerminateInstances")!.map((l) => /--instance-ids (\S+)/.exec(l)?.[1]),
+    [...code(SCRIPT).matchAll(/(?<![.\w]|def )terminate\((\w+)\)/g)].map((m) => m[1]),
+    ["instance"],
+  );
+  assert.deepEqual(
+    [...code(SCRIPT).matchAll(/self-terminate (\S+)/g)].map((m) => m[1]),
     ['"$INSTANCE_ID"'],
   );
   assert.deepEqual([...keyPartitions(SCRIPT)].sort(), ["TYPE#INSTANCE", "TYPE#METADATA"]);
@@ -198,11 +176,7 @@ Deno.test("iam-instance-policy.json allows every call the bootstrap makes", () =
       missing.push(`dynamodb:PutItem of ${partition} items (${Object.keys(item).join(", ")})`);
     }
   }
-  const self: Request = {
-    action: "ec2:TerminateInstances",
-    resource: SELF,
-    context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "true" },
-  };
+  const self = terminateRequest(SELF, { source: SELF, tags: { AllowSelfTermination: "true" } });
   if (allows(self).length === 0) missing.push("ec2:TerminateInstances on itself");
   assert.deepEqual(missing, []);
 });
@@ -247,21 +221,29 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
       ...dynamo("dynamodb:GetItem", "TYPE#INSTANCE"),
       resource: "arn:aws:dynamodb:us-east-1:123456789012:table/payroll",
     }],
-    ["terminating another instance", {
-      action: "ec2:TerminateInstances",
-      resource: OTHER,
-      context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "true" },
-    }],
-    ["terminating itself without AllowSelfTermination=true", {
-      action: "ec2:TerminateInstances",
-      resource: SELF,
-      context: { "ec2:SourceInstanceARN": SELF, "aws:ResourceTag/AllowSelfTermination": "false" },
-    }],
-    ["terminating from outside an instance", {
-      action: "ec2:TerminateInstances",
-      resource: SELF,
-      context: { "aws:ResourceTag/AllowSelfTermination": "true" },
-    }],
+    [
+      "terminating another instance of the pool",
+      terminateRequest(OTHER, { source: SELF, tags: { AllowSelfTermination: "true" } }),
+    ],
+    [
+      "terminating itself without AllowSelfTermination=true",
+      terminateRequest(SELF, { source: SELF, tags: { AllowSelfTermination: "false" } }),
+    ],
+    [
+      "terminating itself without the AllowSelfTermination tag",
+      terminateRequest(SELF, { source: SELF }),
+    ],
+    [
+      "terminating from outside an instance (no instance credentials)",
+      terminateRequest(SELF, { tags: { AllowSelfTermination: "true" } }),
+    ],
+    [
+      "terminating the same instance id in another region",
+      terminateRequest(SELF.replace("us-east-1", "eu-west-1"), {
+        source: SELF,
+        tags: { AllowSelfTermination: "true" },
+      }),
+    ],
   ];
   for (const [name, request] of denied) {
     await t.step(name, () => assert.deepEqual(allows(request), []));
@@ -270,7 +252,7 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
 
 Deno.test("iam-instance-policy.json is a valid allow-only policy naming its resources", () => {
   const doc = policy();
-  assert.equal(doc.Version, "2012-10-17");
+  assert.deepEqual(policyProblems(doc), []);
   for (const s of doc.Statement) {
     assert.equal(s.Effect, "Allow");
     assert.ok(s.Sid, "every statement says what it is for");
@@ -285,7 +267,58 @@ Deno.test("the script reader finds calls written directly or through a wrapper, 
     "aws_call dynamodb delete-item --table-name t \\",
     '  --key "$(key WS "$id")"',
     "log 'the AWS CLI (aws) is not on PATH'",
+    '    dynamodb("Query", {"TableName": TABLE})',
+    '    value = get("HEARTBEAT", instance, "value.S")',
+    '    environment.get("AWS_ENDPOINT_URL")',
   ].join("\n");
-  assert.deepEqual([...awsCalls(script).keys()], ["sqs:SendMessage", "dynamodb:DeleteItem"]);
-  assert.deepEqual([...keyPartitions(script)], ["TYPE#WS"]);
+  assert.deepEqual([...awsCalls(script).keys()], [
+    "sqs:SendMessage",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+  ]);
+  assert.deepEqual([...keyPartitions(script)], ["TYPE#WS", "TYPE#HEARTBEAT"]);
+});
+
+Deno.test("each self-termination statement alone lets an instance terminate itself and no other", () => {
+  // Two forms, either enough: aws:ARN (the target) against ${ec2:SourceInstanceARN} (the caller),
+  // and ec2:SourceInstanceARN against the target's id; a key IAM leaves out fails its statement.
+  const statements = policy().Statement.filter((s) =>
+    list(s.Action).includes("ec2:TerminateInstances")
+  );
+  assert.deepEqual(statements.map((s) => s.Sid), ["TerminateItself", "TerminateItselfById"]);
+  for (const statement of statements) {
+    const alone: PolicyDocument = { Version: "2012-10-17", Statement: [statement] };
+    const tags = { AllowSelfTermination: "true" };
+    assert.deepEqual(evaluate(alone, terminateRequest(SELF, { source: SELF, tags })), [
+      statement.Sid,
+    ]);
+    assert.deepEqual(evaluate(alone, terminateRequest(OTHER, { source: SELF, tags })), []);
+    assert.deepEqual(evaluate(alone, terminateRequest(SELF, { tags })), []);
+  }
+});
+
+Deno.test("the evaluator refuses the old policy's Resource ${ec2:SourceInstanceARN}, as IAM does", () => {
+  // IAM accepts policy variables only in an ARN's trailing part and answers
+  // MalformedPolicyDocument otherwise; the evaluator used to resolve the variable and allow it.
+  const old: PolicyDocument = {
+    Version: "2012-10-17",
+    Statement: [{
+      Sid: "TerminateItself",
+      Effect: "Allow",
+      Action: ["ec2:TerminateInstances"],
+      Resource: "${ec2:SourceInstanceARN}",
+      Condition: { StringEquals: { "aws:ResourceTag/AllowSelfTermination": "true" } },
+    }],
+  };
+  assert.deepEqual(policyProblems(old), [
+    "TerminateItself: Resource ${ec2:SourceInstanceARN} is not an ARN or *",
+  ]);
+  assert.throws(
+    () =>
+      evaluate(
+        old,
+        terminateRequest(SELF, { source: SELF, tags: { AllowSelfTermination: "true" } }),
+      ),
+    /MalformedPolicyDocument: TerminateItself: Resource \$\{ec2:SourceInstanceARN\}/,
+  );
 });

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { type PolicyDocument, policyProblems } from "./support/iam.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -25,6 +26,15 @@ const DOCUMENT_COMMANDS: Record<string, string> = {
   ExecuteStatement: "ExecuteStatement",
 };
 
+/**
+ * IAM actions an operation needs besides its own name: a batch authorized as its single form
+ * (SQS), and a launch that runs instances with an instance profile (CreateFleet).
+ */
+const IMPLIED: Record<string, string[]> = {
+  "sqs:SendMessageBatch": ["sqs:SendMessage"],
+  "ec2:CreateFleet": ["ec2:CreateFleet", "ec2:RunInstances", "iam:PassRole"],
+};
+
 /** Waiters and the operation they poll. */
 const WAITERS: Record<string, string> = {
   waitUntilTableExists: "DescribeTable",
@@ -35,15 +45,20 @@ const WAITERS: Record<string, string> = {
   waitUntilImageAvailable: "DescribeImages",
 };
 
-/** The source files that make AWS calls: refresh.ts and every module in lib/. */
+/** The source files that make AWS calls: refresh.ts and every module in lib/ and its folders. */
 function sources(): Map<string, string> {
   const files = new Map<string, string>();
   files.set("refresh.ts", Deno.readTextFileSync(new URL("refresh.ts", root)));
-  for (const entry of Deno.readDirSync(new URL("lib/", root))) {
-    if (entry.isFile && entry.name.endsWith(".ts")) {
-      files.set(`lib/${entry.name}`, Deno.readTextFileSync(new URL(`lib/${entry.name}`, root)));
+  const walk = (dir: string) => {
+    for (const entry of Deno.readDirSync(new URL(dir, root))) {
+      const path = `${dir}${entry.name}`;
+      if (entry.isDirectory) walk(`${path}/`);
+      else if (entry.isFile && entry.name.endsWith(".ts")) {
+        files.set(path, Deno.readTextFileSync(new URL(path, root)));
+      }
     }
-  }
+  };
+  walk("lib/");
   return files;
 }
 
@@ -69,8 +84,10 @@ function awsImports(source: string): Map<string, string> {
 function calledActions(): Map<string, Set<string>> {
   const actions = new Map<string, Set<string>>();
   const add = (action: string, file: string) => {
-    if (!actions.has(action)) actions.set(action, new Set());
-    actions.get(action)!.add(file);
+    for (const a of IMPLIED[action] ?? [action]) {
+      if (!actions.has(a)) actions.set(a, new Set());
+      actions.get(a)!.add(file);
+    }
   };
   for (const [file, source] of sources()) {
     const imports = awsImports(source);
@@ -134,7 +151,7 @@ Deno.test("iam-policy.json lists no action the code does not call", () => {
 
 Deno.test("iam-policy.json is a valid allow-only policy without wildcard actions", () => {
   const doc = policy();
-  assert.equal(doc.Version, "2012-10-17");
+  assert.deepEqual(policyProblems(doc as PolicyDocument), [], "what IAM would refuse to store");
   assert.ok(doc.Statement.length > 0);
   const actions = listedActions();
   for (const s of doc.Statement) {
@@ -143,7 +160,7 @@ Deno.test("iam-policy.json is a valid allow-only policy without wildcard actions
     assert.equal(s.Effect, "Allow");
     assert.ok(s.Resource && s.Resource.length > 0, `statement ${s.Sid} has a resource`);
   }
-  for (const a of actions) assert.match(a, /^(ec2|sqs|dynamodb):[A-Z][A-Za-z]+$/);
+  for (const a of actions) assert.match(a, /^(ec2|sqs|dynamodb|iam):[A-Z][A-Za-z]+$/);
 });
 
 Deno.test("the action scan maps commands, document commands, paginators and waiters", () => {
@@ -204,7 +221,9 @@ Deno.test("iam-policy.json changes only launch templates carrying the pool's own
     }, `statement ${s.Sid}`);
   }
   // Tagging a template is allowed only at creation or on an untagged one, and only this tag.
-  for (const s of allowing("ec2:CreateTags")) {
+  const onTemplates = (s: Statement) =>
+    [s.Resource].flat().some((r) => r.includes("launch-template"));
+  for (const s of allowing("ec2:CreateTags").filter(onTemplates)) {
     const condition = s.Condition as Record<string, Record<string, unknown>>;
     assert.deepEqual(condition["ForAllValues:StringEquals"], { "aws:TagKeys": ["refresh:pool"] });
     assert.ok(
@@ -212,5 +231,34 @@ Deno.test("iam-policy.json changes only launch templates carrying the pool's own
         condition.Null?.["aws:ResourceTag/refresh:pool"] === "true",
       `statement ${s.Sid}`,
     );
+  }
+});
+
+Deno.test("iam-policy.json launches warm instances only tagged for a pool, tags only at launch, and passes roles only to EC2", () => {
+  const run = allowing("ec2:RunInstances");
+  const instances = run.filter((s) => [s.Resource].flat().some((r) => r.includes(":instance/")));
+  assert.ok(instances.length > 0);
+  for (const s of instances) {
+    assert.deepEqual(s.Condition, {
+      StringLike: { "aws:RequestTag/refresh:pool": "*-ci-table" },
+    }, `statement ${s.Sid}`);
+  }
+  for (
+    const s of run.filter((s) => [s.Resource].flat().some((r) => r.includes("launch-template")))
+  ) {
+    assert.deepEqual(s.Condition, {
+      StringLike: { "aws:ResourceTag/refresh:pool": "*-ci-table" },
+    }, `statement ${s.Sid}`);
+  }
+  for (const s of allowing("ec2:CreateTags")) {
+    if ([s.Resource].flat().some((r) => r.includes("launch-template"))) continue;
+    assert.deepEqual(s.Condition, {
+      StringEquals: { "ec2:CreateAction": ["CreateFleet", "RunInstances"] },
+    }, `statement ${s.Sid}`);
+  }
+  for (const s of allowing("iam:PassRole")) {
+    assert.deepEqual(s.Condition, {
+      StringEquals: { "iam:PassedToService": "ec2.amazonaws.com" },
+    }, `statement ${s.Sid}`);
   }
 });

@@ -18,8 +18,16 @@ import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { CallCounter } from "../lib/calls.ts";
 import { ConfigError, type DesiredState, parseDesiredState } from "../lib/config.ts";
-import { item, OWNER_TAG, sha256, timestamp } from "../lib/contract.ts";
-import { differences, reconcileLaunchTemplate, templateData } from "../lib/launch_template.ts";
+import { item, OWNER_TAG, poolRunnerLabel, sha256, timestamp } from "../lib/contract.ts";
+import {
+  describeFingerprint,
+  differences,
+  fingerprint,
+  fingerprintOf,
+  reconcileLaunchTemplate,
+  templateData,
+  versionDrift,
+} from "../lib/launch_template.ts";
 import { readMetadata } from "../lib/metadata.ts";
 import type { RunReport } from "../lib/report.ts";
 import { reconcileTable } from "../lib/table.ts";
@@ -41,6 +49,7 @@ import {
   testContext,
   withDesired,
 } from "./support/aws.ts";
+import { addXmlFields, startFaultProxy } from "./support/fault_proxy.ts";
 import { type FakeRelease, startFakeGithub } from "./support/github.ts";
 import { runRefresh } from "./support/process.ts";
 import { AWS_ENV, MOTO_URL, type Network, resetMoto, startMoto } from "./support/moto.ts";
@@ -56,7 +65,15 @@ const ARGS = ["--only", "launch-template", "--user-data", "/user-data.sh"];
 /** Checksums of the runner packages, given so no test looks them up on github.com. */
 const SHA_X64 = sha256("runner x64 package");
 const SHA_ARM64 = sha256("runner arm64 package");
-const CHECKSUMS = ["--runner-sha256-x64", SHA_X64, "--runner-sha256-arm64", SHA_ARM64];
+/** A pinned runner version and its checksums, as GitHub Enterprise Server or a mirror needs. */
+const CHECKSUMS = [
+  "--runner-version",
+  DEFAULT_RUNNER_VERSION,
+  "--runner-sha256-x64",
+  SHA_X64,
+  "--runner-sha256-arm64",
+  SHA_ARM64,
+];
 
 /** Text that compresses badly (base64 of hash digests), the same every run. */
 function incompressible(bytes: number): string {
@@ -124,13 +141,17 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
   assert.deepEqual(data.IamInstanceProfile, { Name: "runner-profile" });
   assert.deepEqual(data.SecurityGroupIds, [ctx.network.securityGroupId]);
   assert.equal(Buffer.from(data.UserData!, "base64").toString("utf8"), SCRIPT);
+  // Hop limit 1: containers on the instance cannot reach instance metadata (issue 19).
   assert.deepEqual(data.MetadataOptions, {
     HttpTokens: "required",
     HttpEndpoint: "enabled",
-    HttpPutResponseHopLimit: 2,
+    HttpPutResponseHopLimit: 1,
     HttpProtocolIpv6: "disabled",
     InstanceMetadataTags: "enabled",
   });
+  // A job that shuts the machine down terminates it.
+  assert.equal(data.InstanceInitiatedShutdownBehavior, "terminate");
+  assert.match(version.VersionDescription!, /^refresh desired-data sha256:[0-9a-f]{64}$/);
   // The image's root device, deleted with the instance, gp3 by default.
   assert.deepEqual(data.BlockDeviceMappings, [
     { DeviceName: "/dev/sda1", Ebs: { DeleteOnTermination: true, VolumeType: "gp3" } },
@@ -177,9 +198,122 @@ Deno.test("launch-template sees no drift in EC2's answer that adds the metadata 
   assert.deepEqual(differences(data, answered), []);
   const hopLimit = {
     ...answered,
-    MetadataOptions: { ...answered.MetadataOptions, HttpPutResponseHopLimit: 1 },
+    MetadataOptions: { ...answered.MetadataOptions, HttpPutResponseHopLimit: 2 },
   };
   assert.deepEqual(differences(data, hopLimit), ["MetadataOptions"]);
+});
+
+/** Defaults real EC2 shows in a version's data that refresh never asked for (moto shows none). */
+const EC2_DEFAULTS = "<disableApiTermination>false</disableApiTermination>" +
+  "<disableApiStop>false</disableApiStop>" +
+  "<privateDnsNameOptions><hostnameType>ip-name</hostnameType>" +
+  "<enableResourceNameDnsARecord>false</enableResourceNameDnsARecord></privateDnsNameOptions>";
+
+Deno.test("launch-template makes no version when EC2's answer adds defaults to the data refresh wrote", async (t) => {
+  await using proxy = startFaultProxy({ target: MOTO_URL });
+  const network = await resetMoto();
+  const ctx = contextOn(desiredFrom(ARGS, undefined, FILES, network), network, {
+    clientEnv: { AWS_ENDPOINT_URL: proxy.url },
+  });
+  await reconcileTable(ctx);
+  const extraDefaults = () =>
+    proxy.rewrite(
+      "EC2.DescribeLaunchTemplateVersions",
+      addXmlFields("launchTemplateData", EC2_DEFAULTS),
+      { times: Infinity },
+    );
+
+  await t.step("a version refresh made is judged by its fingerprint", async () => {
+    await reconcileLaunchTemplate(ctx);
+    extraDefaults();
+    ctx.counter.reset();
+    const outcome = await reconcileLaunchTemplate(ctx);
+    assert.deepEqual(outcome.changes, []);
+    assert.equal(ctx.counter.writes(), 0);
+    // The proxy did add the defaults to what the task read.
+    const [answered] = await versionsOf(ctx);
+    assert.equal(answered.LaunchTemplateData?.DisableApiTermination, false);
+    assert.ok(proxy.requests.some((r) => r.fault === "rewrite"));
+  });
+
+  await t.step("a changed desired state still makes a version, saying what changed", async () => {
+    const changed = withDesired(ctx, desired(ctx, ["--ami", XENIAL]));
+    ctx.counter.reset();
+    const outcome = await reconcileLaunchTemplate(changed);
+    assert.deepEqual(outcome.changes.map((c) => [c.action, c.detail]), [
+      ["new-version", `2: ImageId ${TRUSTY} -> ${XENIAL}`],
+      ["write", outcome.changes[1].detail],
+    ]);
+    ctx.counter.reset();
+    assert.deepEqual((await reconcileLaunchTemplate(changed)).changes, []);
+    assert.equal(ctx.counter.writes(), 0);
+  });
+
+  await t.step("a version made by hand is compared field by field", async () => {
+    // The same data refresh wants, made by hand (no fingerprint) and made the default: EC2's
+    // extra defaults are drift, as they must be for data refresh cannot vouch for.
+    const d = desired(ctx, ["--ami", XENIAL]);
+    const [current] = (await ctx.clients.ec2.send(
+      new DescribeLaunchTemplateVersionsCommand({ LaunchTemplateName: NAME, Versions: ["2"] }),
+    )).LaunchTemplateVersions!;
+    const {
+      DisableApiTermination: _t,
+      DisableApiStop: _s,
+      PrivateDnsNameOptions: _p,
+      ...written
+    } = current.LaunchTemplateData!;
+    const made = await ctx.clients.ec2.send(
+      new CreateLaunchTemplateVersionCommand({
+        LaunchTemplateName: NAME,
+        LaunchTemplateData: written as RequestLaunchTemplateData,
+      }),
+    );
+    const byHand = made.LaunchTemplateVersion!.VersionNumber!;
+    await ctx.clients.ec2.send(
+      new ModifyLaunchTemplateCommand({ LaunchTemplateName: NAME, DefaultVersion: String(byHand) }),
+    );
+    const outcome = await reconcileLaunchTemplate(withDesired(ctx, d));
+    // Version 2, refresh's own with the desired fingerprint, becomes the default again (the
+    // record already names it).
+    assert.deepEqual(outcome.changes.map((c) => [c.action, c.detail]), [
+      [
+        "set-default",
+        "version 2, equal to the desired data (DisableApiStop; DisableApiTermination; PrivateDnsNameOptions)",
+      ],
+    ]);
+  });
+});
+
+Deno.test("versionDrift trusts a fingerprint refresh recorded and compares other versions' data", () => {
+  const d = desiredFrom(ARGS, undefined, FILES);
+  const data = templateData(d, {
+    ImageId: TRUSTY,
+    RootDeviceType: "ebs",
+    RootDeviceName: "/dev/sda1",
+  }, { bytes: new TextEncoder().encode(SCRIPT), compressed: false, plainBytes: SCRIPT.length });
+  const wanted = fingerprint(data);
+  const extra = { ...data, DisableApiTermination: false };
+  const mine = (hex: string, shown: RequestLaunchTemplateData) => ({
+    VersionDescription: describeFingerprint(hex),
+    LaunchTemplateData: shown,
+  });
+  assert.deepEqual(versionDrift(data, wanted, mine(wanted, extra)), []);
+  assert.deepEqual(versionDrift(data, wanted, { LaunchTemplateData: extra }), [
+    "DisableApiTermination",
+  ]);
+  // Another fingerprint: what differs among the desired fields, or the fingerprint itself.
+  const other = "0".repeat(64);
+  assert.deepEqual(versionDrift(data, wanted, mine(other, { ...extra, ImageId: XENIAL })), [
+    `ImageId ${XENIAL} -> ${TRUSTY}`,
+  ]);
+  assert.deepEqual(versionDrift(data, wanted, mine(other, extra)), ["fingerprint 000000000000…"]);
+  // Key order and security group order do not change the fingerprint; any value does.
+  const reordered = Object.fromEntries(Object.entries(data).reverse());
+  assert.equal(fingerprint(reordered), wanted);
+  assert.notEqual(fingerprint({ ...data, InstanceType: "t3.micro" }), wanted);
+  assert.equal(fingerprintOf(describeFingerprint(wanted)), wanted);
+  assert.equal(fingerprintOf("made by hand"), undefined);
+  assert.equal(fingerprintOf(undefined), undefined);
 });
 
 Deno.test("launch-template makes no write on a second run with the same desired state", async () => {
@@ -911,6 +1045,18 @@ const INVALID: InvalidInput[] = [
     undefined,
     /keep-versions: expected a whole number 1-100, got "0"/,
   ],
+  [
+    "runner version neither latest nor x.y.z",
+    [...BASE_ARGS, "--runner-version", "newest"],
+    undefined,
+    /runner-version: "newest" is neither latest nor a runner version like 2\.334\.0/,
+  ],
+  [
+    "runner checksums with runner version latest",
+    [...BASE_ARGS, ...CHECKSUMS.slice(2)],
+    undefined,
+    /runner-version: checksums are given, but the version is latest/,
+  ],
 ];
 
 Deno.test("launch-template refuses invalid inputs with a message and sends no request", (t) =>
@@ -951,9 +1097,15 @@ function generated(args: string[] = []) {
   return ["--only", "launch-template", ...args];
 }
 
-/** A context with the generated bootstrap, its table made; `files` are readable. */
+/**
+ * A context with the generated bootstrap, its table made; `files` are readable. Without a fake
+ * GitHub (`--github-api-url`) there is no GitHub credential, so nothing is asked of github.com.
+ */
 async function setupGenerated(args: string[] = [], files: Record<string, string> = {}) {
-  const ctx = await testContext(generated(args), { files });
+  const env: Record<string, string> = args.includes("--github-api-url")
+    ? { GITHUB_TOKEN: TEST_PAT }
+    : {};
+  const ctx = await testContext(generated(args), { files, env });
   await reconcileTable(ctx);
   ctx.counter.reset();
   return ctx;
@@ -994,11 +1146,16 @@ Deno.test("launch-template generates the bootstrap by default, with checksums fr
   assert.deepEqual(inputs, {
     table: TABLE,
     region: "us-east-1",
+    poolLabel: poolRunnerLabel("us-east-1", TABLE),
     githubUrl: `${gh.url}/acme/widgets`,
-    runner: { version: DEFAULT_RUNNER_VERSION },
+    runner: { version: "latest" },
     preRunnerScript: SETUP,
   });
-  const script = generatedScript(inputs, { x64: SHA_X64, arm64: SHA_ARM64 });
+  const script = generatedScript(
+    inputs,
+    { x64: SHA_X64, arm64: SHA_ARM64 },
+    DEFAULT_RUNNER_VERSION,
+  );
   const version = await defaultVersion(ctx);
   assert.equal(contentOf(version), script);
   assert.equal(version.LaunchTemplateData!.MetadataOptions!.InstanceMetadataTags, "enabled");
@@ -1008,15 +1165,18 @@ Deno.test("launch-template generates the bootstrap by default, with checksums fr
     githubUrl: `${gh.url}/acme/widgets`,
     runner: {
       version: DEFAULT_RUNNER_VERSION,
+      requested: "latest",
       sha256: { x64: SHA_X64, arm64: SHA_ARM64 },
       checksumsFrom: { x64: "asset digest", arm64: "release notes" },
+      newestRelease: { version: DEFAULT_RUNNER_VERSION },
     },
     preRunnerScript: true,
     // The bootstrap and a 1.3 KB setup script pass 16 KB: EC2 gets them gzip-compressed.
     ...sizesOf(script),
   });
+  // One read: the newest release gives the version and its checksums.
   assert.deepEqual(gh.requests.map((r) => `${r.method} ${r.path}`), [
-    `GET /repos/actions/runner/releases/tags/v${DEFAULT_RUNNER_VERSION}`,
+    "GET /repos/actions/runner/releases/latest",
   ]);
 
   // Unchanged desired state, second run: the same script, no write.
@@ -1030,8 +1190,10 @@ Deno.test("launch-template generates the bootstrap by default, with checksums fr
 });
 
 Deno.test("launch-template puts the runner inputs into the bootstrap and makes a version when they change", async () => {
-  const base = generated(CHECKSUMS);
-  const ctx = await setupGenerated(CHECKSUMS);
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], releases: [RELEASE] });
+  const pinned = [...CHECKSUMS, "--github-api-url", gh.url];
+  const base = generated(pinned);
+  const ctx = await setupGenerated(pinned);
   const first = ctx.desired;
   await reconcileLaunchTemplate(ctx);
   assert.equal(contentOf(await defaultVersion(ctx)), generatedScript(bootstrapOf(first)));
@@ -1051,7 +1213,8 @@ Deno.test("launch-template puts the runner inputs into the bootstrap and makes a
   assert.deepEqual(bootstrapOf(next), {
     table: TABLE,
     region: "us-east-1",
-    githubUrl: "https://github.com/acme",
+    poolLabel: poolRunnerLabel("us-east-1", TABLE),
+    githubUrl: `${gh.url}/acme`,
     runnerGroup: "ci pool",
     runner: {
       version: "2.333.0",
@@ -1063,8 +1226,12 @@ Deno.test("launch-template puts the runner inputs into the bootstrap and makes a
   const outcome = await reconcileLaunchTemplate(withDesired(ctx, next));
   assert.equal(outcome.changes[0].detail, "2: UserData content");
   assert.equal(contentOf(await defaultVersion(ctx)), generatedScript(bootstrapOf(next)));
-  // Given checksums: no GitHub call at all.
-  assert.equal(ctx.counter.total((op) => op.startsWith("GitHub")), 0);
+  // Given checksums: the only GitHub read is the newest release, to check the pin is accepted.
+  assert.deepEqual(gh.requests.map((r) => `${r.method} ${r.path}`), [
+    "GET /repos/actions/runner/releases/latest",
+    "GET /repos/actions/runner/releases/latest",
+  ]);
+  assert.deepEqual(outcome.warnings, []);
 });
 
 Deno.test("launch-template with --user-data runs the operator's script, with metadata tags as asked", async () => {
@@ -1143,6 +1310,103 @@ Deno.test("launch-template gzips user data over 16 KB: EC2 gets the compressed f
   assert.equal(ctx.counter.writes(), 0);
 });
 
+/** A release of `version` published `daysAgo` days before now, its checksums in its digests. */
+function releaseOf(version: string, daysAgo: number, sha = SHA_X64): FakeRelease {
+  return {
+    repository: "actions/runner",
+    tag_name: `v${version}`,
+    published_at: new Date(Date.now() - daysAgo * 86_400_000).toISOString().replace(
+      /\.\d+Z$/,
+      "Z",
+    ),
+    assets: (["x64", "arm64"] as const).map((arch) => ({
+      name: `actions-runner-linux-${arch}-${version}.tar.gz`,
+      digest: `sha256:${arch === "x64" ? sha : SHA_ARM64}`,
+    })),
+  };
+}
+
+Deno.test("launch-template makes a new version when actions/runner publishes a new release, then none", async () => {
+  const releases = [releaseOf("2.334.0", 40)];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], releases });
+  const args = ["--github-api-url", gh.url];
+  const ctx = await setupGenerated(args);
+  await reconcileLaunchTemplate(ctx);
+  const installs = async (version: string, not: string) => {
+    const script = contentOf(await defaultVersion(ctx));
+    assert.ok(script.includes(version) && !script.includes(not), `the script installs ${version}`);
+  };
+  await installs("2.334.0", "2.335.0");
+
+  releases.push(releaseOf("2.335.0", 0, sha256("runner x64 package 2.335.0")));
+  ctx.counter.reset();
+  const outcome = await reconcileLaunchTemplate(ctx);
+  assert.deepEqual(outcome.changes.map((c) => [c.action, c.target]), [
+    ["new-version", `launch template ${NAME}`],
+    ["write", "metadata launch_template"],
+  ]);
+  assert.equal(outcome.changes[0].detail, "2: UserData content");
+  await installs("2.335.0", "2.334.0");
+  assert.deepEqual(outcome.warnings, []);
+
+  ctx.counter.reset();
+  assert.deepEqual((await reconcileLaunchTemplate(ctx)).changes, []);
+  assert.equal(ctx.counter.writes(), 0);
+  // One GitHub read per run.
+  assert.equal(ctx.counter.total((op) => op.startsWith("GitHub")), 1);
+});
+
+Deno.test("refresh warns in its report, annotations and job summary when a pinned runner is one GitHub refuses", async () => {
+  await using gh = startFakeGithub({
+    tokens: [TEST_PAT],
+    releases: [releaseOf("2.334.0", 90), releaseOf("2.335.0", 45)],
+  });
+  const network = await resetMoto();
+  const dir = await Deno.makeTempDir();
+  try {
+    const summaryPath = `${dir}/summary.md`;
+    const stdout: string[] = [];
+    const stderr: string[] = [];
+    const code = await main(
+      [
+        ...baseArgs(network),
+        "--only",
+        "table,launch-template",
+        "--github-api-url",
+        gh.url,
+        ...CHECKSUMS,
+      ],
+      {
+        ...AWS_ENV,
+        GITHUB_TOKEN: TEST_PAT,
+        GITHUB_ACTIONS: "true",
+        GITHUB_STEP_SUMMARY: summaryPath,
+      },
+      {
+        stdout: (t) => stdout.push(t),
+        stderr: (t) => stderr.push(t),
+        readTextFile: (path) => Deno.readTextFileSync(path),
+      },
+    );
+    assert.equal(code, 0, stdout.join("\n"));
+    const warning =
+      /runner 2\.334\.0 is older than actions\/runner 2\.335\.0, published \d{4}-\d\d-\d\d \(45 days ago\): GitHub stops sending jobs to runners with updates disabled 30 days after a newer release/;
+    assert.match(stdout.join("\n"), new RegExp(`^  warning: ${warning.source}`, "m"));
+    assert.ok(
+      stderr.some((l) =>
+        l.startsWith("::warning title=refresh launch-template::") && warning.test(l)
+      ),
+      stderr.join("\n"),
+    );
+    assert.match(
+      await Deno.readTextFile(summaryPath),
+      new RegExp(`launch-template: ⚠️ ${warning.source}`),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("launch-template fails with no write when the runner's release gives no checksum", async () => {
   await using gh = startFakeGithub({
     tokens: [TEST_PAT],
@@ -1152,10 +1416,11 @@ Deno.test("launch-template fails with no write when the runner's release gives n
   await assert.rejects(
     () => reconcileLaunchTemplate(ctx),
     new Error(
-      `the actions/runner release v${DEFAULT_RUNNER_VERSION} does not give the checksums refresh ` +
-        `needs: actions-runner-linux-arm64-${DEFAULT_RUNNER_VERSION}.tar.gz: no SHA-256 published ` +
-        "(no asset digest, no <!-- BEGIN SHA linux-arm64 --> marker in the release notes); or " +
-        "give both --runner-sha256-x64 and --runner-sha256-arm64",
+      `the newest actions/runner release v${DEFAULT_RUNNER_VERSION} does not give the checksums ` +
+        `refresh needs: actions-runner-linux-arm64-${DEFAULT_RUNNER_VERSION}.tar.gz: no SHA-256 ` +
+        "published (no asset digest, no <!-- BEGIN SHA linux-arm64 --> marker in the release " +
+        "notes); set --runner-version to an earlier version, or give it with " +
+        "--runner-sha256-x64 and --runner-sha256-arm64",
     ),
   );
   assert.equal(ctx.counter.writes(), 0);
@@ -1182,25 +1447,39 @@ Deno.test("launch-template bootstrap inputs are rejected before any call", async
       "GitHub Enterprise Server without checksums",
       ghes,
       [
-        "runner-sha256-x64: required with GitHub Enterprise Server (https://ghe.example.com/api/v3), whose API does not hold github.com's actions/runner releases; give --runner-sha256-x64 and --runner-sha256-arm64 (from https://github.com/actions/runner/releases), and --runner-download-url if the instances cannot reach github.com",
+        "runner-sha256-x64: required with GitHub Enterprise Server (https://ghe.example.com/api/v3), whose API does not hold github.com's actions/runner releases; give --runner-version, --runner-sha256-x64 and --runner-sha256-arm64 (from https://github.com/actions/runner/releases), and --runner-download-url if the instances cannot reach github.com",
       ],
     ],
     [
       "one checksum of two",
-      ["--runner-sha256-x64", SHA_X64],
+      ["--runner-version", "2.334.0", "--runner-sha256-x64", SHA_X64],
       [
         "runner-sha256-arm64: required with --runner-sha256-x64; give the checksums of both packages, or neither to look them up in the runner's release",
       ],
     ],
     [
       "a checksum that is no SHA-256",
-      ["--runner-sha256-x64", "abc", "--runner-sha256-arm64", SHA_ARM64],
+      [
+        "--runner-version",
+        "2.334.0",
+        "--runner-sha256-x64",
+        "abc",
+        "--runner-sha256-arm64",
+        SHA_ARM64,
+      ],
       ['runner-sha256-x64: "abc" is not a SHA-256 checksum (64 hex digits)'],
     ],
     [
+      "checksums without a version (latest changes with each release)",
+      ["--runner-sha256-x64", SHA_X64, "--runner-sha256-arm64", SHA_ARM64],
+      [
+        "runner-version: checksums are given, but the version is latest (the default), which changes with each actions/runner release; set --runner-version to the version the checksums are of, or remove --runner-sha256-x64 and --runner-sha256-arm64",
+      ],
+    ],
+    [
       "a runner version that is no version",
-      ["--runner-version", "latest"],
-      ['runner-version: "latest" is not a runner version like 2.334.0'],
+      ["--runner-version", "v2.334"],
+      ['runner-version: "v2.334" is neither latest nor a runner version like 2.334.0'],
     ],
     [
       "a download URL without {arch}",
@@ -1408,4 +1687,31 @@ Deno.test("launch-template reads at most 1 MiB of a pre-runner script: an endles
     /pre-runner-script: cannot read \/dev\/zero: larger than 1048576 bytes, the most refresh reads of it/,
   );
   assert.ok(performance.now() - started < 15_000);
+});
+
+Deno.test("README's example configs parse and use the generated bootstrap, not --user-data", async () => {
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const configs = [...readme.matchAll(/```json\n([\s\S]*?)```/g)]
+    .map((m) => JSON.parse(m[1]) as Record<string, unknown>)
+    .filter((c) => "ami" in c || "ami-name" in c);
+  assert.ok(configs.length >= 1, "the README has an example pool config");
+  for (const config of configs) {
+    assert.equal(config["user-data"], undefined, JSON.stringify(config));
+    const files: Record<string, string> = { "/example.json": JSON.stringify(config) };
+    if (typeof config["pre-runner-script"] === "string") {
+      files[config["pre-runner-script"]] = "#!/bin/bash\ndnf install -y git\n";
+    }
+    // As the workflow runs it: the repository and region from the job's environment.
+    const d = parseDesiredState({
+      args: ["--config", "/example.json"],
+      env: { GITHUB_REPOSITORY: "acme/widgets", AWS_REGION: "eu-west-1", GITHUB_TOKEN: TEST_PAT },
+      readTextFile: (path) => {
+        if (path in files) return files[path];
+        throw new Deno.errors.NotFound(`no such file: ${path}`);
+      },
+    });
+    assert.ok(d !== "help");
+    assert.equal(d.launchTemplate.userData.kind, "bootstrap");
+    assert.equal(bootstrapOf(d).runner.version, "latest");
+  }
 });

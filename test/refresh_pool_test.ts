@@ -25,6 +25,7 @@ import {
 import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
+import { poolRunnerLabel } from "../lib/contract.ts";
 import { readBounded } from "../lib/inputs.ts";
 import type { RunReport } from "../lib/report.ts";
 import { main } from "../refresh.ts";
@@ -216,7 +217,12 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
     ]);
     let github = await readGithubSide(githubDir);
     assert.deepEqual(github.runners, {
-      [`${instanceId}-1`]: { labels: RUN_ID, url: `${gh.url}/acme/widgets`, group: "Default" },
+      // The run id, and the label naming the pool (contract.ts), which the reaper relies on.
+      [`${instanceId}-1`]: {
+        labels: `${RUN_ID},${poolRunnerLabel(REGION, TABLE)}`,
+        url: `${gh.url}/acme/widgets`,
+        group: "Default",
+      },
     });
     assert.deepEqual(github.calls.map((c) => [c.verb, c.token]), [["config", "valid"]]);
     assert.ok(github.calls[0].args.includes("--no-default-labels"), github.calls[0].args.join(" "));

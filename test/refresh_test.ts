@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DescribeInstancesCommand, RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { PutCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { type TaskName, TASKS } from "../lib/config.ts";
+import { type DesiredState, type TaskName, TASKS } from "../lib/config.ts";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import type { RunReport } from "../lib/report.ts";
 import { runTasks, type Task } from "../lib/task.ts";
@@ -148,12 +148,14 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await testContext(
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    // The runner checksums are given, so the generated bootstrap needs no release look-up.
+    // The runner version and checksums are given: the only release read is the staleness check.
     [
       "--github-api-url",
       gh.url,
       "--root-volume-size",
       "30",
+      "--runner-version",
+      "2.334.0",
       "--runner-sha256-x64",
       "a".repeat(64),
       "--runner-sha256-arm64",
@@ -161,7 +163,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
     ],
     { now: new Date().toISOString() },
   );
-  const all = TASKS.map((t): [TaskName, Task] => [t, IMPLEMENTATIONS[t]]);
+  const all = TASKS.map((t): [TaskName, Task<DesiredState>] => [t, IMPLEMENTATIONS[t]]);
   const built = await runTasks(all, ctx);
   assert.deepEqual(built.filter((r) => r.status === "failed"), []);
 

@@ -135,3 +135,37 @@ Deno.test("report text shows no pool block when the pool has no instance", () =>
   ]));
   assert.ok(!text.includes("pool, against"), text);
 });
+
+Deno.test("report text shows the warm pool per class: minimum, ready, booting, launched this run", () => {
+  const large = {
+    minimum: 3,
+    ready: 1,
+    booting: 1,
+    launched: 1,
+    outdated: 0,
+    unhealthy: 0,
+    extra: 0,
+    instanceHoursPerDay: 23.6,
+  };
+  const text = renderText(report([
+    result({
+      task: "warm-pool",
+      summary: "1 kept warm, 1 launched",
+      found: {
+        warm: {
+          schedule: "Mon-Fri 08:00-19:00 Europe/Berlin",
+          inSchedule: true,
+          classes: { large, xlarge: { ...large, minimum: 0, ready: 2, launched: 0 } },
+        },
+      },
+    }),
+  ]));
+  const lines = text.split("\n");
+  const at = lines.indexOf("  warm pool, schedule Mon-Fri 08:00-19:00 Europe/Berlin: inside:");
+  assert.ok(at > 0, text);
+  assert.deepEqual(lines.slice(at + 1, at + 4), [
+    "    class   minimum  ready  booting  launched  outdated  h/day",
+    "    large         3      1        1         1         0   23.6",
+    "    xlarge        0      2        1         0         0   23.6",
+  ]);
+});

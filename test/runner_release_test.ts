@@ -2,9 +2,13 @@ import assert from "node:assert/strict";
 import { Octokit } from "npm:@octokit/rest@22.0.1";
 import {
   checksumsFromRelease,
+  compareVersions,
   packageName,
   type ReleaseData,
+  resolveRunner,
   resolveRunnerChecksums,
+  type RunnerLookup,
+  staleness,
 } from "../lib/runner_release.ts";
 import { type FakeRelease, startFakeGithub } from "./support/github.ts";
 
@@ -130,4 +134,167 @@ Deno.test("resolveRunnerChecksums fails clearly when the release cannot give the
       ),
     );
   });
+});
+
+/** A release of `version` published at `publishedAt`, checksums in its assets' digests. */
+function published(version: string, publishedAt: string, sha = X64): FakeRelease {
+  return {
+    repository: "actions/runner",
+    tag_name: `v${version}`,
+    published_at: publishedAt,
+    body: "",
+    assets: [
+      { name: packageName("x64", version), digest: `sha256:${sha}` },
+      { name: packageName("arm64", version), digest: `sha256:${ARM64}` },
+    ],
+  };
+}
+
+const NOW = new Date("2026-06-10T12:00:00Z");
+/** 2.334.0 then 2.335.0, published 41 days before NOW; and an older tag of another repository. */
+const RELEASES = [
+  published("2.334.0", "2026-03-02T09:00:00Z"),
+  published("2.335.0", "2026-04-30T09:00:00Z", COMMIT),
+  { ...published("9.9.9", "2026-06-01T09:00:00Z"), repository: "someone/else" },
+];
+
+function lookupOn(url: string, overrides: Partial<RunnerLookup> = {}): RunnerLookup {
+  return {
+    github: new Octokit({ baseUrl: url, auth: PAT, log: silent }),
+    apiUrl: url,
+    enterprise: false,
+    now: NOW,
+    ...overrides,
+  };
+}
+
+const requested = (gh: { requests: { method: string; path: string }[] }) =>
+  gh.requests.map((r) => `${r.method} ${r.path}`);
+
+Deno.test("resolveRunner takes the newest release and its checksums in one read when the version is latest", async () => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  const resolved = await resolveRunner({ version: "latest" }, lookupOn(gh.url));
+  assert.deepEqual(resolved, {
+    version: "2.335.0",
+    checksums: { x64: COMMIT, arm64: ARM64 },
+    checksumsFrom: { x64: "asset digest", arm64: "asset digest" },
+    newest: { version: "2.335.0", publishedAt: "2026-04-30T09:00:00Z" },
+    warnings: [],
+  });
+  assert.deepEqual(requested(gh), ["GET /repos/actions/runner/releases/latest"]);
+});
+
+Deno.test("resolveRunner fails saying what to do when the newest release cannot be read for latest", async (t) => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  await t.step("GitHub answers an error", async () => {
+    gh.fail(/^GET \/repos\/actions\/runner\/releases\/latest$/, { status: 502 });
+    await assert.rejects(
+      () => resolveRunner({ version: "latest" }, lookupOn(gh.url)),
+      new RegExp(
+        `^Error: cannot read actions/runner's newest release at ${gh.url}/repos/actions/runner/releases/latest \\(GitHub answered 502\\): `,
+      ),
+    );
+  });
+  await t.step("no GitHub credential", async () => {
+    await assert.rejects(
+      () => resolveRunner({ version: "latest" }, lookupOn(gh.url, { github: undefined })),
+      /^Error: no GitHub credential to read actions\/runner's newest release with: set GITHUB_TOKEN or a GitHub App, or pin --runner-version and give --runner-sha256-x64 and --runner-sha256-arm64$/,
+    );
+  });
+  await t.step("the newest release has no checksums", async () => {
+    await using bare = startFakeGithub({
+      tokens: [PAT],
+      releases: [{ ...published("2.336.0", "2026-06-01T00:00:00Z"), assets: [] }],
+    });
+    await assert.rejects(
+      () => resolveRunner({ version: "latest" }, lookupOn(bare.url)),
+      /^Error: the newest actions\/runner release v2\.336\.0 does not give the checksums refresh needs: actions-runner-linux-x64-2\.336\.0\.tar\.gz: no SHA-256 published/,
+    );
+  });
+});
+
+Deno.test("resolveRunner warns when a pinned version is older than a release published more than 30 days ago", async () => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  const sha256 = { x64: X64, arm64: ARM64 };
+  const resolved = await resolveRunner({ version: "2.334.0", sha256 }, lookupOn(gh.url));
+  assert.equal(resolved.version, "2.334.0");
+  assert.deepEqual(resolved.checksums, sha256);
+  assert.equal(resolved.checksumsFrom, "given");
+  assert.deepEqual(resolved.warnings, [
+    "runner 2.334.0 is older than actions/runner 2.335.0, published 2026-04-30 (41 days ago): " +
+    "GitHub stops sending jobs to runners with updates disabled 30 days after a newer release, " +
+    "so new instances register and never get a job; set --runner-version latest (the default), " +
+    "or 2.335.0 and its checksums",
+  ]);
+  // Given checksums: the staleness check is the only read.
+  assert.deepEqual(requested(gh), ["GET /repos/actions/runner/releases/latest"]);
+});
+
+Deno.test("resolveRunner reads a pinned version's release and the newest one when no checksums are given", async () => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  const resolved = await resolveRunner({ version: "2.335.0" }, lookupOn(gh.url));
+  assert.deepEqual(resolved.checksums, { x64: COMMIT, arm64: ARM64 });
+  assert.deepEqual(resolved.warnings, [], "2.335.0 is the newest release");
+  assert.deepEqual(requested(gh), [
+    "GET /repos/actions/runner/releases/tags/v2.335.0",
+    "GET /repos/actions/runner/releases/latest",
+  ]);
+});
+
+Deno.test("resolveRunner warns, and does not fail, when the staleness check cannot reach GitHub", async (t) => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  const sha256 = { x64: X64, arm64: ARM64 };
+  await t.step("an error answer", async () => {
+    gh.fail(/^GET \/repos\/actions\/runner\/releases\/latest$/, { status: 500 });
+    const resolved = await resolveRunner({ version: "2.334.0", sha256 }, lookupOn(gh.url));
+    assert.deepEqual(resolved.checksums, sha256);
+    assert.equal(resolved.warnings.length, 1);
+    assert.match(
+      resolved.warnings[0],
+      /^cannot check that runner 2\.334\.0 is still accepted by GitHub \(runners with updates disabled must install a newer release within 30 days\): cannot read .* \(GitHub answered 500\): .*; the template uses 2\.334\.0 as pinned$/,
+    );
+  });
+  await t.step("no credential", async () => {
+    const resolved = await resolveRunner(
+      { version: "2.334.0", sha256 },
+      lookupOn(gh.url, { github: undefined }),
+    );
+    assert.match(
+      resolved.warnings[0],
+      /^cannot check that runner 2\.334\.0 .*no GitHub credential/,
+    );
+  });
+});
+
+Deno.test("resolveRunner reads nothing with GitHub Enterprise Server, whose API has no actions/runner", async () => {
+  await using gh = startFakeGithub({ tokens: [PAT], releases: RELEASES });
+  const sha256 = { x64: X64, arm64: ARM64 };
+  const resolved = await resolveRunner(
+    { version: "2.300.0", sha256 },
+    lookupOn(gh.url, { enterprise: true }),
+  );
+  assert.deepEqual(resolved, {
+    version: "2.300.0",
+    checksums: sha256,
+    checksumsFrom: "given",
+    warnings: [],
+  });
+  assert.deepEqual(requested(gh), []);
+});
+
+Deno.test("staleness warns from 30 days after the newer release, not before, and not for newer pins", () => {
+  const newest = { version: "2.335.0", publishedAt: "2026-05-01T12:00:00Z" };
+  const at = (iso: string) => staleness("2.334.0", newest, new Date(iso));
+  assert.equal(at("2026-05-31T11:59:59Z"), undefined, "29 days and a bit");
+  assert.match(at("2026-05-31T12:00:00Z")!, /published 2026-05-01 \(30 days ago\)/);
+  assert.equal(staleness("2.335.0", newest, NOW), undefined);
+  assert.equal(staleness("2.336.0", newest, NOW), undefined);
+  assert.equal(staleness("2.334.0", { version: "2.335.0" }, NOW), undefined, "no date: no claim");
+});
+
+Deno.test("compareVersions orders versions by number, not by text", () => {
+  assert.ok(compareVersions("2.99.0", "2.100.0") < 0);
+  assert.ok(compareVersions("2.334.1", "2.334.0") > 0);
+  assert.equal(compareVersions("2.334.0", "2.334.0"), 0);
+  assert.ok(compareVersions("1.999.999", "2.0.0") < 0);
 });

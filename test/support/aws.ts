@@ -76,7 +76,7 @@ function parseOwn(
   return desired;
 }
 
-export interface TestContext extends TaskContext {
+export interface TestContext extends TaskContext<DesiredState> {
   /** The network of this account (made by the reset). */
   network: Network;
   /** {@link desiredFrom} on this context's network, for {@link withDesired}. */

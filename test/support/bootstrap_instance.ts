@@ -4,8 +4,12 @@
  * `AllowSelfTermination=true`, as provision tags them), a fake instance-metadata server answering
  * with that instance's id and tags, a fake runner package, the registration token record, and a
  * {@link ControlPlane} on the table. The script runs with bash in a temporary directory
- * (REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and REFRESH_IMDS_ENDPOINT point into the harness) and
- * the pinned AWS CLI on PATH; AWS_ENDPOINT_URL is moto's, or a proxy's in front of it.
+ * (REFRESH_BOOTSTRAP_DIR, REFRESH_LOG_FILE and REFRESH_IMDS_ENDPOINT point into the harness,
+ * REFRESH_SYSTEMD=off, the runner user is {@link TEST_RUNNER_USER}, its sudoers file in the
+ * harness); AWS_ENDPOINT_URL is moto's, or a proxy's in front of it. No AWS credentials in the
+ * environment: the bootstrap signs with the fake metadata server's instance role credentials.
+ * Harmless stand-ins for `ldconfig`, `apt-get` and `dnf` come first on PATH, so libicu can be
+ * missing and installed without touching the machine.
  *
  * Every process the instance starts carries a marker in its environment; {@link
  * BootstrapInstance.kill} (also on dispose) SIGKILLs all of them, the runner's own session
@@ -25,6 +29,7 @@ import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb
 import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { bootstrapScript, type BootstrapSpec } from "../../lib/bootstrap.ts";
 import { tableDefinition } from "../../lib/table.ts";
+import { poolRunnerLabel } from "../../lib/contract.ts";
 import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { MOTO_URL } from "./moto.ts";
@@ -68,6 +73,11 @@ export interface BootOptions {
   timings?: BootstrapSpec["timings"];
   /** AWS endpoint the script uses (default moto; e.g. a fault proxy in front of it). */
   awsEndpoint?: string;
+  /** Whether the (stand-in) system has libicu at boot (default "present"). */
+  libicu?: "present" | "missing";
+  jobUser?: BootstrapSpec["jobUser"];
+  jobSudo?: BootstrapSpec["jobSudo"];
+  jobMetadata?: BootstrapSpec["jobMetadata"];
 }
 
 export interface BootstrapInstance extends AsyncDisposable {
@@ -92,6 +102,8 @@ export interface BootstrapInstance extends AsyncDisposable {
   exited: Promise<number>;
   /** SIGKILLs every process of this instance; resolves when none is left. */
   kill(): Promise<void>;
+  /** Packages the stand-in apt-get/dnf "installed", one command line each. */
+  installed(): Promise<string[]>;
 }
 
 export async function bootInstance(options: BootOptions): Promise<BootstrapInstance> {
@@ -143,7 +155,11 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
       downloadUrl: runnerPackage.downloadUrl,
     },
     timings: options.timings ?? TEST_TIMINGS,
+    poolLabel: poolRunnerLabel(REGION, table),
   };
+  if (options.jobUser !== undefined) spec.jobUser = options.jobUser;
+  if (options.jobSudo !== undefined) spec.jobSudo = options.jobSudo;
+  if (options.jobMetadata !== undefined) spec.jobMetadata = options.jobMetadata;
   if (options.runnerGroup !== undefined) spec.runnerGroup = options.runnerGroup;
   if (options.preRunnerScript !== undefined) spec.preRunnerScript = options.preRunnerScript;
   const script = bootstrapScript(spec);
@@ -152,6 +168,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     script,
     imdsUrl: imds.url,
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
+    libicu: options.libicu,
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -181,11 +198,15 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     },
     exited,
     kill,
+    installed: run.installed,
     [Symbol.asyncDispose]: dispose,
   };
 }
 
 /** A user data script running under the harness (see {@link runUserData}). */
+/** The runner user the harness' bootstrap runs jobs as (created on this machine when missing). */
+export const TEST_RUNNER_USER = "refresh-test-runner";
+
 export interface UserDataRun {
   /** When bash was started (ms since the epoch). */
   startedAt: number;
@@ -195,6 +216,8 @@ export interface UserDataRun {
   log(): Promise<string>;
   /** SIGKILLs every process the script started; resolves when none is left. */
   kill(): Promise<void>;
+  /** Packages the stand-in apt-get/dnf "installed", one command line each. */
+  installed(): Promise<string[]>;
 }
 
 /**
@@ -209,27 +232,27 @@ export async function runUserData(options: {
   script: string;
   imdsUrl: string;
   awsEndpoint: string;
+  libicu?: "present" | "missing";
 }): Promise<UserDataRun> {
   const { dir } = options;
+  // The runner user must reach its install directory under `dir`.
+  await Deno.chmod(dir, 0o755);
+  const shims = await writeShims(join(dir, "shims"), options.libicu ?? "present");
   const scriptPath = join(dir, "user-data.sh");
   await Deno.writeTextFile(scriptPath, options.script);
   const marker = `refresh-test-${crypto.randomUUID()}`;
   const logFile = join(dir, "bootstrap.log");
   const env: Record<string, string> = {
-    PATH: TOOLS_PATH,
+    PATH: `${shims}:${TOOLS_PATH}`,
     HOME: dir,
     LANG: "C.UTF-8",
     AWS_ENDPOINT_URL: options.awsEndpoint,
-    AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId,
-    AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey,
-    // Only 127.0.0.1: the CLI must never look for credentials or a region at 169.254.169.254,
-    // and must not read this machine's own AWS configuration.
-    AWS_EC2_METADATA_DISABLED: "true",
-    AWS_CONFIG_FILE: join(dir, "no-aws-config"),
-    AWS_SHARED_CREDENTIALS_FILE: join(dir, "no-aws-credentials"),
     REFRESH_IMDS_ENDPOINT: options.imdsUrl,
     REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
     REFRESH_LOG_FILE: logFile,
+    REFRESH_SYSTEMD: "off",
+    REFRESH_RUNNER_USER: TEST_RUNNER_USER,
+    REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
   };
   const startedAt = Date.now();
@@ -258,13 +281,68 @@ export async function runUserData(options: {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     await exited;
+    await removeMetadataBlocks(new URL(options.imdsUrl).port);
   };
   return {
     startedAt,
     exited,
     log: async () => await Deno.readTextFile(logFile).catch(() => ""),
     kill,
+    installed: async () =>
+      (await Deno.readTextFile(join(shims, "installed")).catch(() => "")).split("\n")
+        .filter((line) => line !== ""),
   };
+}
+
+/**
+ * Stand-ins for `ldconfig` (lists a libicu once "installed", as `ldconfig -NXv` does, else only
+ * libc), `apt-get` and `dnf` (record their arguments in `installed`; installing a libicu package
+ * makes ldconfig list it). Returns their directory.
+ */
+async function writeShims(shims: string, libicu: "present" | "missing"): Promise<string> {
+  await Deno.mkdir(shims, { recursive: true, mode: 0o755 });
+  await Deno.chmod(shims, 0o755);
+  if (libicu === "present") await Deno.writeTextFile(join(shims, "libicu"), "");
+  const ldconfig = `#!/bin/bash
+# Stand-in ldconfig (test/support/bootstrap_instance.ts).
+printf '/lib/x86_64-linux-gnu: (from /etc/ld.so.conf.d/x86_64-linux-gnu.conf:3)\\n\\tlibc.so.6 -> libc.so.6\\n'
+if [[ -e '${shims}/libicu' ]]; then printf '\\tlibicuuc.so.72 -> libicuuc.so.72.1\\n'; fi
+`;
+  const installer = (name: string) =>
+    `#!/bin/bash
+# Stand-in ${name} (test/support/bootstrap_instance.ts): records, installs nothing.
+echo "${name} $*" >>'${shims}/installed'
+if [[ " $* " == *" libicu"* ]]; then touch '${shims}/libicu'; fi
+`;
+  await Deno.writeTextFile(join(shims, "ldconfig"), ldconfig, { mode: 0o755 });
+  await Deno.writeTextFile(join(shims, "apt-get"), installer("apt-get"), { mode: 0o755 });
+  await Deno.writeTextFile(join(shims, "dnf"), installer("dnf"), { mode: 0o755 });
+  return shims;
+}
+
+/**
+ * Removes the packet-filter rules a bootstrap added to close the metadata server on `port` to
+ * the runner user (`iptables -S OUTPUT` lines with that port and an owner match).
+ */
+export async function removeMetadataBlocks(port: string): Promise<string[]> {
+  const removed: string[] = [];
+  const listed = await new Deno.Command("iptables", {
+    args: ["-w", "10", "-S", "OUTPUT"],
+    stdout: "piped",
+    stderr: "null",
+  }).output().catch(() => undefined);
+  if (!listed?.success) return removed;
+  for (const line of new TextDecoder().decode(listed.stdout).split("\n")) {
+    if (!line.startsWith("-A OUTPUT ") || !line.includes(`--dport ${port} `)) continue;
+    if (!line.includes("--uid-owner")) continue;
+    const args = line.replace(/^-A /, "-D ").split(" ");
+    const { success } = await new Deno.Command("iptables", {
+      args: ["-w", "10", ...args],
+      stderr: "null",
+    }).output();
+    if (success) removed.push(line);
+  }
+  return removed;
 }
 
 /**

@@ -1,52 +1,101 @@
 /**
  * `deno task demo`: the whole job on this machine, with no AWS account and no GitHub token.
  *
- * Starts moto (an AWS emulator) and a fake GitHub API on 127.0.0.1, runs refresh twice with the
- * same desired state, and shows that the first run builds the pool (table, launch template with
- * the generated bootstrap and a small setup script, queues, parameters, registration token) and
- * the second run changes nothing. Exits 1 if the second run wrote anything.
+ * Starts moto (an AWS emulator), a fake GitHub API and a fake runner package on 127.0.0.1, then:
+ * 1. runs refresh twice with the same desired state: the first run builds the pool (table, launch
+ *    template with the generated bootstrap and a small setup script, queues, parameters,
+ *    registration token), the second changes nothing;
+ * 2. boots one instance from the template it built, as fleet-actions' provision launches one
+ *    (CreateFleet from `$Default`, tagged with its run id), and runs the template's user data for
+ *    real (test/support/bootstrap_instance.ts, against moto and a fake instance-metadata server);
+ * 3. plays provision, which claims the instance for run 1001 (it registers a runner for that run,
+ *    which takes the job), then release (the runner is removed; the instance waits idle in the
+ *    pool, shown by a refresh run); no run claims it, so its record expires (the demo moves the
+ *    threshold rather than wait out the idle time);
+ * 4. runs refresh's reaper, which terminates the expired instance and removes its items.
+ * Each step prints the time since the start, and each refresh run its report with the pool view.
+ * Exits 1 if a step fails or the second run wrote anything.
  *
- * The fake GitHub also serves the `actions/runner` release of the default runner version, with
- * made-up checksums, so refresh looks them up as it would on github.com.
+ * The fake GitHub serves `actions/runner`'s newest release with the fake package's checksum, so
+ * refresh resolves `--runner-version latest` as it would on github.com.
  */
+import { join } from "node:path";
+import {
+  CreateFleetCommand,
+  DescribeInstancesCommand,
+  DescribeLaunchTemplateVersionsCommand,
+  EC2Client,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { main } from "../../refresh.ts";
 import { TASKS } from "../../lib/config.ts";
 import { sha256 } from "../../lib/contract.ts";
 import { packageName } from "../../lib/runner_release.ts";
-import { DEFAULT_RUNNER_VERSION } from "../../lib/user_data.ts";
+import { PLACEHOLDER_RUNNER_VERSION, userDataContent } from "../../lib/user_data.ts";
+import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
+import { ControlPlane, type Outcome } from "./control_plane.ts";
 import { startFakeGithub } from "./github.ts";
+import { startFakeImds } from "./imds.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
+import { readGithubSide, startFakeRunnerPackage } from "./runner_package.ts";
 
 /** A PAT-shaped token the fake GitHub accepts; refresh masks it in everything it prints. */
 const DEMO_PAT = "ghp_DemoPersonalAccessToken00000000000000";
+const REGION = "us-east-1";
+const TABLE = "acme-widgets-ci-table";
+const TEMPLATE = "acme-widgets-ci-launch-template";
+/** How long a released instance waits idle before its record expires (refresh's default). */
+const IDLE_SEC = 300;
 
 const dim = (text: string) => Deno.noColor ? text : `\x1b[2m${text}\x1b[22m`;
 const bold = (text: string) => Deno.noColor ? text : `\x1b[1m${text}\x1b[22m`;
+
+const started = performance.now();
+/** Prints one step with the seconds since the demo started. */
+function step(text: string): void {
+  const at = ((performance.now() - started) / 1000).toFixed(1).padStart(5);
+  console.log(`${bold(`[${at} s]`)} ${text}`);
+}
 
 // The AWS SDK's credential chain reads the process environment.
 for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 
 // An empty account with a VPC, two subnets and a security group for the runners.
 const network = await resetMoto();
-const version = DEFAULT_RUNNER_VERSION;
+const dir = await Deno.makeTempDir({ prefix: "refresh-demo-" });
+const githubDir = join(dir, "github");
+// The runner package accepts only the registration token the fake GitHub hands out; that is
+// known once refresh asked for it, so its SHA-256 goes in a file the package reads.
+const tokenSha256File = join(dir, "token.sha256");
+const runnerPackage = await startFakeRunnerPackage({
+  workDir: dir,
+  githubDir,
+  token: { sha256File: tokenSha256File },
+});
+const version = PLACEHOLDER_RUNNER_VERSION;
 const github = startFakeGithub({
   tokens: [DEMO_PAT],
   releases: [{
     repository: "actions/runner",
     tag_name: `v${version}`,
+    published_at: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
     assets: (["x64", "arm64"] as const).map((arch) => ({
       name: packageName(arch, version),
-      digest: `sha256:${sha256(`demo ${arch} package`)}`,
+      digest: `sha256:${runnerPackage.sha256}`,
     })),
   }],
 });
 // The operator's own setup, run on each instance before the runner starts.
-const setup = await Deno.makeTempFile({ suffix: ".sh" });
-await Deno.writeTextFile(setup, "#!/bin/bash\ndnf install -y git docker\n");
+const setup = join(dir, "setup.sh");
+await Deno.writeTextFile(
+  setup,
+  '#!/bin/bash\nset -eu\necho "setting up the tools every job needs"\n',
+);
 
 const args = [
   "--region",
-  "us-east-1",
+  REGION,
   "--repo",
   "acme/widgets",
   "--ami",
@@ -57,23 +106,39 @@ const args = [
   network.securityGroupId,
   "--subnet-ids",
   network.subnetIds.join(","),
+  "--instance-type",
+  "t3.micro",
+  // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
+  "--root-volume-size",
+  "30",
   "--pre-runner-script",
   setup,
   "--github-api-url",
   github.url,
+  // Where the instance downloads the runner: the fake package, not github.com.
+  "--runner-download-url",
+  runnerPackage.downloadUrl,
 ];
 const env = { ...AWS_ENV, GITHUB_TOKEN: DEMO_PAT };
+const credentials = {
+  accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID,
+  secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY,
+};
+const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials });
+const dynamo = new DynamoDBClient({ endpoint: MOTO_URL, region: REGION, credentials });
+const plane = new ControlPlane({ ddb: DynamoDBDocumentClient.from(dynamo), table: TABLE });
 
 console.log(bold("refresh demo"));
 console.log(dim(`moto (AWS emulator) at ${MOTO_URL}, fake GitHub API at ${github.url}`));
 console.log(dim(`tasks: ${TASKS.join(", ")}`));
 console.log(dim(`command: refresh.ts ${args.join(" ")}\n`));
 
-async function run(title: string): Promise<{ code: number; writes: number }> {
-  console.log(bold(`── ${title} ──`));
-  const started = performance.now();
+/** Runs refresh's entry in this process; prints its report; returns its exit code and writes. */
+async function refresh(title: string, extra: string[] = []) {
+  console.log(bold(`\n── ${title} ──`));
+  const began = performance.now();
   let writes = -1;
-  const code = await main(args, env, {
+  const code = await main([...args, ...extra], env, {
     stdout: (text) => {
       console.log(text);
       const m = /(\d+) writes$/m.exec(text);
@@ -82,23 +147,165 @@ async function run(title: string): Promise<{ code: number; writes: number }> {
     stderr: (text) => console.error(dim(text)),
     readTextFile: (path) => Deno.readTextFileSync(path),
   });
-  console.log(dim(`(exit code ${code}, ${Math.round(performance.now() - started)} ms)\n`));
+  console.log(dim(`(exit code ${code}, ${Math.round(performance.now() - began)} ms)`));
   return { code, writes };
 }
 
-const first = await run("first run: builds the pool");
-const second = await run("second run, same desired state: nothing to do");
-await Deno.remove(setup);
-await github.close();
+let instance: UserDataRun | undefined;
+const failures: string[] = [];
+/** Records a failed step (the demo goes on to clean up, then exits 1). */
+function check(ok: boolean, what: string): boolean {
+  if (!ok) failures.push(what);
+  return ok;
+}
+const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+const why = async (outcome: Outcome) =>
+  outcome.ok ? "" : `${outcome.reason}\n${dim(`--- instance log ---\n${await instance?.log()}`)}`;
 
-const ok = first.code === 0 && second.code === 0 && second.writes === 0;
-console.log(
-  ok
-    ? bold(`second run made ${second.writes} writes: refresh is idempotent.`)
-    : bold(`unexpected: exit codes ${first.code}/${second.code}, ${second.writes} writes`),
-);
+try {
+  step("refresh builds the pool, then runs again with the same desired state");
+  const first = await refresh("first run: builds the pool");
+  const second = await refresh("second run, same desired state: nothing to do");
+  check(first.code === 0 && second.code === 0, `refresh exit codes ${first.code}/${second.code}`);
+  console.log(
+    second.writes === 0
+      ? bold(`second run made ${second.writes} writes: refresh is idempotent.`)
+      : bold(`unexpected: the second run made ${second.writes} writes`),
+  );
+  check(second.writes === 0, "the second run wrote");
+  await Deno.writeTextFile(tokenSha256File, sha256(github.issued.at(-1) ?? ""));
+
+  console.log(bold("\n── a runner's life ──"));
+  // provision's launch: CreateFleet, instant, the template's $Default version, and its tags.
+  const fleet = await ec2.send(
+    new CreateFleetCommand({
+      Type: "instant",
+      LaunchTemplateConfigs: [{
+        LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
+        Overrides: [{ InstanceType: "t3.micro", SubnetId: network.subnetIds[0] }],
+      }],
+      TargetCapacitySpecification: {
+        TotalTargetCapacity: 1,
+        DefaultTargetCapacityType: "on-demand",
+      },
+      TagSpecifications: [{
+        ResourceType: "instance",
+        Tags: [
+          { Key: "AllowSelfTermination", Value: "true" },
+          { Key: "InitialRunId", Value: "1001" },
+        ],
+      }],
+    }),
+  );
+  const instanceId = fleet.Instances?.[0]?.InstanceIds?.[0];
+  if (!instanceId) throw new Error(`CreateFleet launched nothing: ${JSON.stringify(fleet.Errors)}`);
+  const described = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+  const tags = Object.fromEntries(
+    (described.Reservations?.[0]?.Instances?.[0]?.Tags ?? []).map((t) => [t.Key!, t.Value!]),
+  );
+  const [templateVersion] = (await ec2.send(
+    new DescribeLaunchTemplateVersionsCommand({
+      LaunchTemplateName: TEMPLATE,
+      Versions: ["$Default"],
+    }),
+  )).LaunchTemplateVersions!;
+  step(
+    `provision launches ${instanceId} from ${TEMPLATE} version ${templateVersion.VersionNumber} ` +
+      "(CreateFleet, tagged InitialRunId=1001)",
+  );
+
+  // The instance boots: its user data, exactly as the template holds it, runs with bash.
+  const imds = startFakeImds({ instanceId, region: REGION, tags });
+  await Deno.mkdir(join(dir, "instance"));
+  const script = userDataContent(templateVersion.LaunchTemplateData!.UserData!);
+  instance = await runUserData({
+    dir: join(dir, "instance"),
+    script,
+    imdsUrl: imds.url,
+    awsEndpoint: MOTO_URL,
+  }).catch(async (error) => {
+    await imds.close();
+    throw error;
+  });
+  step(`${instanceId} boots: its user data (the generated bootstrap) runs`);
+
+  const provisioned = await plane.provision(instanceId, "1001", {
+    timeoutMs: 90_000,
+    instanceType: "t3.micro",
+  });
+  if (
+    check(provisioned.ok, `provision: ${await why(provisioned)}`) &&
+    check(await jobRunning(`${instanceId}-1`), `no job on runner ${instanceId}-1`)
+  ) {
+    step(
+      `provision: runner ${instanceId}-1 registered for run 1001 (UD_REG_OK, ` +
+        `${secs(provisioned.elapsedMs)} after launch); it takes the run's job`,
+    );
+
+    const released = await plane.release(instanceId, "1001", { idleTimeSec: IDLE_SEC });
+    if (check(released.ok, `release: ${await why(released)}`)) {
+      step(
+        `release: the job is done; ${instanceId}-1 deregistered ` +
+          `(UD_REMOVE_REG_REMOVE_RUN_OK, ${secs(released.elapsedMs)}); the instance waits idle ` +
+          `in the pool for the idle time (${IDLE_SEC} s), ready for the next run's claim`,
+      );
+      await refresh("refresh: the pool holds one idle instance", ["--only", "reaper"]);
+      // The idle time passes with no claim: the demo moves the threshold instead of waiting.
+      await plane.expire(instanceId);
+      step(
+        `no run claims it within the idle time: its record expires (the demo moves its threshold ` +
+          `into the past rather than wait ${IDLE_SEC} s)`,
+      );
+      const reaped = await refresh("refresh: the reaper takes the expired instance away", [
+        "--only",
+        "reaper",
+      ]);
+      const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+      const state = after.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+      if (check(reaped.code === 0 && state === "terminated", `reaper: ${instanceId} ${state}`)) {
+        step(`the reaper terminated ${instanceId} and removed its items from the table`);
+      }
+    }
+  }
+  await instance.kill();
+  await imds.close();
+  const side = await readGithubSide(githubDir);
+  console.log(
+    dim(
+      `\nGitHub's side of the instance: ${
+        side.calls.map((c) => `${c.verb} (${c.token} token)`)
+          .join(", ")
+      }; runners left registered: ${Object.keys(side.runners).length}`,
+    ),
+  );
+} catch (error) {
+  failures.push(error instanceof Error ? error.message : String(error));
+} finally {
+  await instance?.kill();
+  ec2.destroy();
+  dynamo.destroy();
+  await github.close();
+  await runnerPackage.close();
+  await Deno.remove(dir, { recursive: true }).catch(() => {});
+}
+
+/** Whether the fake runner took a job under `runner` (its listener started one). */
+async function jobRunning(runner: string): Promise<boolean> {
+  for (let i = 0; i < 50; i++) {
+    const { events } = await readGithubSide(githubDir);
+    if (events.some((e) => e.startsWith(`job ${runner} `))) return true;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  return false;
+}
+
+if (failures.length === 0) {
+  step(bold("done: a pool built, a runner's whole life, and an idempotent second run."));
+} else {
+  console.log(bold(`unexpected:\n- ${failures.join("\n- ")}`));
+}
 console.log(
   dim(`the registration token came from the fake GitHub: ${github.issued.length} issued`),
 );
 // Exiting (rather than returning) also stops moto, which would keep the process alive.
-Deno.exit(ok ? 0 : 1);
+Deno.exit(failures.length === 0 ? 0 : 1);

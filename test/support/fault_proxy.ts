@@ -30,6 +30,14 @@
  * interleaving of different operations. On purpose: {@link FaultProxy.inject} queues a fault for
  * the k-th next request matching an operation.
  *
+ * Latency: `latencyMs` delays every request of a service (`EC2`, `SQS`, `DynamoDB`, `GitHub`)
+ * before it is forwarded, as a distant endpoint would; requests on different connections wait side
+ * by side, so calls in flight overlap as they do over the internet. {@link FaultProxy.timeline}
+ * records when each answered request arrived and was answered (for calls-in-flight figures).
+ *
+ * Black hole: with `blackHole`, the proxy accepts every connection and never reads from it nor
+ * answers, until it closes (an endpoint behind a partition that still completes the handshake).
+ *
  * It can also answer what the emulator never does: {@link FaultProxy.rewrite} changes the target's
  * answer to a request (which the target did), {@link FaultProxy.respond} answers a request itself
  * (which the target never sees).
@@ -59,6 +67,17 @@ export interface FaultProxyOptions {
   only?: RegExp;
   /** How long a stalled request holds its connection before it is closed (default: until close). */
   stallMs?: number;
+  /** Milliseconds added before forwarding each request of a service (`EC2`, `DynamoDB`, ...). */
+  latencyMs?: Record<string, number>;
+  /** Accept connections, never read or answer (see the module comment). */
+  blackHole?: boolean;
+}
+
+/** When one request arrived and when its answer was written, on `performance.now()`. */
+export interface Timing {
+  operation: string;
+  start: number;
+  end: number;
 }
 
 /** One request the proxy saw, and the fault it got (none when forwarded normally). */
@@ -86,6 +105,10 @@ export interface FaultProxy extends AsyncDisposable {
   url: string;
   /** Every request in arrival order. */
   requests: ProxiedRequest[];
+  /** Every answered request, in the order answered. */
+  timeline: Timing[];
+  /** Connections accepted so far (a black hole reads no request, but counts these). */
+  connectionsAccepted(): number;
   /** Probability of a random fault; may be changed between runs (0 stops random faults). */
   rate: number;
   /**
@@ -133,6 +156,21 @@ interface Request {
 
 type Bytes = Uint8Array<ArrayBuffer>;
 
+/**
+ * A {@link FaultProxy.rewrite} change that adds `xml` at the start of every `<element>` of an
+ * XML answer (EC2's query protocol), e.g. defaults EC2 puts in a `<launchTemplateData>` that
+ * moto leaves out.
+ */
+export function addXmlFields(
+  element: string,
+  xml: string,
+): (answer: ProxyAnswer) => ProxyAnswer {
+  return (answer) => ({
+    ...answer,
+    body: answer.body.replaceAll(`<${element}>`, `<${element}>${xml}`),
+  });
+}
+
 export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
   const target = new URL(options.target);
   const seed = options.seed ?? 1;
@@ -140,6 +178,8 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const connections = new Set<Deno.Conn>();
   const requests: ProxiedRequest[] = [];
+  const timeline: Timing[] = [];
+  let accepted = 0;
   const rules: Rule[] = [];
   const seen = new Map<string, number>();
   let closed = false;
@@ -151,6 +191,8 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
       target.pathname.replace(/\/$/, "")
     }`,
     requests,
+    timeline,
+    connectionsAccepted: () => accepted,
     rate: options.rate ?? 0,
     inject(match, fault, { after = 0, times = 1 } = {}) {
       rules.push({ match, action: fault, after, times });
@@ -200,14 +242,27 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
     return kinds[Math.floor(random() * kinds.length)];
   };
 
+  /** Waits `ms` (the service's latency), or until the proxy closes. */
+  const delay = async (ms: number) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([whenClosed, new Promise((resolve) => timer = setTimeout(resolve, ms))]);
+    clearTimeout(timer);
+  };
+
   const serve = async (conn: Deno.Conn) => {
     connections.add(conn);
+    accepted++;
     const reader = new Reader(conn);
     try {
+      if (options.blackHole) return await whenClosed;
       while (!closed) {
         const request = await readRequest(reader);
         if (!request) return;
+        const start = performance.now();
         const operation = operationOf(request);
+        const latency = options.latencyMs?.[operation.slice(0, operation.indexOf("."))] ?? 0;
+        if (latency > 0) await delay(latency);
+        if (closed) return;
         const action = decide(operation);
         if (typeof action === "object") {
           const rewrite = "rewrite" in action;
@@ -245,6 +300,7 @@ export function startFaultProxy(options: FaultProxyOptions): FaultProxy {
           return;
         }
         await writeResponse(conn, response);
+        timeline.push({ operation, start, end: performance.now() });
         if (request.headers.get("connection")?.toLowerCase() === "close") return;
       }
     } catch {

@@ -3,7 +3,7 @@
  *
  * It answers the endpoints refresh uses (runner registration tokens for repositories and
  * organizations, App installation look-up and access tokens, self-hosted runner listing and
- * deletion, releases by tag), checks the `Authorization` header against the credentials it was
+ * deletion, releases by tag and the latest release), checks the `Authorization` header against the credentials it was
  * given, and records every request. A test can queue one-off responses (errors, rate limits)
  * with `fail`.
  *
@@ -49,7 +49,10 @@ export interface FakeGithubOptions {
    */
   app?: { id: string; installationId: number; publicKeyPem?: string; installedOn?: string[] };
   runners?: FakeRunner[];
-  /** Releases served by `GET /repos/{owner}/{repo}/releases/tags/{tag}`. */
+  /**
+   * Releases served by `GET /repos/{owner}/{repo}/releases/tags/{tag}`; `.../releases/latest`
+   * answers with the repository's most recently published one (the last given when none says).
+   */
   releases?: FakeRelease[];
 }
 
@@ -58,6 +61,8 @@ export interface FakeRelease {
   /** "owner/repo". */
   repository: string;
   tag_name: string;
+  /** ISO 8601, e.g. "2026-04-02T10:00:00Z". */
+  published_at?: string;
   body?: string;
   assets?: { name: string; digest?: string | null }[];
 }
@@ -191,12 +196,16 @@ export function startFakeGithub(options: FakeGithubOptions = {}): FakeGithub {
         return json(200, { total_count: runners.length, runners: slice }, headers);
       }
 
-      const tagged = /^\/repos\/([^/]+\/[^/]+)\/releases\/tags\/([^/]+)$/.exec(path);
+      const tagged = /^\/repos\/([^/]+\/[^/]+)\/releases\/(?:tags\/([^/]+)|latest)$/.exec(path);
       if (request.method === "GET" && tagged) {
         const [, repository, tag] = tagged;
-        const release = (options.releases ?? []).find((r) =>
-          r.repository === repository && r.tag_name === decodeURIComponent(tag)
-        );
+        const own = (options.releases ?? []).filter((r) => r.repository === repository);
+        const release = tag === undefined
+          ? own.reduce<FakeRelease | undefined>(
+            (a, b) => (a && (a.published_at ?? "") > (b.published_at ?? "") ? a : b),
+            undefined,
+          )
+          : own.find((r) => r.tag_name === decodeURIComponent(tag));
         if (!release) return json(404, { message: "Not Found" });
         const { repository: _, ...shown } = release;
         return json(200, {

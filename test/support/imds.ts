@@ -7,7 +7,10 @@
  * `X-aws-ec2-metadata-token`, else 401 (what an instance whose metadata options require tokens
  * answers). It serves `meta-data/instance-id`, `meta-data/placement/region`, and instance tags
  * under `meta-data/tags/instance/` (404 for a tag that is not there, as with
- * InstanceMetadataTags=enabled and the tag missing). Every request is recorded.
+ * InstanceMetadataTags=enabled and the tag missing), and the instance role's credentials as EC2
+ * does: `meta-data/iam/security-credentials/` lists the role, `.../<role>` answers
+ * `{Code, LastUpdated, Type, AccessKeyId, SecretAccessKey, Token, Expiration}` (fresh random
+ * test values per server, {@link FakeImds.credentials}). Every request is recorded.
  *
  *     await using imds = startFakeImds({ instanceId, region: "us-east-1", tags: { InitialRunId: "7" } });
  */
@@ -20,8 +23,21 @@ export interface ImdsRequest {
   status: number;
 }
 
+/** The instance role's credentials the server hands out. */
+export interface ImdsCredentials {
+  AccessKeyId: string;
+  SecretAccessKey: string;
+  Token: string;
+  /** ISO-8601 UTC without fractional seconds, as IMDS writes it. */
+  Expiration: string;
+}
+
 export interface FakeImds extends AsyncDisposable {
   url: string;
+  /** Role name under iam/security-credentials/. */
+  role: string;
+  /** The credentials currently served. */
+  credentials: ImdsCredentials;
   requests: ImdsRequest[];
   close(): Promise<void>;
 }
@@ -30,7 +46,21 @@ export function startFakeImds(options: {
   instanceId: string;
   region: string;
   tags: Record<string, string>;
+  /** How long served credentials are valid (default 6 hours, as EC2's are about). */
+  credentialsTtlSec?: number;
 }): FakeImds {
+  const role = "refresh-test-instance-role";
+  const random = (n: number, alphabet: string) =>
+    [...crypto.getRandomValues(new Uint8Array(n))].map((b) => alphabet[b % alphabet.length])
+      .join("");
+  const upper = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  const credentials: ImdsCredentials = {
+    AccessKeyId: `ASIA${random(16, upper)}`,
+    SecretAccessKey: random(40, `${upper}abcdefghijklmnopqrstuvwxyz+/`),
+    Token: random(200, `${upper}abcdefghijklmnopqrstuvwxyz+/=`),
+    Expiration: new Date(Date.now() + (options.credentialsTtlSec ?? 21600) * 1000).toISOString()
+      .replace(/\.\d{3}Z$/, "Z"),
+  };
   const sessions = new Set<string>();
   const requests: ImdsRequest[] = [];
   const text = (status: number, body = "") =>
@@ -49,6 +79,19 @@ export function startFakeImds(options: {
     const tagPrefix = "/latest/meta-data/tags/instance/";
     if (path === "/latest/meta-data/instance-id") return text(200, options.instanceId);
     if (path === "/latest/meta-data/placement/region") return text(200, options.region);
+    const credentialsPath = "/latest/meta-data/iam/security-credentials/";
+    if (path === credentialsPath) return text(200, role);
+    if (path === credentialsPath + role) {
+      return text(
+        200,
+        JSON.stringify({
+          Code: "Success",
+          LastUpdated: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+          Type: "AWS-HMAC",
+          ...credentials,
+        }),
+      );
+    }
     if (path === "/latest/meta-data/tags/instance") {
       return text(200, Object.keys(options.tags).join("\n"));
     }
@@ -75,6 +118,8 @@ export function startFakeImds(options: {
   };
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
+    role,
+    credentials,
     requests,
     close,
     [Symbol.asyncDispose]: close,

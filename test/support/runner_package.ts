@@ -1,7 +1,8 @@
 /**
  * A fake GitHub Actions runner package for running the generated bootstrap: a tar.gz with
- * `config.sh`, `run.sh` and `bin/Runner.Listener` scripts, served over HTTP on 127.0.0.1 at the
- * download URL template the bootstrap is given, with its SHA-256 computed here.
+ * `config.sh`, `run.sh`, `bin/Runner.Listener` and `bin/installdependencies.sh` scripts, served
+ * over HTTP on 127.0.0.1 at the download URL template the bootstrap is given, with its SHA-256
+ * computed here.
  *
  * The scripts act like the real ones where the bootstrap depends on it, against a directory that
  * stands for GitHub's side of one instance (`github/`):
@@ -9,13 +10,25 @@
  *   [--runnergroup G]]` registers runner N (`github/runners/N`, and `.runner` in the install
  *   directory), refusing when already configured; `config.sh remove` removes it. Both take the
  *   token only from `ACTIONS_RUNNER_INPUT_TOKEN`, as the real runner can, fail for a token other
- *   than the one the package was made for (compared by SHA-256), and, as root, refuse to run
- *   without RUNNER_ALLOW_RUNASROOT. Every call is recorded in `github/calls/<n>-<verb>`: a facts
- *   line (`token=valid|invalid|missing`), then its arguments, one per line.
+ *   than the one the package was made for (compared by SHA-256), and, as the real
+ *   `src/Misc/layoutroot/config.sh` does, refuse root without RUNNER_ALLOW_RUNASROOT ("Must not
+ *   run with sudo") and exit with "Libicu's dependencies is missing for Dotnet Core 6.0" when
+ *   `ldconfig -NXv` lists no libicu. `config.sh remove` accepts only the real options (`--token`,
+ *   `--pat`, `--local`). Every call is recorded in `github/calls/<n>-<verb>`: a facts line
+ *   (`token=valid|invalid|missing`), then its arguments, one per line.
+ * - `bin/installdependencies.sh` does what the real one does: needs root, reads /etc/os-release
+ *   and installs the .NET dependencies (libicu among them) with apt-get on Debian/Ubuntu or dnf on
+ *   Fedora/RHEL, else "Can't detect current OS type"; it appends `installdependencies` to
+ *   `github/events`. (The harness puts harmless apt-get/dnf/ldconfig stand-ins on PATH.)
  * - `run.sh` needs a configured runner, records its environment (which jobs inherit) in
  *   `github/env-run-N`, and starts `bin/Runner.Listener`, which acts out a job: a child process
  *   that runs until stopped, its environment in `github/env-job-N`. Both append to
- *   `github/events` (`listening N <pid>`, `job N <pid>`, `stopped N`); SIGTERM stops them.
+ *   `github/events` (`listening N <pid>`, `job N <pid>`, `stopped N`); SIGTERM stops them. Once
+ *   connected the listener prints `<time>: Listening for Jobs`, as the real one does. While
+ *   `github/refuse-listener` holds a number above 0, a listener start takes one off and exits 0
+ *   before listening (as a runner GitHub refuses does); `github/listen-delay` (seconds) delays
+ *   connecting. The job runs `github/job-step` (if it
+ *   exists) first, recording its output in `github/job-step-N.out` and status in `.status`.
  */
 import { join } from "node:path";
 
@@ -57,6 +70,10 @@ export async function startFakeRunnerPackage(options: {
   await Deno.mkdir(join(layout, "bin"), { recursive: true });
   await Deno.mkdir(join(githubDir, "runners"), { recursive: true });
   await Deno.mkdir(join(githubDir, "calls"), { recursive: true });
+  // The runner user (not root) writes GitHub's side.
+  for (const path of [githubDir, join(githubDir, "runners"), join(githubDir, "calls")]) {
+    await Deno.chmod(path, 0o777);
+  }
   const prelude = [
     "#!/bin/bash",
     "set -u",
@@ -69,6 +86,7 @@ export async function startFakeRunnerPackage(options: {
     ["config.sh", prelude + CONFIG_SH],
     ["run.sh", prelude + RUN_SH],
     ["bin/Runner.Listener", prelude + LISTENER_SH],
+    ["bin/installdependencies.sh", prelude + INSTALLDEPENDENCIES_SH],
   ];
   for (const [name, text] of files) {
     await Deno.writeTextFile(join(layout, name), text, { mode: 0o755 });
@@ -150,9 +168,17 @@ if [[ -n \${ACTIONS_RUNNER_INPUT_TOKEN:-} ]]; then
   if [[ \${sum%% *} == "$TOKEN_SHA256" ]]; then given=valid; else given=invalid; fi
 fi
 n=$(find "$GITHUB_DIR/calls" -type f | wc -l)
-{ printf 'token=%s\\n' "$given"; printf '%s\\n' "$@"; } >"$GITHUB_DIR/calls/$((n + 1))-$verb"
+{ printf 'token=%s\\n' "$given"; if (($# > 0)); then printf '%s\\n' "$@"; fi; } >"$GITHUB_DIR/calls/$((n + 1))-$verb"
 if ((EUID == 0)) && [[ -z \${RUNNER_ALLOW_RUNASROOT:-} ]]; then
-  echo "Must not run with sudo" >&2
+  echo "Must not run with sudo"
+  exit 1
+fi
+# The real config.sh's libicu check.
+if ! command -v ldconfig >/dev/null; then LDCONFIG_COMMAND=/sbin/ldconfig; else LDCONFIG_COMMAND=ldconfig; fi
+libpath=\${LD_LIBRARY_PATH:-}
+if ! $LDCONFIG_COMMAND -NXv \${libpath//:/ } 2>&1 | grep libicu >/dev/null 2>&1; then
+  echo "Libicu's dependencies is missing for Dotnet Core 6.0"
+  echo "Execute sudo ./bin/installdependencies.sh to install any missing Dotnet Core 6.0 dependencies."
   exit 1
 fi
 sleep 0.5 # the real one talks to GitHub for seconds: long enough to be seen in the process table
@@ -161,6 +187,14 @@ if [[ $given != valid ]]; then
   exit 1
 fi
 if [[ $verb == remove ]]; then
+  while (($# > 0)); do
+    case $1 in
+      --token | --pat) shift ;;
+      --local) ;;
+      *) echo "Unrecognized command-line input arguments for command remove: '$1'" >&2; exit 1 ;;
+    esac
+    shift
+  done
   if [[ ! -e "$here/.runner" ]]; then echo "The runner is not configured." >&2; exit 1; fi
   name=$(sed -n 's/^name=//p' "$here/.runner")
   rm -f "$GITHUB_DIR/runners/$name" "$here/.runner"
@@ -202,11 +236,43 @@ wait "$listener"
 
 const LISTENER_SH = `# Fake Runner.Listener: see test/support/runner_package.ts.
 name=$1
+refusals=$(cat "$GITHUB_DIR/refuse-listener" 2>/dev/null || echo 0)
+if ((refusals > 0)); then
+  echo $((refusals - 1)) >"$GITHUB_DIR/refuse-listener"
+  echo "refused $name" >>"$GITHUB_DIR/events"
+  echo "An error occurred: the runner version is deprecated and cannot receive messages."
+  exit 0
+fi
+sleep "$(cat "$GITHUB_DIR/listen-delay" 2>/dev/null || echo 0)" # connecting to GitHub
+echo "√ Connected to GitHub"
+echo "Current runner version: '2.323.0'"
+echo "$(date -u '+%Y-%m-%d %H:%M:%SZ'): Listening for Jobs"
 echo "listening $name $$" >>"$GITHUB_DIR/events"
 env >"$GITHUB_DIR/env-job-$name"
-sleep 3600 &
+(
+  umask >"$GITHUB_DIR/umask-job-$name"
+  if [[ -e "$GITHUB_DIR/job-step" ]]; then
+    bash "$GITHUB_DIR/job-step" >"$GITHUB_DIR/job-step-$name.out" 2>&1
+    echo $? >"$GITHUB_DIR/job-step-$name.status"
+  fi
+  exec sleep 3600
+) &
 job=$!
 echo "job $name $job" >>"$GITHUB_DIR/events"
 trap 'kill "$job" 2>/dev/null; exit 0' TERM
 wait "$job"
+`;
+
+const INSTALLDEPENDENCIES_SH =
+  `# Fake bin/installdependencies.sh: see test/support/runner_package.ts.
+if [[ $(id -u) -ne 0 ]]; then echo "Need to run with sudo privilege"; exit 1; fi
+echo "installdependencies" >>"$GITHUB_DIR/events"
+if [[ ! -e /etc/os-release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
+# Like the real one, by ID only: Amazon Linux 2023 (ID=amzn, ID_LIKE=fedora) is not known.
+id=$(. /etc/os-release && echo "$ID")
+case $id in
+  debian | ubuntu) apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72 ;;
+  fedora | rhel | centos) dnf install -y lttng-ust openssl-libs krb5-libs zlib libicu ;;
+  *) echo "Can't detect current OS type based on /etc/os-release."; exit 1 ;;
+esac
 `;

