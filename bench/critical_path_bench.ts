@@ -81,7 +81,10 @@ const ARGS = [
   // moto launches only from a root volume with a size (EC2 takes the image's).
   "--root-volume-size",
   "30",
-  // The bootstrap's runner checksums given, so no release look-up (fleet-actions makes none).
+  // The bootstrap's runner version and checksums given, so no checksum look-up (fleet-actions
+  // makes none); the one GitHub read left is the pin's staleness check.
+  "--runner-version",
+  "2.334.0",
   "--runner-sha256-x64",
   "a".repeat(64),
   "--runner-sha256-arm64",

@@ -70,18 +70,20 @@ import {
 } from "./user_data.ts";
 
 /**
- * Instances may reach the metadata service only with an IMDSv2 session token, and only from the
- * instance itself: with a hop limit of 1 the token's answer does not survive the extra hop of a
- * container's bridge network, so job containers cannot read the instance role's credentials (the
- * pool's registration token is behind them). Instance tags are readable from metadata when `tags`
- * is set: the bootstrap learns its first run id from the tag `InitialRunId` that provision puts on
- * the instance (PROTOCOL.md).
+ * Instances may reach the metadata service only with an IMDSv2 session token. With a hop limit of
+ * 1 the token's answer does not survive the extra hop of a container's bridge network, so job
+ * containers cannot read the instance role's credentials (the pool's registration token and
+ * signals are behind them; the generated bootstrap blocks jobs on the host itself). When jobs are
+ * meant to use the instance role (the generated bootstrap's `--job-metadata open`), the limit is 2,
+ * so containers can too, as AWS recommends for container hosts. Instance tags are readable from
+ * metadata when `tags` is set: the bootstrap learns its first run id from the tag `InitialRunId`
+ * that provision puts on the instance (PROTOCOL.md).
  */
-export function metadataOptions(tags: boolean) {
+export function metadataOptions(tags: boolean, jobsUseMetadata = false) {
   return {
     HttpTokens: "required",
     HttpEndpoint: "enabled",
-    HttpPutResponseHopLimit: 1,
+    HttpPutResponseHopLimit: jobsUseMetadata ? 2 : 1,
     HttpProtocolIpv6: "disabled",
     InstanceMetadataTags: tags ? "enabled" : "disabled",
   } as const;
@@ -555,7 +557,10 @@ export function templateData(
     ...(root ? { BlockDeviceMappings: [root] } : {}),
     // A job that shuts its machine down leaves no stopped instance (and disk) behind.
     InstanceInitiatedShutdownBehavior: "terminate",
-    MetadataOptions: metadataOptions(lt.instanceMetadataTags),
+    MetadataOptions: metadataOptions(
+      lt.instanceMetadataTags,
+      lt.userData.kind === "bootstrap" && lt.userData.inputs.jobMetadata === "open",
+    ),
     TagSpecifications: [
       { ResourceType: "instance", Tags: tags },
       { ResourceType: "volume", Tags: tags },

@@ -52,6 +52,12 @@ Deno.test("demo builds the pool, writes nothing the second time, and shows a run
     new RegExp(
       `^release: the job is done; ${id}-1 deregistered \\(UD_REMOVE_REG_REMOVE_RUN_OK, [\\d.]+ s\\)`,
     ),
+    new RegExp(
+      `^claim: provision takes the idle instance for run 1002; runner ${id}-2 registered \\(UD_REG_OK, [\\d.]+ s after the claim\\) and runs the job$`,
+    ),
+    new RegExp(
+      `^release: ${id}-2 deregistered \\(UD_REMOVE_REG_REMOVE_RUN_OK, [\\d.]+ s\\); idle again$`,
+    ),
     /^no run claims it within the idle time: its record expires/,
     new RegExp(`^the reaper terminated ${id} and removed its items from the table$`),
     /^done: /,

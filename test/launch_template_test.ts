@@ -181,6 +181,21 @@ Deno.test("launch-template creates the template with IMDSv2, ownership tags and 
   });
 });
 
+Deno.test("launch-template keeps instance metadata from job containers (hop limit 1) unless jobs are meant to use it", () => {
+  const hopLimit = (args: string[]) => {
+    const d = desiredFrom(["--only", "launch-template", ...args], undefined, FILES);
+    const data = templateData(
+      d,
+      { ImageId: TRUSTY, RootDeviceType: "ebs", RootDeviceName: "/dev/sda1" },
+      { bytes: new Uint8Array(), compressed: false, plainBytes: 0 },
+    );
+    return data.MetadataOptions?.HttpPutResponseHopLimit;
+  };
+  assert.equal(hopLimit([]), 1, "the generated bootstrap, metadata blocked for jobs");
+  assert.equal(hopLimit(["--job-metadata", "open"]), 2, "jobs use the instance role");
+  assert.equal(hopLimit(["--user-data", "/user-data.sh"]), 1, "expert mode");
+});
+
 Deno.test("launch-template sees no drift in EC2's answer that adds the metadata options' state", () => {
   const d = desiredFrom(ARGS, undefined, FILES);
   const data = templateData(d, {

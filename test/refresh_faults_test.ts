@@ -138,6 +138,8 @@ Deno.test("refresh ends one call's budget after an endpoint goes silent, names i
       ...baseArgs(network),
       "--only",
       "table,launch-template,resource-pools,parameters,reaper",
+      "--runner-version",
+      "2.334.0",
       "--runner-sha256-x64",
       "a".repeat(64),
       "--runner-sha256-arm64",

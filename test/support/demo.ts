@@ -10,7 +10,8 @@
  *    real (test/support/bootstrap_instance.ts, against moto and a fake instance-metadata server);
  * 3. plays provision, which claims the instance for run 1001 (it registers a runner for that run,
  *    which takes the job), then release (the runner is removed; the instance waits idle in the
- *    pool, shown by a refresh run); no run claims it, so its record expires (the demo moves the
+ *    pool, shown by a refresh run), then a claim from the pool for run 1002 (a new registration,
+ *    a job) and its release; no run claims it again, so its record expires (the demo moves the
  *    threshold rather than wait out the idle time);
  * 4. runs refresh's reaper, which terminates the expired instance and removes its items.
  * Each step prints the time since the start, and each refresh run its report with the pool view.
@@ -36,7 +37,7 @@ import { PLACEHOLDER_RUNNER_VERSION, userDataContent } from "../../lib/user_data
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
 import { ControlPlane, type Outcome } from "./control_plane.ts";
 import { startFakeGithub } from "./github.ts";
-import { startFakeImds } from "./imds.ts";
+import { type FakeImds, startFakeImds } from "./imds.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
 import { readGithubSide, startFakeRunnerPackage } from "./runner_package.ts";
 
@@ -153,16 +154,33 @@ async function refresh(title: string, extra: string[] = []) {
 
 let instance: UserDataRun | undefined;
 const failures: string[] = [];
-/** Records a failed step (the demo goes on to clean up, then exits 1). */
+/** Records a failed check (the demo goes on, then exits 1). */
 function check(ok: boolean, what: string): boolean {
   if (!ok) failures.push(what);
   return ok;
 }
 const secs = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
-const why = async (outcome: Outcome) =>
-  outcome.ok ? "" : `${outcome.reason}\n${dim(`--- instance log ---\n${await instance?.log()}`)}`;
 
-try {
+/** Stops the demo (it cleans up and exits 1) when a control-plane step failed. */
+async function must(outcome: Outcome, what: string): Promise<void> {
+  if (outcome.ok) return;
+  throw new Error(
+    `${what}: ${outcome.reason}\n${dim(`--- instance log ---\n${await instance?.log()}`)}`,
+  );
+}
+
+/** Stops the demo unless the fake runner took a job under `runner` (its listener started one). */
+async function mustRunJob(runner: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    const { events } = await readGithubSide(githubDir);
+    if (events.some((e) => e.startsWith(`job ${runner} `))) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  throw new Error(`runner ${runner} took no job`);
+}
+
+/** Phase 1: refresh builds the pool, then finds nothing to do with the same desired state. */
+async function buildPool(): Promise<void> {
   step("refresh builds the pool, then runs again with the same desired state");
   const first = await refresh("first run: builds the pool");
   const second = await refresh("second run, same desired state: nothing to do");
@@ -173,10 +191,17 @@ try {
       : bold(`unexpected: the second run made ${second.writes} writes`),
   );
   check(second.writes === 0, "the second run wrote");
+  // The fake runner accepts the token refresh got from the fake GitHub, and no other.
   await Deno.writeTextFile(tokenSha256File, sha256(github.issued.at(-1) ?? ""));
+}
 
-  console.log(bold("\n── a runner's life ──"));
-  // provision's launch: CreateFleet, instant, the template's $Default version, and its tags.
+/**
+ * Phase 2: provision's launch (CreateFleet, instant, the template's `$Default`, its own tags);
+ * the instance's id and tags and the user data of the version it was launched from.
+ */
+async function launch(): Promise<
+  { instanceId: string; tags: Record<string, string>; script: string }
+> {
   const fleet = await ec2.send(
     new CreateFleetCommand({
       Type: "instant",
@@ -203,100 +228,122 @@ try {
   const tags = Object.fromEntries(
     (described.Reservations?.[0]?.Instances?.[0]?.Tags ?? []).map((t) => [t.Key!, t.Value!]),
   );
-  const [templateVersion] = (await ec2.send(
+  const [version] = (await ec2.send(
     new DescribeLaunchTemplateVersionsCommand({
       LaunchTemplateName: TEMPLATE,
       Versions: ["$Default"],
     }),
   )).LaunchTemplateVersions!;
   step(
-    `provision launches ${instanceId} from ${TEMPLATE} version ${templateVersion.VersionNumber} ` +
+    `provision launches ${instanceId} from ${TEMPLATE} version ${version.VersionNumber} ` +
       "(CreateFleet, tagged InitialRunId=1001)",
   );
+  return { instanceId, tags, script: userDataContent(version.LaunchTemplateData!.UserData!) };
+}
 
-  // The instance boots: its user data, exactly as the template holds it, runs with bash.
-  const imds = startFakeImds({ instanceId, region: REGION, tags });
-  await Deno.mkdir(join(dir, "instance"));
-  const script = userDataContent(templateVersion.LaunchTemplateData!.UserData!);
-  instance = await runUserData({
-    dir: join(dir, "instance"),
+/** Phase 3: the instance boots: its user data, exactly as the template holds it, runs with bash. */
+async function boot(instanceId: string, script: string, imdsUrl: string): Promise<UserDataRun> {
+  const run = await runUserData({
+    // One directory for the instance and the fake runner's GitHub side, as the pool test does:
+    // the harness opens it to the runner's own user.
+    dir,
     script,
-    imdsUrl: imds.url,
+    imdsUrl,
     awsEndpoint: MOTO_URL,
-  }).catch(async (error) => {
-    await imds.close();
-    throw error;
   });
   step(`${instanceId} boots: its user data (the generated bootstrap) runs`);
+  return run;
+}
 
+/**
+ * Phase 4: the control plane at work: provision claims the new instance for run 1001, release
+ * returns it to the pool, a claim takes it for run 1002, release again; a job runs on each.
+ */
+async function serveTwoRuns(instanceId: string): Promise<void> {
   const provisioned = await plane.provision(instanceId, "1001", {
     timeoutMs: 90_000,
     instanceType: "t3.micro",
   });
-  if (
-    check(provisioned.ok, `provision: ${await why(provisioned)}`) &&
-    check(await jobRunning(`${instanceId}-1`), `no job on runner ${instanceId}-1`)
-  ) {
-    step(
-      `provision: runner ${instanceId}-1 registered for run 1001 (UD_REG_OK, ` +
-        `${secs(provisioned.elapsedMs)} after launch); it takes the run's job`,
-    );
+  await must(provisioned, "provision");
+  await mustRunJob(`${instanceId}-1`);
+  step(
+    `provision: runner ${instanceId}-1 registered for run 1001 (UD_REG_OK, ` +
+      `${secs(provisioned.elapsedMs)} after launch); it takes the run's job`,
+  );
 
-    const released = await plane.release(instanceId, "1001", { idleTimeSec: IDLE_SEC });
-    if (check(released.ok, `release: ${await why(released)}`)) {
-      step(
-        `release: the job is done; ${instanceId}-1 deregistered ` +
-          `(UD_REMOVE_REG_REMOVE_RUN_OK, ${secs(released.elapsedMs)}); the instance waits idle ` +
-          `in the pool for the idle time (${IDLE_SEC} s), ready for the next run's claim`,
-      );
-      await refresh("refresh: the pool holds one idle instance", ["--only", "reaper"]);
-      // The idle time passes with no claim: the demo moves the threshold instead of waiting.
-      await plane.expire(instanceId);
-      step(
-        `no run claims it within the idle time: its record expires (the demo moves its threshold ` +
-          `into the past rather than wait ${IDLE_SEC} s)`,
-      );
-      const reaped = await refresh("refresh: the reaper takes the expired instance away", [
-        "--only",
-        "reaper",
-      ]);
-      const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
-      const state = after.Reservations?.[0]?.Instances?.[0]?.State?.Name;
-      if (check(reaped.code === 0 && state === "terminated", `reaper: ${instanceId} ${state}`)) {
-        step(`the reaper terminated ${instanceId} and removed its items from the table`);
-      }
-    }
+  const released = await plane.release(instanceId, "1001", { idleTimeSec: IDLE_SEC });
+  await must(released, "release");
+  step(
+    `release: the job is done; ${instanceId}-1 deregistered ` +
+      `(UD_REMOVE_REG_REMOVE_RUN_OK, ${secs(released.elapsedMs)}); the instance waits idle ` +
+      `in the pool for the idle time (${IDLE_SEC} s), ready for the next run's claim`,
+  );
+  await refresh("refresh: the pool holds one idle instance", ["--only", "reaper"]);
+
+  const claimed = await plane.claim(instanceId, "1002");
+  await must(claimed, "claim");
+  await mustRunJob(`${instanceId}-2`);
+  step(
+    `claim: provision takes the idle instance for run 1002; runner ${instanceId}-2 registered ` +
+      `(UD_REG_OK, ${secs(claimed.elapsedMs)} after the claim) and runs the job`,
+  );
+  const again = await plane.release(instanceId, "1002", { idleTimeSec: IDLE_SEC });
+  await must(again, "release");
+  step(
+    `release: ${instanceId}-2 deregistered (UD_REMOVE_REG_REMOVE_RUN_OK, ` +
+      `${secs(again.elapsedMs)}); idle again`,
+  );
+}
+
+/** Phase 5: no claim comes, the record expires, and refresh's reaper takes the instance away. */
+async function expireAndReap(instanceId: string): Promise<void> {
+  // The idle time passes with no claim: the demo moves the threshold instead of waiting.
+  await plane.expire(instanceId);
+  step(
+    `no run claims it within the idle time: its record expires (the demo moves its threshold ` +
+      `into the past rather than wait ${IDLE_SEC} s)`,
+  );
+  const reaped = await refresh("refresh: the reaper takes the expired instance away", [
+    "--only",
+    "reaper",
+  ]);
+  const after = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
+  const state = after.Reservations?.[0]?.Instances?.[0]?.State?.Name;
+  if (reaped.code !== 0 || state !== "terminated") {
+    throw new Error(`the reaper left ${instanceId} ${state} (exit code ${reaped.code})`);
   }
+  step(`the reaper terminated ${instanceId} and removed its items from the table`);
+}
+
+let imds: FakeImds | undefined;
+try {
+  await buildPool();
+  console.log(bold("\n── a runner's life ──"));
+  const { instanceId, tags, script } = await launch();
+  imds = startFakeImds({ instanceId, region: REGION, tags });
+  instance = await boot(instanceId, script, imds.url);
+  await serveTwoRuns(instanceId);
+  await expireAndReap(instanceId);
+  // The machine is gone: its processes stop with it.
   await instance.kill();
-  await imds.close();
   const side = await readGithubSide(githubDir);
+  const calls = side.calls.map((c) => `${c.verb} (${c.token} token)`).join(", ");
   console.log(
     dim(
-      `\nGitHub's side of the instance: ${
-        side.calls.map((c) => `${c.verb} (${c.token} token)`)
-          .join(", ")
-      }; runners left registered: ${Object.keys(side.runners).length}`,
+      `\nGitHub's side of the instance: ${calls}; runners left registered: ` +
+        `${Object.keys(side.runners).length}`,
     ),
   );
 } catch (error) {
   failures.push(error instanceof Error ? error.message : String(error));
 } finally {
   await instance?.kill();
+  await imds?.close();
   ec2.destroy();
   dynamo.destroy();
   await github.close();
   await runnerPackage.close();
   await Deno.remove(dir, { recursive: true }).catch(() => {});
-}
-
-/** Whether the fake runner took a job under `runner` (its listener started one). */
-async function jobRunning(runner: string): Promise<boolean> {
-  for (let i = 0; i < 50; i++) {
-    const { events } = await readGithubSide(githubDir);
-    if (events.some((e) => e.startsWith(`job ${runner} `))) return true;
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-  return false;
 }
 
 if (failures.length === 0) {

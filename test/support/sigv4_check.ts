@@ -57,7 +57,9 @@ class NodeSha256 {
 
 function bytes(data: string | ArrayBuffer | ArrayBufferView): Uint8Array {
   if (typeof data === "string") return new TextEncoder().encode(data);
-  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  if (ArrayBuffer.isView(data)) {
+    return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
   return new Uint8Array(data);
 }
 
