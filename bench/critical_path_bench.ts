@@ -6,13 +6,13 @@
  *       --allow-run --allow-sys=osRelease,homedir bench/critical_path_bench.ts \
  *       [--instances 1000] [--expired 500] [--rounds 1] [--fleet-actions <path/to/dist/index.js>]
  *
- * The pool: moto (test/support/moto.ts) with the test network, the fake GitHub
- * (test/support/github.ts), and everything a steady state has: refresh is run once first so the
- * table, launch template, queues, parameters and registration token exist. Before each measured
- * run the pool is topped up to `--instances` instance records of which `--expired` are expired
- * (idle past their threshold), each a real moto instance launched from the pool's launch template,
- * with a heartbeat and a worker signal (as bench/reaper_bench.ts seeds them); the live ones'
- * heartbeats are rewritten, as live instances keep them fresh.
+ * The pool, the same before every measured run: moto (test/support/moto.ts) reset with the test
+ * network, the fake GitHub (test/support/github.ts), and everything a steady state has (refresh is
+ * run once first, so the table, launch template, queues, parameters and registration token exist);
+ * then `--instances` instance records of which `--expired` are expired (idle past their
+ * threshold), each a real moto instance launched from the pool's launch template, with a heartbeat
+ * and a worker signal (as bench/reaper_bench.ts seeds them). refresh gets a 300 s request timeout:
+ * moto's DescribeInstances over thousands of instances can take longer than the default 20 s.
  *
  * Every program under test talks to AWS through a fault proxy (test/support/fault_proxy.ts) in
  * front of moto: without latency, and with DynamoDB and SQS 40 ms and EC2 150 ms added to each
@@ -31,7 +31,7 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { DescribeSubnetsCommand, RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { CallCounter } from "../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../lib/config.ts";
@@ -69,12 +69,13 @@ for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
 /** Internet latency per service, as the issue measured it. */
 const LATENCY: Record<string, number> = { DynamoDB: 40, SQS: 40, EC2: 150 };
 
-const network = await resetMoto();
+let network = await resetMoto();
 await using github = startFakeGithub({ tokens: [TEST_PAT] });
 const REPO = "acme/widgets";
 const TABLE = "acme-widgets-ci-table";
 const TEMPLATE = "acme-widgets-ci-launch-template";
-const ARGS = [
+/** refresh's flags on the current network. */
+const args = () => [
   ...baseArgs(network),
   "--github-api-url",
   github.url,
@@ -89,9 +90,13 @@ const ARGS = [
   "a".repeat(64),
   "--runner-sha256-arm64",
   "b".repeat(64),
+  // moto's DescribeInstances over thousands of instances takes longer than the default 20 s on a
+  // loaded machine (EC2's does not): the reaper task would time out on the emulator, not the code.
+  "--request-timeout-sec",
+  "300",
 ];
 const parsed = parseDesiredState({
-  args: ARGS,
+  args: args(),
   env: { GITHUB_TOKEN: TEST_PAT },
   readTextFile: Deno.readTextFileSync,
 });
@@ -120,7 +125,7 @@ async function spawn(command: string, args: string[], env: Record<string, string
 
 /** refresh, every task, as a user runs it. */
 function runRefresh(awsUrl: string): Promise<Ran> {
-  return spawn(Deno.execPath(), ["run", "--quiet", ...PERMISSIONS, REFRESH, ...ARGS, "--json"], {
+  return spawn(Deno.execPath(), ["run", "--quiet", ...PERMISSIONS, REFRESH, ...args(), "--json"], {
     AWS_ENDPOINT_URL: awsUrl,
     GITHUB_TOKEN: TEST_PAT,
   });
@@ -172,14 +177,28 @@ async function putAll(items: Record<string, unknown>[]) {
   });
 }
 
+/**
+ * The default VPC's subnets (a /20 per zone): the test network's /24 subnets hold too few
+ * addresses for thousands of instances, and instances outlive their records in moto.
+ */
+async function roomySubnets(): Promise<string[]> {
+  const out = await ec2.send(
+    new DescribeSubnetsCommand({ Filters: [{ Name: "default-for-az", Values: ["true"] }] }),
+  );
+  return (out.Subnets ?? []).map((s) => s.SubnetId!);
+}
+
 /** Launches `count` instances from the pool's template (its default version). */
 async function launch(count: number): Promise<string[]> {
   const ids: string[] = [];
+  const subnets = await roomySubnets();
+  let launched = 0;
   await forEachLimit(chunks(Array.from({ length: count }), 500), 4, async (batch) => {
+    const subnet = subnets[launched++ % subnets.length];
     const out = await ec2.send(
       new RunInstancesCommand({
         LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-        SubnetId: network.subnetIds[0],
+        SubnetId: subnet,
         InstanceType: "t3.micro",
         MinCount: batch.length,
         MaxCount: batch.length,
@@ -230,30 +249,30 @@ async function countRecords(): Promise<number> {
   return count;
 }
 
-// Steady state: one converging run of refresh, then the live part of the pool.
-const seedStart = performance.now();
-{
+/**
+ * The same pool before every measured run, from scratch: moto reset (terminated instances stay
+ * listed in moto, which would slow every later DescribeInstances), one converging run of refresh
+ * (table, template, queues, parameters, token), then `total` instances launched from the pool's
+ * template, `expired` of them with expired records.
+ */
+async function seed(): Promise<void> {
+  const started = performance.now();
+  network = await resetMoto();
   const first = await runRefresh(MOTO_URL);
   if (first.code !== 0) {
     throw new Error(`the converging run failed:\n${first.stdout}${first.stderr}`);
   }
-}
-const liveIds = await launch(total - expired);
-await putAll(records(liveIds, true, new Date()));
-console.error(
-  `seeded ${liveIds.length} live instances in ${
-    ((performance.now() - seedStart) / 1000).toFixed(1)
-  } s`,
-);
-
-/** Tops the pool up to `expired` expired records, and refreshes the live heartbeats. */
-async function topUp(): Promise<void> {
+  const ids = await launch(total);
   const now = new Date();
-  const ids = await launch(expired);
   await putAll([
-    ...records(ids, false, now),
-    ...liveIds.map((id) => item("HEARTBEAT", id, now, { value: "PING" })),
+    ...records(ids.slice(0, expired), false, now),
+    ...records(ids.slice(expired), true, now),
   ]);
+  console.error(
+    `seeded ${total} instances (${expired} expired) in ${
+      ((performance.now() - started) / 1000).toFixed(1)
+    } s`,
+  );
 }
 
 /** What one measured run showed. */
@@ -274,7 +293,7 @@ async function measure(
   latencyMs: Record<string, number>,
   program: (awsUrl: string) => Promise<Ran>,
 ): Promise<Measured> {
-  await topUp();
+  await seed();
   await using proxy = startFaultProxy({ target: MOTO_URL, latencyMs });
   const started = performance.now();
   const ran = await program(proxy.url);

@@ -58,6 +58,11 @@ const STATUS: Record<TaskResult["status"], string> = {
   skipped: "⏭️ skipped (deadline)",
 };
 
+/** Whether a skipped task was skipped at the run's deadline (else: its endpoint did not answer). */
+function isDeadlineSkip(r: TaskResult): boolean {
+  return r.error?.startsWith("not started: the run's") ?? true;
+}
+
 /** Changes listed in a table cell before the rest is only counted. */
 const CELL_CHANGES = 5;
 
@@ -74,7 +79,11 @@ export function jobSummary(report: RunReport): string {
       [
         failed && `${failed} of ${report.results.length} tasks failed`,
         skipped &&
-        `${skipped} of ${report.results.length} tasks skipped (the run's deadline passed)`,
+        `${skipped} of ${report.results.length} tasks skipped (${
+          report.unreachable?.length
+            ? `${report.unreachable.map((u) => u.endpoint).join(", ")} did not answer`
+            : "the run's deadline passed"
+        })`,
       ].filter(Boolean).join(", ")
     }`
     : changes === 0
@@ -103,7 +112,11 @@ export function jobSummary(report: RunReport): string {
       `| ${
         [
           [r.task],
-          [STATUS[r.status]],
+          [
+            r.status === "skipped" && !isDeadlineSkip(r)
+              ? "⏭️ skipped (no answer)"
+              : STATUS[r.status],
+          ],
           found.length ? found : [r.summary],
           shown.length ? shown : ["none"],
         ].map(cell).join(" | ")

@@ -67,8 +67,8 @@ export interface SharedDesired {
 
 /**
  * The desired state of a task that does not declare its part: the shared inputs and any section.
- * Only for a task module not yet typed with its own part (the reaper, until lib/reaper/ types its
- * context); every other task names the part it reads.
+ * Only for a task module not yet typed with its own part (lib/warm_pool.ts, until it declares the
+ * part it reads, as every other task does; then this default becomes {@link SharedDesired}).
  */
 // deno-lint-ignore no-explicit-any
 export type AnyDesired = SharedDesired & Record<string, any>;

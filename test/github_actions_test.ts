@@ -352,6 +352,51 @@ Deno.test("jobSummary and annotations say which tasks the deadline skipped", () 
   ]);
 });
 
+Deno.test("the job summary names the endpoint that did not answer when tasks were skipped for it", () => {
+  const summary = jobSummary({
+    version: 1,
+    dryRun: false,
+    region: "us-east-1",
+    table: "t",
+    results: [
+      {
+        task: "table",
+        status: "failed",
+        summary: "failed",
+        found: {},
+        changes: [],
+        warnings: [],
+        error: "DynamoDB.DescribeTable got no answer",
+        durationMs: 1,
+      },
+      {
+        task: "parameters",
+        status: "skipped",
+        summary: "skipped, http://127.0.0.1:9 did not answer earlier in this run",
+        found: {},
+        changes: [],
+        warnings: [],
+        error: "DynamoDB.GetItem not sent: http://127.0.0.1:9 did not answer",
+        durationMs: 0,
+      },
+    ],
+    calls: {},
+    writeCalls: 0,
+    unreachable: [{
+      endpoint: "http://127.0.0.1:9",
+      call: "DynamoDB.DescribeTable",
+      timeoutMs: 1000,
+      attempts: 5,
+    }],
+    exitCode: 1,
+  });
+  assert.match(
+    summary,
+    /^## refresh: ❌ 1 of 2 tasks failed, 1 of 2 tasks skipped \(http:\/\/127\.0\.0\.1:9 did not answer\)$/m,
+  );
+  assert.match(summary, /^\| parameters \| ⏭️ skipped \(no answer\) \|/m);
+});
+
 Deno.test("jobSummary shows the warm pool as a table of its own, one row per class", () => {
   const md = jobSummary(report([
     result("warm-pool", {

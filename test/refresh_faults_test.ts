@@ -29,6 +29,7 @@ async function runMain(args: string[], env: Record<string, string>, monotonic?: 
     },
     ...(monotonic ? { monotonic } : {}),
   });
+  if (code === 2) throw new Error(`invalid desired state:\n${err.join("\n")}`);
   return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
 }
 

@@ -136,6 +136,27 @@ Deno.test("report text shows no pool block when the pool has no instance", () =>
   assert.ok(!text.includes("pool, against"), text);
 });
 
+Deno.test("report text names each unreachable endpoint before the result line", () => {
+  const r = report([
+    result({ task: "table", status: "failed", summary: "failed", error: "timed out" }),
+    result({ task: "parameters", status: "skipped", summary: "skipped" }),
+  ]);
+  r.unreachable = [{
+    endpoint: "https://dynamodb.us-east-1.amazonaws.com",
+    call: "DynamoDB.DescribeTable",
+    timeoutMs: 20_000,
+    attempts: 5,
+  }];
+  const lines = renderText(r).split("\n");
+  assert.equal(
+    lines.at(-2),
+    "unreachable: https://dynamodb.us-east-1.amazonaws.com did not answer DynamoDB.DescribeTable " +
+      "within 20 s on any of 5 attempts; later requests to it were not sent",
+  );
+  assert.match(lines.at(-1)!, /^result: 1 failed, 1 skipped;/);
+  assert.equal(JSON.parse(renderJson(r)).unreachable[0].call, "DynamoDB.DescribeTable");
+});
+
 Deno.test("report text shows the warm pool per class: minimum, ready, booting, launched this run", () => {
   const large = {
     minimum: 3,
