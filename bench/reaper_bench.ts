@@ -3,7 +3,7 @@
  *
  *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
  *       --allow-run --allow-sys=osRelease,homedir bench/reaper_bench.ts [--instances 6000] \
- *       [--expired 2000]
+ *       [--expired 2000] [--latency]
  *
  * It seeds N instance records (`--expired` of them expired, one third by default; the rest half
  * idle, half running), each with a real moto instance launched from the pool's launch template
@@ -18,6 +18,11 @@
  * - third run, after the template's default moved to version 2 (rollout): drains exactly
  *   `--rollout-max-per-run` (25%, rounded up) of the idle instances, touches no running one, and
  *   stays within 10% of its minimum calls.
+ *
+ * Each run's wall time is split into its reads (until the reaper says what it read) and the rest
+ * (locks, terminations, deletions). With `--latency`, every call of the measured runs first waits
+ * as over the internet (DynamoDB 40 ms, EC2 150 ms), so the overlap of calls shows; without it,
+ * moto's CPU time dominates.
  *
  * Heartbeats are rewritten before each run, as live instances keep them fresh. Exits 1 when a
  * target is missed.
@@ -43,7 +48,11 @@ import { AWS_ENV } from "../test/support/moto.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { instances: { type: "string" }, expired: { type: "string" } },
+  options: {
+    instances: { type: "string" },
+    expired: { type: "string" },
+    latency: { type: "boolean" },
+  },
 });
 const total = Number(values.instances ?? 6000);
 if (!Number.isSafeInteger(total) || total < 3) {
@@ -88,13 +97,22 @@ async function refresh(only: string): Promise<RunReport> {
  * tag-filtered DescribeInstances over thousands of instances can take longer than the entry's
  * 20 s on a busy machine, which EC2 never does. Calls are counted the entry's way.
  */
-async function reap(): Promise<RunReport> {
+async function reap(): Promise<RunReport & { readMs: number }> {
   const counter = new CallCounter();
+  const started = performance.now();
+  // The reads end when the reaper says what it read: the rest is locks, terminations, deletions.
+  let readMs = 0;
+  const info = (m: string) => {
+    if (/instance records, \d+ pool instances alive/.test(m)) readMs = performance.now() - started;
+    console.error(m);
+  };
+  const clients = buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 });
+  if (values.latency) addLatency(clients);
   const ctx: TaskContext<DesiredState> = {
     desired,
-    clients: buildClients(desired, AWS_ENV, counter, { timeoutMs: 600_000 }),
+    clients,
     now: () => new Date(),
-    log: { info: (m) => console.error(m), warn: (m) => console.error(`warning: ${m}`) },
+    log: { info, warn: (m) => console.error(`warning: ${m}`) },
     dryRun: false,
     secret: () => {},
     budget: runBudget(30 * 60_000),
@@ -110,7 +128,25 @@ async function reap(): Promise<RunReport> {
     calls: counter.toJSON(),
     writeCalls: counter.writes(),
     exitCode: 0,
+    readMs,
   };
+}
+
+/**
+ * `--latency`: each attempt of a call waits before it is sent, as over the internet (DynamoDB
+ * 40 ms, EC2 150 ms, the figures issue #17 measured); calls in flight wait side by side.
+ */
+function addLatency(clients: { ec2: typeof ec2; ddb: typeof ddb }) {
+  const wait = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  for (const [client, ms] of [[clients.ec2, 150], [clients.ddb, 40]] as const) {
+    (client.middlewareStack as typeof ddb.middlewareStack).add(
+      (next) => async (args) => {
+        await wait(ms);
+        return next(args);
+      },
+      { step: "finalizeRequest", name: "benchLatency" },
+    );
+  }
 }
 
 async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
@@ -218,8 +254,11 @@ async function run(label: string) {
   const result = report.results[0];
   const found = result.found as unknown as ReaperCounts;
   const calls = Object.values(report.calls).reduce((a, b) => a + b, 0);
+  const rest = seconds - report.readMs / 1000;
   console.log(
-    `\n${label}: ${seconds.toFixed(1)} s wall, ${calls} calls, ${report.writeCalls} writes`,
+    `\n${label}: ${seconds.toFixed(1)} s wall (reads ${(report.readMs / 1000).toFixed(1)} s, then ${
+      rest.toFixed(1)
+    } s), ${calls} calls, ${report.writeCalls} writes`,
   );
   console.log(`  ${result.status}: ${result.summary}`);
   for (const [op, n] of Object.entries(report.calls)) console.log(`  ${op.padEnd(30)} ${n}`);

@@ -113,12 +113,23 @@ export const BOOTSTRAP_TEST_OVERRIDES = {
   dir: "REFRESH_BOOTSTRAP_DIR",
   /** Log file (the console gets the same lines); default /var/log/refresh-bootstrap.log. */
   logFile: "REFRESH_LOG_FILE",
-  /** "off": never use systemd, start in the background (setsid) as where systemd is not running. */
+  /**
+   * "off": never use systemd, start in the background (setsid) as where systemd is not running;
+   * "on": use `systemctl` (a test's stand-in) even where /run/systemd/system is missing.
+   */
   systemd: "REFRESH_SYSTEMD",
+  /** Where the unit file goes; default /etc/systemd/system. */
+  systemdUnitDir: "REFRESH_SYSTEMD_UNIT_DIR",
   /** Name of the runner user instead of "runner" (with jobUser "runner"). */
   runnerUser: "REFRESH_RUNNER_USER",
   /** The sudoers file written for the runner user; default /etc/sudoers.d/90-refresh-runner. */
   sudoersFile: "REFRESH_SUDOERS_FILE",
+  /**
+   * A marker the harness puts in every process's environment: passed on to the runner, and,
+   * when set, the only processes of the runner user the bootstrap kills at release are those
+   * carrying it (instances of several tests share a machine and a runner user).
+   */
+  testMarker: "REFRESH_TEST_MARKER",
 } as const;
 
 /** Name of the systemd unit the bootstrap runs in where systemd is running. */
@@ -354,6 +365,7 @@ IMDS_ENDPOINT="\${REFRESH_IMDS_ENDPOINT:-http://169.254.169.254}"
 BOOTSTRAP_DIR="\${REFRESH_BOOTSTRAP_DIR:-/opt/refresh}"
 LOG_FILE="\${REFRESH_LOG_FILE:-/var/log/refresh-bootstrap.log}"
 SYSTEMD_MODE="\${REFRESH_SYSTEMD:-auto}"
+UNIT_DIR="\${REFRESH_SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
 RUNNER_USER_NAME="\${REFRESH_RUNNER_USER:-runner}"
 SUDOERS_FILE="\${REFRESH_SUDOERS_FILE:-/etc/sudoers.d/90-refresh-runner}"
 
@@ -589,6 +601,9 @@ block_metadata() {
     fi
   elif command -v nft >/dev/null; then
     nft_block "$host" "$port" || return 1
+    if [[ -z \${REFRESH_IMDS_ENDPOINT:-} ]]; then
+      nft_rule ip6 fd00:ec2::254 "" || log "could not block fd00:ec2::254 (IPv6 metadata) for $RUNNER_USER"
+    fi
   else
     log "no iptables or nft, and none could be installed"
     return 1
@@ -604,13 +619,18 @@ ipt_block() {
   "$1" -w 10 -C "\${rule[@]}" 2>/dev/null || "$1" -w 10 -I "\${rule[@]}"
 }
 
+# nft_block HOST PORT: the same with nft, in a table of its own (emptied first: idempotent).
 nft_block() {
-  local family=ip
-  [[ $1 == *:* ]] && family=ip6
   nft add table inet refresh &&
     nft add chain inet refresh output '{ type filter hook output priority 0 ; }' &&
-    nft add rule inet refresh output meta skuid "$RUNNER_UID" "$family" daddr "$1" \\
-      \${2:+tcp dport "$2"} reject
+    nft flush chain inet refresh output &&
+    nft_rule ip "$1" "$2"
+}
+
+nft_rule() {
+  local -a port=()
+  [[ -n $3 ]] && port=(tcp dport "$3")
+  nft add rule inet refresh output meta skuid "$RUNNER_UID" "$1" daddr "$2" "\${port[@]}" reject
 }
 
 # install_packages DEBIAN_NAME RPM_NAME: with apt-get or dnf, whichever the image has.
@@ -655,8 +675,10 @@ install_runner() {
 has_libicu() {
   local ldconfig=ldconfig libpath=\${LD_LIBRARY_PATH:-}
   command -v ldconfig >/dev/null || ldconfig=/sbin/ldconfig
+  # Not grep -q: stopping at the first match, it would kill ldconfig (SIGPIPE) while it still
+  # lists, and pipefail would call libicu missing (a stock Debian lists hundreds of libraries).
   # shellcheck disable=SC2086 # word splitting of the library path is config.sh's own
-  "$ldconfig" -NXv \${libpath//:/ } 2>&1 | grep -q libicu
+  "$ldconfig" -NXv \${libpath//:/ } 2>&1 | grep libicu >/dev/null
 }
 
 # install_dependencies: the runner's own bin/installdependencies.sh (as root) when libicu is
@@ -818,18 +840,51 @@ remove_registration() {
   return 1
 }
 
-# release_runner N RUN_ID: stop the runner, remove its registration, signal.
+# sweep_runner_processes: SIGKILL to every process of the runner user, such as a job's daemon
+# that left the runner's process group, so that none outlives its run, nor reads config.sh's
+# environment (the token) at the next registration. Never for root.
+sweep_runner_processes() {
+  local round entry key value found
+  [[ $RUNNER_USER == root ]] && return 0
+  for ((round = 0; round < 10; round++)); do
+    found=""
+    for entry in /proc/[0-9]*; do
+      while read -r key value _; do
+        if [[ $key == Uid: ]]; then
+          if [[ $value == "$RUNNER_UID" ]] && own_process "$entry" &&
+            kill -KILL "\${entry#/proc/}" 2>/dev/null; then found=yes; fi
+          break
+        fi
+      done 2>/dev/null <"$entry/status"
+    done
+    [[ -n $found ]] || return 0
+    sleep 0.2
+  done
+  log "processes of $RUNNER_USER survived SIGKILL"
+  return 1
+}
+
+# own_process /proc/PID: always on an instance (one bootstrap per machine); in the tests, where
+# several share a machine and a runner user, only processes carrying this one's test marker.
+own_process() {
+  [[ -z \${REFRESH_TEST_MARKER:-} ]] ||
+    grep -qzxF "REFRESH_TEST_MARKER=$REFRESH_TEST_MARKER" "$1/environ" 2>/dev/null
+}
+
+# release_runner N RUN_ID: stop the runner and whatever its jobs left running, remove its
+# registration, signal.
 release_runner() {
   local n=$1 run_id=$2 stopped=yes
   log "run $run_id released: stopping runner $INSTANCE_ID-$n and removing its registration"
   stop_runner || stopped=""
+  sweep_runner_processes || stopped=""
   retry "remove registration $INSTANCE_ID-$n" 3 remove_registration ||
     fail UD_REMOVE_REG_FAILED "$run_id" "registration removal" \\
       "config.sh remove failed for runner $INSTANCE_ID-$n (its output is above)"
   signal UD_REMOVE_REG_OK "$run_id" ||
     fail UD_REMOVE_REG_FAILED "$run_id" "registration removal" "could not signal UD_REMOVE_REG_OK"
   [[ -n $stopped ]] || fail UD_REMOVE_REG_REMOVE_RUN_FAILED "$run_id" "runner stop" \\
-    "a process of the runner's group survived SIGKILL"
+    "a process of the runner's group or user survived SIGKILL"
   signal UD_REMOVE_REG_REMOVE_RUN_OK "$run_id" || fail UD_REMOVE_REG_REMOVE_RUN_FAILED "$run_id" \\
     "runner stop" "could not signal UD_REMOVE_REG_REMOVE_RUN_OK"
 }
@@ -843,6 +898,7 @@ registration_loop() {
       fail UD_REG_FAILED "$INITIAL_RUN_ID" "claim" "waiting for a run id failed (its output is above)"
     valid_run_id "$run_id" || fail UD_REG_FAILED "$INITIAL_RUN_ID" "registration" \\
       "the instance record's run id '$run_id' is not a run id (letters, digits, . _ -)"
+    sweep_runner_processes || log "a process of $RUNNER_USER survived; registering anyway"
     register_runner "$n" "$run_id"
     RUNNER_STARTS_LEFT=$RUNNER_STARTS
     run_runner "$n" "$run_id"
@@ -878,6 +934,15 @@ agent() {
   registration_loop
 }
 
+# use_systemd: whether systemd runs this machine (the test override can say).
+use_systemd() {
+  case $SYSTEMD_MODE in
+    off) return 1 ;;
+    on) return 0 ;;
+    *) [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null ;;
+  esac
+}
+
 # launch: what cloud-init runs. Copies this script where only root reads it and starts the agent
 # in its own systemd unit (its output in the journal) or, where systemd is not running, in the
 # background in a session of its own; then exits, so cloud-init completes.
@@ -889,13 +954,14 @@ launch() {
     log "FAILED at launch: cannot copy this script to $copy"
     exit 1
   fi
-  if [[ $SYSTEMD_MODE != off && -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
-    # The unit gets the overrides that are set (tests; empty on a real instance).
-    for name in REFRESH_IMDS_ENDPOINT REFRESH_BOOTSTRAP_DIR REFRESH_LOG_FILE REFRESH_RUNNER_USER \\
-      REFRESH_SUDOERS_FILE AWS_ENDPOINT_URL; do
+  if use_systemd; then
+    # The unit gets cloud-init's PATH and the overrides that are set (tests only).
+    for name in PATH REFRESH_IMDS_ENDPOINT REFRESH_BOOTSTRAP_DIR REFRESH_LOG_FILE \\
+      REFRESH_RUNNER_USER REFRESH_SUDOERS_FILE REFRESH_TEST_MARKER AWS_ENDPOINT_URL; do
       if [[ -n \${!name:-} ]]; then printf '%s=%s\\n' "$name" "\${!name}"; fi
     done >"$PRIVATE_DIR/environment"
-    cat >"/etc/systemd/system/$UNIT" <<UNIT_FILE
+    mkdir -p "$UNIT_DIR"
+    cat >"$UNIT_DIR/$UNIT" <<UNIT_FILE
 # refresh: this instance's part in the runner pool (generated by the user data; see $LOG_FILE)
 [Unit]
 Description=refresh runner pool agent

@@ -39,6 +39,7 @@ COMMAND, ARGS = sys.argv[5], sys.argv[6:]
 TIMEOUT = 10  # seconds: connecting, and each read
 RENEW_BEFORE = 300  # seconds before expiry when cached credentials are renewed
 ATTEMPTS = 3
+PARENT = os.getppid()  # the loops end when the bootstrap that started them is gone
 
 
 class Failure(Exception):
@@ -255,9 +256,16 @@ def put_signal(instance, state, run_id):
     put("WS", instance, {"value": {"M": {"state": {"S": state}, "runId": {"S": run_id}}}})
 
 
+def check_parent():
+    if os.getppid() != PARENT:
+        log("%s: the bootstrap that started it is gone; stopping" % COMMAND)
+        sys.exit(0)
+
+
 def wait_run_id(instance, period):
     failures = 0
     while True:
+        check_parent()
         try:
             run_id = get("INSTANCE", instance, "runId.S")
         except Failure as error:
@@ -274,6 +282,7 @@ def wait_run_id(instance, period):
 
 def heartbeat(instance, period):
     while True:
+        check_parent()
         started = time.time()
         try:
             put("HEARTBEAT", instance, {"value": {"S": "PING"}})
@@ -291,6 +300,7 @@ def parse_time(text):
 
 def self_terminate(instance, period):
     while True:
+        check_parent()
         try:
             threshold = get("INSTANCE", instance, "threshold.S")
             due = None

@@ -15,13 +15,15 @@
  * 4. **terminate** (terminate.ts): TerminateInstances of instances proven the pool's only: locked
  *    ones, ones whose record is already `terminated` (a crash between phases), orphans.
  * 5. **expunge** (expunge.ts): per instance known to be gone, its heartbeat and worker signal
- *    first, its record last; and the sweep of stray heartbeats and worker signals.
+ *    first, its record last; and the sweep of stray heartbeats and worker signals (those without
+ *    a record, older than the grace or of an instance EC2 reports terminated: ended.ts).
  *
  *    Steps 3 to 5 run as one pipeline (pipeline.ts): each instance moves on as soon as its own
  *    step is done, in requests as full as the steps one after another would send; DynamoDB
  *    writes go at a pace per partition key and back off when throttled (pace.ts).
- * 6. **runners** (runners.ts): deletes the registrations of instances not alive, busy ones
- *    excepted, within a time budget.
+ * 6. **runners** (runners.ts): deletes the registrations provably the pool's (its label, or an
+ *    instance it knows) whose instance is provably dead (terminated by this run, or reported
+ *    terminated by EC2), busy ones excepted, within a time budget.
  *
  * The report (report.ts) collects counts, changes, warnings and errors; a failed operation never
  * stops the others, and the task fails at the end when one did. Once the run's deadline has
@@ -35,9 +37,10 @@
 import { timestamp } from "./contract.ts";
 import type { Drain } from "./rollout.ts";
 import type { TaskOutcome } from "./task.ts";
-import { classify, parseTimestamp, type Plan } from "./reaper/classify.ts";
+import { classify, parseTimestamp, type Plan, unrecordedYoung } from "./reaper/classify.ts";
 import { deadline, type ReaperContext, type ReaperOptions } from "./reaper/context.ts";
 import { drainPhase } from "./reaper/drain.ts";
+import { readEnded } from "./reaper/ended.ts";
 import type { Expunged } from "./reaper/expunge.ts";
 import { expiredCondition, type LockResult, unchangedCondition } from "./reaper/lock.ts";
 import { runPipeline } from "./reaper/pipeline.ts";
@@ -67,19 +70,30 @@ export async function reapInstances(
   ctx.log.info(
     `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
-  const plan = classify({
+  const judged = {
     records: read.records,
     artifacts: read.artifacts,
     pool,
     // Whole seconds, as the lock's condition compares the threshold with the text of now.
     now: parseTimestamp(now)!,
     graceMs: ctx.desired.reaper.orphanGraceMin * 60_000,
-  });
+  };
+  // Items without a record of instances EC2 reports terminated go now, not after the grace.
+  const ended = await readEnded(
+    ctx.clients.ec2,
+    unrecordedYoung(judged),
+    ctx.desired.table,
+    pool.templateIds,
+  );
+  const plan = classify({ ...judged, ended: new Set(ended.keys()) });
+  const records = new Set(read.records.map((r) => r.id));
   const report = newReport(read, pool, plan);
   const drains = await drainPhase(ctx, read, pool, plan, now, report, template);
-  if (ctx.dryRun) return await listPlan(ctx, pool, plan, drains, report, options, runners);
+  if (ctx.dryRun) {
+    return await listPlan(ctx, pool, plan, drains, report, { ...options, records }, runners);
+  }
   const terminated = await reapPhase(ctx, read.records, pool, plan, drains, now, report, options);
-  await runnerPhase(ctx, pool, terminated, report, options, runners);
+  await runnerPhase(ctx, pool, terminated, report, { ...options, records }, runners);
   return finish(report);
 }
 
@@ -114,7 +128,7 @@ async function listPlan(
   plan: Plan,
   drains: Drain[],
   report: Report,
-  options: ReaperOptions,
+  options: ReaperOptions & { records: ReadonlySet<string> },
   listed?: Promise<GithubRunner[]>,
 ): Promise<TaskOutcome> {
   const terminate = [...plan.expired, ...plan.unfinished, ...plan.orphans]
@@ -273,7 +287,7 @@ async function runnerPhase(
   pool: Pool,
   terminated: Terminated,
   report: Report,
-  options: ReaperOptions,
+  options: ReaperOptions & { records: ReadonlySet<string> },
   listed?: Promise<GithubRunner[]>,
 ): Promise<void> {
   const late = deadline(ctx);

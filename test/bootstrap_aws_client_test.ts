@@ -217,3 +217,33 @@ Deno.test("the AWS client fails with the reason when the instance has no role", 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("the AWS client's loops stop when the bootstrap that started them is gone", async () => {
+  await using t = await setup("orphan");
+  const client = join(t.dir, "private", "aws.py");
+  // A parent that starts the heartbeat loop, prints its pid and exits a second later.
+  const out = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'python3 -I -S "$@" heartbeat i-0123456789abcdef0 1 >/dev/null 2>&1 & echo $!; sleep 1',
+      "-",
+      client,
+      REGION,
+      t.table,
+      t.cache,
+      t.imds.url,
+    ],
+    env: { PATH: TOOLS_PATH, AWS_ENDPOINT_URL: t.check.url },
+    clearEnv: true,
+    stdout: "piped",
+  }).output();
+  const pid = Number(new TextDecoder().decode(out.stdout).trim());
+  const alive = () =>
+    new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" }).outputSync()
+      .success;
+  const deadline = Date.now() + 15_000;
+  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
+  const survived = alive();
+  if (survived) Deno.kill(pid, "SIGKILL");
+  assert.ok(!survived, `the heartbeat loop ${pid} outlived its parent`);
+});

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import {
   BOOTSTRAP_AWS_ACTIONS,
+  BOOTSTRAP_TEST_OVERRIDES,
   bootstrapScript,
   type BootstrapSpec,
   specProblems,
@@ -14,7 +15,6 @@ import {
 import {
   bootInstance,
   type BootstrapInstance,
-  TEST_RUNNER_USER,
   watchCommandLines,
 } from "./support/bootstrap_instance.ts";
 import type { Outcome } from "./support/control_plane.ts";
@@ -90,6 +90,21 @@ Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => 
     [...script.matchAll(/(?<![.\w])put\("([A-Z]+)"/g)].map((m) => `TYPE#${m[1]}`),
   );
   assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
+});
+
+Deno.test("bootstrapScript reads only the test overrides BOOTSTRAP_TEST_OVERRIDES lists, each in the README", async () => {
+  const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
+  const delimiters = ["REFRESH_AWS_CLIENT", "REFRESH_PRE_RUNNER_SCRIPT"];
+  const read = new Set(
+    [...script.matchAll(/\bREFRESH_[A-Z_]+\b/g)].map((m) => m[0]).filter((name) =>
+      !delimiters.includes(name)
+    ),
+  );
+  assert.deepEqual([...read].sort(), Object.values(BOOTSTRAP_TEST_OVERRIDES).sort());
+  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  for (const name of read) {
+    if (name !== "REFRESH_TEST_MARKER") assert.ok(readme.includes(`\`${name}\``), name);
+  }
 });
 
 Deno.test("bootstrapScript lists every invalid field at once", () => {
@@ -188,12 +203,12 @@ function envOf(text: string): Record<string, string> {
   );
 }
 
-async function runnerHome(): Promise<string> {
-  return (await command("getent", "passwd", TEST_RUNNER_USER)).trim().split(":")[5];
+async function runnerHome(user: string): Promise<string> {
+  return (await command("getent", "passwd", user)).trim().split(":")[5];
 }
 
-async function runnerUid(): Promise<number> {
-  return Number((await command("id", "-u", TEST_RUNNER_USER)).trim());
+async function runnerUid(user: string): Promise<number> {
+  return Number((await command("id", "-u", user)).trim());
 }
 
 async function processUser(pid: number): Promise<string> {
@@ -250,8 +265,10 @@ Deno.test("bootstrap run for real", async (t) => {
       scripts.push(instance.script);
       const { plane, instanceId } = instance;
 
-      // Boot: UD_OK, then UD_REG_OK for the initial run id, with a fresh heartbeat.
+      // Boot: UD_OK, then UD_REG_OK for the initial run id, with a fresh heartbeat. The user
+      // data script itself exits (cloud-init completes); the agent goes on in the background.
       await expectOk(instance, await plane.provision(instanceId, "1001"), "provision");
+      assert.equal(await instance.exited, 0);
       const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
       assert.deepEqual(seen.slice(-2), ["UD_OK/1001", "UD_REG_OK/1001"], seen.join(", "));
       let github = await instance.github();
@@ -318,19 +335,20 @@ Deno.test("bootstrap run for real", async (t) => {
       const jobEnv = envOf(
         await Deno.readTextFile(`${instance.dir}/github/env-job-${instanceId}-1`),
       );
-      const home = await runnerHome();
+      const user = instance.runnerUser;
+      const home = await runnerHome(user);
       assert.deepEqual(
         [jobEnv.USER, jobEnv.LOGNAME, jobEnv.HOME, jobEnv.LANG],
-        [TEST_RUNNER_USER, TEST_RUNNER_USER, home, "C.UTF-8"],
+        [user, user, home, "C.UTF-8"],
       );
       assert.equal(
         (await Deno.readTextFile(`${instance.dir}/github/umask-job-${instanceId}-1`)).trim(),
         "0022",
       );
-      assert.equal(await processUser(Number(job.split(" ")[2])), TEST_RUNNER_USER);
+      assert.equal(await processUser(Number(job.split(" ")[2])), user);
       assert.match(
         await Deno.readTextFile(`${instance.dir}/sudoers.d/90-refresh-runner`),
-        new RegExp(`^${TEST_RUNNER_USER} ALL=\\(ALL\\) NOPASSWD:ALL$`, "m"),
+        new RegExp(`^${user} ALL=\\(ALL\\) NOPASSWD:ALL$`, "m"),
       );
 
       // Release: the runner, its listener and its job are stopped, the registration removed.
@@ -563,7 +581,8 @@ Deno.test("bootstrap run for real", async (t) => {
 
   const isolation = t.step({
     name: "a job cannot reach instance metadata, the credentials cache or the table, while the " +
-      "bootstrap's own calls still work (strict mode: no sudo)",
+      "bootstrap's own calls still work (strict mode: no sudo), and nothing a job starts outlives " +
+      "its run",
     ...concurrent,
     fn: async () => {
       await using instance = await bootInstance({
@@ -595,6 +614,10 @@ Deno.test("bootstrap run for real", async (t) => {
           `"$HOME/stolen.json" '${instance.imds.url}' put-signal ${instanceId} UD_REG_FAILED 999; ` +
           'echo "signal exit $?"',
           'sudo -n true; echo "sudo exit $?"',
+          // A daemon that leaves the runner's process group, as a job's could.
+          `setsid sleep 3600 </dev/null >/dev/null 2>&1 & echo $! >'${
+            join(dir, "github", "daemon.pid")
+          }'`,
         ].join("\n"),
         { mode: 0o644 },
       );
@@ -606,7 +629,7 @@ Deno.test("bootstrap run for real", async (t) => {
         return status &&
           await Deno.readTextFile(join(dir, "github", `job-step-${instanceId}-1.out`));
       });
-      const uid = (await runnerUid()).toString();
+      const uid = (await runnerUid(instance.runnerUser)).toString();
       assert.match(out, new RegExp(`^uid ${uid}$`, "m"));
       assert.match(out, /^curl: \(7\) .*\nmetadata exit 7$/m, out);
       assert.match(out, /Permission denied\ncache exit 1$/m, out);
@@ -638,7 +661,11 @@ Deno.test("bootstrap run for real", async (t) => {
         30_000,
         async () => (await plane.heartbeat(instanceId))?.updatedAt !== before?.updatedAt,
       );
+      const daemon = Number(await Deno.readTextFile(join(dir, "github", "daemon.pid")));
+      assert.ok(alive(daemon), "the job's daemon is running");
       await expectOk(instance, await plane.release(instanceId, "6001"), "release");
+      // Nothing of the runner user outlives its run.
+      assert.ok(!alive(daemon), "the job's daemon survived its run's release");
       await instance.kill();
       const left = (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
         .filter((line) => line.includes(`--dport ${port} `));
@@ -667,12 +694,41 @@ Deno.test("bootstrap run for real", async (t) => {
       const events = (await instance.github()).events;
       assert.equal(events[0], "installdependencies", events.join("\n"));
       assert.deepEqual(await instance.installed(), [
-        "apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72",
+        "apt-get update",
+        "apt-get install -y libkrb5-3 zlib1g",
+        "apt-get install -y liblttng-ust1",
+        "apt-get install -y libicu76",
       ]);
       assert.match(
         await instance.log(),
         /libicu is missing: running the runner's bin\/installdependencies.sh/,
       );
+    },
+  });
+
+  const libicuAmazonLinux = t.step({
+    name: "bootstrap installs libicu with dnf on Amazon Linux 2023, which the runner's " +
+      "bin/installdependencies.sh does not know",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "al2023",
+        runId: "7101",
+        timings: QUIET_TIMINGS,
+        libicu: "missing",
+        osRelease: 'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\n',
+      });
+      tokens.push(instance.token);
+      await expectOk(
+        instance,
+        await instance.plane.provision(instance.instanceId, "7101"),
+        "provision",
+      );
+      assert.deepEqual(await instance.installed(), ["dnf install -y libicu"]);
+      const log = await instance.log();
+      assert.match(log, /Can't detect current OS type based on \/etc\/os-release\./);
+      assert.match(log, /libicu still missing: dnf install libicu/);
     },
   });
 
@@ -737,7 +793,69 @@ Deno.test("bootstrap run for real", async (t) => {
     },
   });
 
+  const systemdRoot = t.step({
+    name: "under systemd the unit runs the agent and the user data exits; with job user root " +
+      "and metadata open, jobs run as root and reach instance metadata",
+    ...concurrent,
+    fn: async () => {
+      await using instance = await bootInstance({
+        subnetId,
+        name: "systemd",
+        runId: "9001",
+        timings: QUIET_TIMINGS,
+        systemd: true,
+        jobUser: "root",
+        jobMetadata: "open",
+      });
+      tokens.push(instance.token);
+      const { plane, instanceId, dir } = instance;
+      await Deno.writeTextFile(
+        join(dir, "github", "job-step"),
+        `curl -sS --max-time 5 -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' ` +
+          `'${instance.imds.url}/latest/api/token' >/dev/null; echo "metadata exit $?"\n`,
+      );
+      assert.equal(await instance.exited, 0);
+      assert.deepEqual(await instance.systemctl(), [
+        "daemon-reload",
+        "start --no-block refresh-runner.service",
+      ]);
+      const unit = await Deno.readTextFile(join(dir, "systemd", "refresh-runner.service"));
+      assert.match(
+        unit,
+        new RegExp(`^ExecStart=/bin/bash ${dir}/boot/private/bootstrap.sh --agent$`, "m"),
+      );
+      assert.match(unit, /^KillMode=control-group$/m);
+      assert.match(unit, new RegExp(`^EnvironmentFile=${dir}/boot/private/environment$`, "m"));
+      await expectOk(instance, await plane.provision(instanceId, "9001"), "provision");
+      const out = await until(
+        "the job step",
+        60_000,
+        () =>
+          Deno.readTextFile(join(dir, "github", `job-step-${instanceId}-1.out`)).catch(() =>
+            undefined
+          ),
+      );
+      assert.equal(out, "metadata exit 0\n");
+      const jobEnv = envOf(
+        await Deno.readTextFile(join(dir, "github", `env-job-${instanceId}-1`)),
+      );
+      assert.deepEqual([jobEnv.USER, jobEnv.HOME, jobEnv.RUNNER_ALLOW_RUNASROOT], [
+        "root",
+        "/root",
+        "1",
+      ]);
+      const port = new URL(instance.imds.url).port;
+      assert.deepEqual(
+        (await command("iptables", "-w", "10", "-S", "OUTPUT")).split("\n")
+          .filter((line) => line.includes(`--dport ${port} `)),
+        [],
+      );
+      assert.match(await instance.log(), /instance metadata is open to jobs/);
+    },
+  });
+
   await Promise.all([
+    systemdRoot,
     cycle,
     setupFails,
     registrationFails,
@@ -745,6 +863,7 @@ Deno.test("bootstrap run for real", async (t) => {
     outage,
     isolation,
     libicu,
+    libicuAmazonLinux,
     listener,
   ]);
   await watcher.stop();

@@ -176,7 +176,7 @@ Deno.test("config takes a negative number after a flag as its value and reports 
     problemsOf([...BASE_ARGS, "--orphan-grace-min", "-5", "--idle-time-sec", "-1"]),
     [
       'idle-time-sec: expected a whole number >= 1, got "-1"',
-      'orphan-grace-min: expected a whole number >= 1, got "-5"',
+      'orphan-grace-min: expected a whole number >= 5, got "-5"',
     ],
   );
 });

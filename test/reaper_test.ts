@@ -156,7 +156,10 @@ Deno.test("refresh --only reaper reaps through the entry and prints counts witho
   assert.match(out, new RegExp(`^  terminate instance ${old}: expired idle \\(threshold `, "m"));
   assert.match(
     out,
-    new RegExp(`^  delete-runner runner ${old}-large \\(#1\\): instance ${old} is gone$`, "m"),
+    new RegExp(
+      `^  delete-runner runner ${old}-large \\(#1\\): instance ${old}: terminated by this run$`,
+      "m",
+    ),
   );
   assert.match(stderr.join("\n"), /reaper: 2 instance records, 2 pool instances alive/);
   assert.ok(!`${out}${stderr}`.includes(TEST_PAT));

@@ -6,9 +6,10 @@
  * launch, and it registers for the claiming run; the next refresh run launches a replacement.
  */
 import assert from "node:assert/strict";
+import { poolRunnerLabel } from "../lib/contract.ts";
 import type { WarmView } from "../lib/warm_pool.ts";
 import { readGithubSide } from "./support/runner_package.ts";
-import { startWarmHarness } from "./support/warm_harness.ts";
+import { startWarmHarness, TABLE } from "./support/warm_harness.ts";
 
 const RUN_ID = "5151";
 
@@ -56,10 +57,14 @@ Deno.test("a warm instance launched by refresh boots, is advertised once ready, 
   });
 
   // 4. provision claims what it picked up: UD_REG_OK for its run id, no instance launched.
-  const claimed = await pool.plane.claim(warm, RUN_ID);
+  // provision waits about 10 s; a loaded test machine may take longer (bench/ measures it).
+  const claimed = await pool.plane.claim(warm, RUN_ID, { timeoutMs: 60_000 });
   assert.ok(claimed.ok, `claim: ${!claimed.ok && claimed.reason}\n${await instance.log()}`);
   const github = await readGithubSide(pool.githubDir);
-  assert.deepEqual(Object.values(github.runners).map((r) => r.labels), [RUN_ID]);
+  // The run id, and the label naming the pool (contract.ts), which the reaper relies on.
+  assert.deepEqual(Object.values(github.runners).map((r) => r.labels), [
+    `${RUN_ID},${poolRunnerLabel("us-east-1", TABLE)}`,
+  ]);
   console.log(`warm claim -> UD_REG_OK: ${(claimed.elapsedMs / 1000).toFixed(1)} s`);
 
   // 5. The next run launches a replacement for the claimed one.

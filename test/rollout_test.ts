@@ -743,7 +743,7 @@ Deno.test("reaper under dry-run lists which instances rollout and health would d
   assert.deepEqual(planned[2], [
     "delete-runner",
     `runner ${sick}-1 (#1)`,
-    `instance ${sick} is gone`,
+    `instance ${sick}: would be terminated by this run`,
   ]);
   assert.match(
     outcome.summary,

@@ -1,36 +1,27 @@
 import assert from "node:assert/strict";
-import { DescribeInstancesCommand, type Instance } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import {
+  CreateTagsCommand,
+  DeleteTagsCommand,
+  DescribeInstancesCommand,
+  type Instance,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { PurgeQueueCommand, ReceiveMessageCommand } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { GetCommand, PutCommand, UpdateCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { reconcileLaunchTemplate } from "../lib/launch_template.ts";
 import { reconcileParameters } from "../lib/parameters.ts";
+import { reapInstances } from "../lib/reaper.ts";
 import type { RunReport } from "../lib/report.ts";
 import { reconcileResourcePools } from "../lib/resource_pools.ts";
 import { TEMPLATE_ID_TAG, TEMPLATE_VERSION_TAG } from "../lib/rollout.ts";
 import { reconcileTable } from "../lib/table.ts";
 import type { TaskOutcome } from "../lib/task.ts";
-import {
-  fleetRequest,
-  instanceHoursPerDay,
-  reconcileWarmPool,
-  type WarmPoolOptions,
-  type WarmView,
-} from "../lib/warm_pool.ts";
-import { parseSchedule, type Schedule } from "../lib/schedule.ts";
+import { reconcileWarmPool, type WarmPoolOptions, type WarmView } from "../lib/warm_pool.ts";
 import { main } from "../refresh.ts";
-import {
-  BASE_ARGS,
-  baseArgs,
-  TEST_PAT,
-  type TestContext,
-  testContext,
-  withDesired,
-} from "./support/aws.ts";
+import { baseArgs, TEST_PAT, type TestContext, testContext, withDesired } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
-import { checkRefused, type InvalidInput } from "./support/refused.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const MIN = 60_000;
@@ -194,7 +185,7 @@ Deno.test("warm pool launches a class's shortfall from the pool's template, idle
   });
   const launched = await instances(ctx);
   assert.equal(launched.length, 2);
-  const hold = timestamp(new Date(ctx.now().getTime() + 20 * MIN));
+  const hold = timestamp(new Date(ctx.now().getTime() + 30 * MIN));
   for (const instance of launched) {
     const t = tags(instance);
     assert.match(t.InitialRunId, /^warm-large-\d{8}T\d{6}Z$/);
@@ -253,54 +244,6 @@ Deno.test("warm pool launches a class's shortfall from the pool's template, idle
   assert.equal((await record(ctx, b))!.advertisedThreshold, undefined);
 });
 
-Deno.test("warm pool's request is provision's: CreateFleet instant, $Default, a subnet override each with the class's CPU and memory", async () => {
-  const ctx = await testContext([
-    "--warm-pool",
-    "xlarge=1",
-    "--warm-pool-instance-types",
-    "c6i.*,m7i.xlarge",
-  ]);
-  const input = fleetRequest(
-    ctx,
-    { id: "lt-0123456789abcdef0", version: 3, ami: "" },
-    ["subnet-1", "subnet-2"],
-    "xlarge",
-    { cpu: 4, mmem: 8192 },
-    3,
-    new Date("2026-01-15T12:00:00Z"),
-  );
-  assert.equal(input.Type, "instant");
-  assert.deepEqual(input.LaunchTemplateConfigs![0].LaunchTemplateSpecification, {
-    LaunchTemplateId: "lt-0123456789abcdef0",
-    Version: "$Default",
-  });
-  assert.deepEqual(
-    input.LaunchTemplateConfigs![0].Overrides!.map((o) => o.SubnetId),
-    ["subnet-1", "subnet-2"],
-  );
-  assert.deepEqual(input.LaunchTemplateConfigs![0].Overrides![1].InstanceRequirements, {
-    VCpuCount: { Min: 4, Max: 4 },
-    MemoryMiB: { Min: 8192 },
-    BurstablePerformance: "excluded",
-    AllowedInstanceTypes: ["c6i.*", "m7i.xlarge"],
-  });
-  assert.deepEqual(input.TargetCapacitySpecification, {
-    TotalTargetCapacity: 3,
-    DefaultTargetCapacityType: "spot",
-  });
-  assert.deepEqual(input.TagSpecifications, [{
-    ResourceType: "instance",
-    Tags: [
-      { Key: "AllowSelfTermination", Value: "true" },
-      { Key: "InitialRunId", Value: "warm-xlarge-20260115T120000Z" },
-      { Key: OWNER_TAG, Value: TABLE },
-      { Key: "refresh:warm-pool", Value: "xlarge" },
-    ],
-  }]);
-  // Not a workflow run id, and one the bootstrap accepts (letters, digits, . _ -).
-  assert.match(input.TagSpecifications![0].Tags![1].Value!, /^(?!\d+$)[A-Za-z0-9._-]{1,128}$/);
-});
-
 /** A pool whose `count` warm instances of `large` are launched and ready (advertised once). */
 async function readyPool(args: string[], count: number): Promise<[TestContext, string[]]> {
   const ctx = await pool([
@@ -327,12 +270,12 @@ Deno.test("warm pool converged: a run at once writes nothing, one after half the
   assert.deepEqual(again.changes, []);
   assert.deepEqual(view(again).classes.large.ready, 2);
 
-  ctx.setNow(new Date(ctx.now().getTime() + 10 * MIN));
+  ctx.setNow(new Date(ctx.now().getTime() + 16 * MIN));
   for (const id of ids) await report(ctx, id, "UD_OK");
   const later = await run(ctx);
   // Exactly the keep-alive writes: one conditional update per instance, one batch of messages.
   assert.deepEqual(writes(ctx), { "DynamoDB.UpdateItem": 2, "SQS.SendMessageBatch": 1 });
-  const renewed = timestamp(new Date(ctx.now().getTime() + 20 * MIN));
+  const renewed = timestamp(new Date(ctx.now().getTime() + 30 * MIN));
   for (const id of ids) assert.equal((await record(ctx, id))!.threshold, renewed);
   const sent = await messages(ctx, "large");
   assert.deepEqual(sent.map((m) => m.id).sort(), [...ids].sort());
@@ -356,7 +299,7 @@ Deno.test("warm pool: a claim takes one without launching, the next run launches
 
 Deno.test("warm pool: a claim between the read and the keep-alive wins; nothing else changes", async () => {
   const [ctx, ids] = await readyPool([], 1);
-  ctx.setNow(new Date(ctx.now().getTime() + 15 * MIN));
+  ctx.setNow(new Date(ctx.now().getTime() + 16 * MIN));
   await report(ctx, ids[0]);
   const before = await record(ctx, ids[0]);
   const outcome = await run(ctx, {
@@ -391,8 +334,10 @@ Deno.test("warm pool above its minimum keeps only the minimum warm and lets the 
       "on-demand",
     ]),
   );
-  smaller.setNow(new Date(ctx.now().getTime() + 15 * MIN));
+  smaller.setNow(new Date(ctx.now().getTime() + 16 * MIN));
   for (const id of ids) await report(smaller, id);
+  const before = new Map<string, unknown>();
+  for (const id of ids) before.set(id, (await record(smaller, id))!.threshold);
   const outcome = await run(smaller);
   assert.equal(view(outcome).classes.large.extra, 2);
   assert.deepEqual(writes(smaller), { "DynamoDB.UpdateItem": 1, "SQS.SendMessageBatch": 1 });
@@ -402,8 +347,8 @@ Deno.test("warm pool above its minimum keeps only the minimum warm and lets the 
   const left = ids.filter((id) => id !== kept[0]);
   for (const id of left) {
     const r = await record(smaller, id);
+    assert.equal(r!.threshold, before.get(id));
     assert.equal(r!.threshold, r!.advertisedThreshold);
-    assert.ok(Date.parse(r!.threshold) < smaller.now().getTime() + 10 * MIN);
   }
 });
 
@@ -465,6 +410,52 @@ Deno.test("warm pool counts a failed or silent instance as not ready and launche
   );
 });
 
+Deno.test("warm pool counts an instance still removing its runner after a release as booting, a silent old one as unable to serve", async () => {
+  const ctx = await pool(["--warm-pool", "large=2", "--warm-pool-usage-class", "on-demand"]);
+  await run(ctx);
+  const [a, b] = (await instances(ctx)).map((i) => i.InstanceId!);
+  // An hour later, past the boot grace: both were released (idle, unclaimed, unexpired).
+  ctx.setNow(new Date(ctx.now().getTime() + 60 * MIN));
+  for (const id of [a, b]) {
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: TABLE,
+        Item: item("INSTANCE", id, ctx.now(), {
+          state: "idle",
+          runId: "",
+          threshold: timestamp(new Date(ctx.now().getTime() + 5 * MIN)),
+          resourceClass: "large",
+          instanceType: "t3.micro",
+          usageClass: "on-demand",
+        }),
+      }),
+    );
+  }
+  await report(ctx, a, "UD_REG_OK"); // still removing the job's runner, heartbeat fresh
+  await report(ctx, b, "UD_OK", 60); // silent for a minute
+  const outcome = await run(ctx);
+  const large = view(outcome).classes.large;
+  assert.deepEqual([large.ready, large.booting, large.unhealthy, large.launched], [0, 1, 1, 1]);
+});
+
+Deno.test("warm pool counts instances proven the pool's by EC2's template tag, never another pool's", async () => {
+  const [ctx, ids] = await readyPool([], 2);
+  // One lost the ownership tag (provision's own tags replaced the template's), the other is
+  // tagged for another pool: only the first is still the pool's.
+  await ctx.clients.ec2.send(
+    new DeleteTagsCommand({ Resources: [ids[0]], Tags: [{ Key: OWNER_TAG }] }),
+  );
+  await ctx.clients.ec2.send(
+    new CreateTagsCommand({
+      Resources: [ids[1]],
+      Tags: [{ Key: OWNER_TAG, Value: "other-ci-table" }],
+    }),
+  );
+  const outcome = await run(ctx);
+  const large = view(outcome).classes.large;
+  assert.deepEqual([large.ready, large.launched], [1, 1]);
+});
+
 Deno.test("warm pool under --dry-run lists what it would launch and keep warm, and writes nothing", async () => {
   const ctx = await pool(["--warm-pool", "large=1", "--dry-run"]);
   const outcome = await run(ctx);
@@ -476,6 +467,44 @@ Deno.test("warm pool under --dry-run lists what it would launch and keep warm, a
   assert.match(outcome.changes[0].detail!, /CreateFleet from lt-\w+ version 1 \(\$Default\)/);
   assert.equal(view(outcome).classes.large.launched, 1);
   assert.deepEqual(await instances(ctx), []);
+});
+
+Deno.test("warm pool under a new template version: the reaper drains outdated warm instances at the rollout limit, the warm pool replaces them from the new default", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const own = ["--github-api-url", gh.url, "--rollout-max-per-run", "1"];
+  const [ctx, ids] = await readyPool(own, 3);
+  const moved = withDesired(
+    ctx,
+    ctx.desiredFrom([
+      "--only",
+      "warm-pool",
+      ...TEMPLATE_ARGS,
+      "--warm-pool",
+      "large=3",
+      "--warm-pool-usage-class",
+      "on-demand",
+      ...own,
+      "--ami",
+      "ami-785db401",
+    ]),
+  );
+  const template = await reconcileLaunchTemplate({ ...moved, dryRun: false });
+  assert.ok(template.changes.some((c) => c.action === "new-version"), JSON.stringify(template));
+  for (const id of ids) await report(moved, id);
+
+  // The reaper drains one outdated idle instance (the limit), then the warm pool runs.
+  const reaped = await reapInstances(moved);
+  assert.equal(reaped.found.drained, 1, reaped.summary);
+  const outcome = await run(moved);
+  const large = view(outcome).classes.large;
+  assert.equal(large.ready, 2);
+  assert.equal(large.outdated, 2, "the two left still serve until drained");
+  assert.equal(large.launched, 1, "one replacement, not three");
+  const fresh = (await instances(moved)).filter((i) => !ids.includes(i.InstanceId!));
+  assert.equal(fresh.length, 1);
+  assert.equal(tags(fresh[0])[TEMPLATE_VERSION_TAG], "2");
+  // The two outdated ones were advertised moments ago: nothing to renew, only the launch.
+  assert.deepEqual(outcome.changes.map((c) => c.action), ["launch"]);
 });
 
 /** Runs the entry in-process; returns its exit code and JSON report. */
@@ -541,100 +570,31 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
   assert.equal((warm.found.warm as WarmView).classes.large.launched, 1);
 });
 
-Deno.test("warm pool cost is the minimum times the schedule's hours per day", () => {
-  assert.equal(instanceHoursPerDay(2, null), 48);
-  const schedule = parseSchedule("Mon-Fri 08:00-19:00 Europe/Berlin") as Schedule;
-  // 5 days of 11 hours, over 7 days: 7.86 hours a day, for 3 instances 23.6.
-  assert.equal(instanceHoursPerDay(3, schedule), 23.6);
-});
-
-Deno.test("warm pool's inputs parse from flags and from the config file", async () => {
-  const ctx = await testContext([], {});
-  const flags = ctx.desiredFrom([
+Deno.test("warm pool under --dry-run on a new account plans its launch and fails nothing", async () => {
+  const network = await resetMoto();
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const args = [
+    ...baseArgs(network),
+    ...TEMPLATE_ARGS,
+    "--only",
+    "table,launch-template,resource-pools,parameters,warm-pool",
     "--warm-pool",
-    "large=2, xlarge=0",
-    "--warm-pool-schedule",
-    "Mon-Fri 08:00-19:00 Europe/Berlin",
-  ]).warmPool;
-  assert.deepEqual(flags.minimum, { large: 2, xlarge: 0 });
-  assert.equal(flags.schedule!.text, "Mon-Fri 08:00-19:00 Europe/Berlin");
-  assert.equal(flags.holdMin, 20);
-  assert.equal(flags.usageClass, "spot");
-  const file = ctx.desiredFrom(["--config", "/pool.json"], { GITHUB_TOKEN: TEST_PAT }, {
-    "/pool.json": JSON.stringify({
-      "warm-pool": { large: 1, "2xlarge": 3 },
-      "warm-pool-hold-min": 30,
-      "warm-pool-usage-class": "on-demand",
-    }),
-  }).warmPool;
-  assert.deepEqual(file.minimum, { large: 1, "2xlarge": 3 });
-  assert.equal(file.holdMin, 30);
-  assert.equal(file.usageClass, "on-demand");
-  assert.equal(file.schedule, null);
+    "large=2",
+    "--github-api-url",
+    gh.url,
+    "--dry-run",
+  ];
+  const planned = await runMain(args, {});
+  assert.equal(planned.code, 0, JSON.stringify(planned.report.results, null, 1));
+  assert.equal(planned.report.writeCalls, 0, JSON.stringify(planned.report.calls));
+  const warm = planned.report.results.find((r) => r.task === "warm-pool")!;
+  assert.equal(warm.status, "planned");
+  assert.deepEqual(warm.changes.map((c) => [c.action, c.target]), [[
+    "launch",
+    "2 large instances",
+  ]]);
+  assert.match(
+    warm.changes[0].detail!,
+    /^once the other tasks have written it: no launch template/,
+  );
 });
-
-const INVALID: InvalidInput[] = [
-  [
-    "unknown class",
-    [...BASE_ARGS, "--warm-pool", "huge=2"],
-    undefined,
-    /warm-pool: unknown resource class "huge"; expected one of large, xlarge/,
-  ],
-  [
-    "bad number",
-    [...BASE_ARGS, "--warm-pool", "large=two"],
-    undefined,
-    /warm-pool: large=two is not a whole number 0-100/,
-  ],
-  [
-    "negative number",
-    [...BASE_ARGS, "--warm-pool", "large=-1"],
-    undefined,
-    /warm-pool: large=-1 is not a whole number 0-100/,
-  ],
-  [
-    "not CLASS=N",
-    [...BASE_ARGS, "--warm-pool", "large"],
-    undefined,
-    /warm-pool: "large" is not CLASS=N \(like large=2\)/,
-  ],
-  [
-    "class twice",
-    [...BASE_ARGS, "--warm-pool", "large=1,large=2"],
-    undefined,
-    /warm-pool: class "large" is given more than once/,
-  ],
-  [
-    "bad schedule",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-schedule", "Mon-Fri 8-19 Europe/Berlin"],
-    undefined,
-    /warm-pool-schedule: window "Mon-Fri 8-19 Europe\/Berlin": times "8-19" are not HH:MM-HH:MM/,
-  ],
-  [
-    "unknown time zone",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-schedule", "daily 08:00-19:00 Berlin"],
-    undefined,
-    /warm-pool-schedule: .*unknown time zone "Berlin"/,
-  ],
-  [
-    "schedule without a warm pool",
-    [...BASE_ARGS, "--warm-pool-schedule", "daily 08:00-19:00"],
-    undefined,
-    /warm-pool-schedule: given without --warm-pool/,
-  ],
-  [
-    "usage class",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-usage-class", "reserved"],
-    undefined,
-    /warm-pool-usage-class: expected spot or on-demand, got "reserved"/,
-  ],
-  [
-    "hold too short",
-    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-hold-min", "1"],
-    undefined,
-    /warm-pool-hold-min: expected a whole number 2-1440, got "1"/,
-  ],
-];
-
-Deno.test("warm pool refuses invalid inputs with a message and sends no request", (t) =>
-  checkRefused(t, INVALID));

@@ -42,6 +42,12 @@ export interface ClassifyInput {
   now: number;
   /** The grace period: young orphans, young records of unlisted instances, young strays. */
   graceMs: number;
+  /**
+   * Instances EC2 reports terminated (lib/reaper/ended.ts), among those heartbeats and worker
+   * signals without a record name: their items are strays at once, whatever their age (a
+   * terminated instance's last heartbeat can land after the reaper deleted its items).
+   */
+  ended?: ReadonlySet<string>;
 }
 
 /** What the reaper will do, by instance id; see {@link classify}. */
@@ -60,10 +66,31 @@ export interface Plan {
   foreign: string[];
   /** Records with an unknown state or a threshold that is not a timestamp: reported only. */
   invalid: string[];
-  /** Heartbeats and worker signals with no record, older than the grace: delete. */
+  /** Heartbeats and worker signals with no record, older than the grace or of an instance EC2 reports terminated: delete. */
   strays: ArtifactKey[];
   reasons: Map<string, string>;
   warnings: string[];
+}
+
+/**
+ * The instances whose heartbeat or worker signal has no record and is younger than the grace,
+ * and that the pool listing does not hold alive: only EC2's word (lib/reaper/ended.ts) can tell
+ * whether their items are strays now or a just-launched instance's (older ones are strays
+ * anyway). None in a steady pool, so no look-up.
+ */
+export function unrecordedYoung(
+  input: Pick<ClassifyInput, "records" | "artifacts" | "pool" | "now" | "graceMs">,
+): string[] {
+  const recorded = new Set(input.records.map((r) => r.id));
+  const grace = input.now - input.graceMs;
+  const ids = input.artifacts.filter((key) => {
+    if (recorded.has(key.id) || input.pool.alive.has(key.id) || input.pool.foreign.has(key.id)) {
+      return false;
+    }
+    const updated = parseTimestamp(key.updatedAt);
+    return updated === undefined || updated >= grace;
+  }).map((key) => key.id);
+  return [...new Set(ids)];
 }
 
 /**
@@ -151,8 +178,11 @@ export function classify(input: ClassifyInput): Plan {
     }
   }
   for (const key of artifacts) {
+    if (recorded.has(key.id)) continue;
     const updated = parseTimestamp(key.updatedAt);
-    if (!recorded.has(key.id) && updated !== undefined && updated < grace) plan.strays.push(key);
+    if (input.ended?.has(key.id) || (updated !== undefined && updated < grace)) {
+      plan.strays.push(key);
+    }
   }
   return plan;
 }

@@ -13,6 +13,8 @@ export type RunnerScope = { repo: { owner: string; name: string } } | { org: str
 
 /** The desired state the reaper reads: a structural part of lib/config.ts's `DesiredState`. */
 export interface ReaperDesired {
+  /** The pool's region (with the table, it names the pool's runner label). */
+  region: string;
   table: string;
   reaper: DesiredReaper;
   launchTemplate: { name: string };

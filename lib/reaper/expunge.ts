@@ -1,9 +1,9 @@
 /**
  * Phase 5 of the reaper: per instance known to be gone, its heartbeat and worker signal first,
- * its record last ({@link expunge}), so no crash or failed batch leaves an artifact no run looks
- * for; and the sweep of heartbeats and worker signals that have no record. A stream
- * ({@link Expunger}): the pipeline hands it instances as they are known gone, and each request
- * starts as soon as it holds 25 items, at the pace of lib/reaper/pace.ts. Writes: BatchWriteItem
+ * its record last, so no crash or failed batch leaves an artifact no run looks for; and the sweep
+ * of heartbeats and worker signals that have no record. A stream ({@link Expunger}): the pipeline
+ * hands it instances as they are known gone, and each request starts as soon as it holds 25
+ * items, at the pace of lib/reaper/pace.ts. Writes: BatchWriteItem
  * deletions on the table, 25 per request.
  *
  * @module
@@ -30,25 +30,6 @@ export interface Expunged {
   errors: string[];
 }
 
-/**
- * Deletes, for each id, its heartbeat and worker signal, then, once both are gone, its record:
- * the record is what makes a run look for an instance's artifacts, so it goes last, and a crash
- * or a failed batch leaves a record the next run expunges again. `strays` (artifacts without a
- * record) are deleted with the artifacts.
- */
-export async function expunge(
-  ddb: DynamoDBDocumentClient,
-  table: string,
-  ids: string[],
-  strays: ArtifactKey[],
-  options: DeleteOptions,
-): Promise<Expunged> {
-  const expunger = new Expunger(ddb, table, options);
-  expunger.add(ids);
-  expunger.addStrays(strays);
-  return await expunger.close();
-}
-
 export interface DeleteOptions {
   concurrency: number;
   sleep: (ms: number) => Promise<void>;
@@ -68,11 +49,13 @@ interface Key {
 const name = ({ entity, id }: Key) => `${entity} ${id}`;
 
 /**
- * {@link expunge} as a stream: {@link add} instances as they are known gone (their heartbeats and
- * worker signals are queued at once, each record once both are deleted), {@link addStrays},
- * then {@link close} for the result. Requests of 25 items start as soon as they are full, at most
- * `concurrency` of each kind in flight; a request makes exactly as many calls as deleting
- * everything at the end would.
+ * Deletes, for each instance known gone, its heartbeat and worker signal, then, once both are
+ * gone, its record: the record is what makes a run look for an instance's artifacts, so it goes
+ * last, and a crash or a failed request leaves a record the next run expunges again. A stream:
+ * {@link add} instances as they are known gone, {@link addStrays} (artifacts without a record,
+ * deleted with the artifacts), then {@link close} for the result. Requests of 25 items start as
+ * soon as they are full, at most `concurrency` of each kind in flight, and hold what deleting
+ * everything at the end would put in them: no more calls.
  */
 export class Expunger {
   readonly #ids: string[] = [];

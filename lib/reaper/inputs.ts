@@ -7,6 +7,14 @@
 import { checkIds, type InputSpec, type Reader } from "../inputs.ts";
 import { parseMaxPerRun, type RolloutInputs } from "../rollout.ts";
 
+/**
+ * The least `--orphan-grace-min`: the grace guards against EC2's eventual consistency (a
+ * just-launched instance can be missing from DescribeInstances for seconds to minutes; AWS advises
+ * retrying for up to a few minutes), so a shorter one would let a listing delay make live
+ * instances look gone.
+ */
+export const MIN_CONSISTENCY_GRACE_MIN = 5;
+
 /** `--rollout-max-per-run`'s default: a quarter of a class's serving idle instances per run. */
 const ROLLOUT_DEFAULT = "25%";
 
@@ -18,7 +26,7 @@ export const INPUTS: InputSpec[] = [
     kind: "int",
     default: "15",
     help:
-      "minutes a pool instance without a record, a record of an unlisted instance, or a heartbeat or worker signal without a record may exist before it is reaped",
+      `minutes a pool instance without a record, a record of an unlisted instance, or a heartbeat or worker signal without a record may exist before it is reaped; at least ${MIN_CONSISTENCY_GRACE_MIN}, as EC2 may list a just-launched instance only minutes later`,
   },
   {
     name: "reap-concurrency",
@@ -105,7 +113,7 @@ const LAUNCH_TEMPLATE_ID = /^lt-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
 export function parseReaper(r: Reader): DesiredReaper {
   const legacy = r.list("legacy-launch-template-ids") ?? [];
   return {
-    orphanGraceMin: r.int("orphan-grace-min", 1)!,
+    orphanGraceMin: r.int("orphan-grace-min", MIN_CONSISTENCY_GRACE_MIN)!,
     concurrency: r.int("reap-concurrency", 1, 256)!,
     writeRate: r.int("reap-write-rate", 1, 1000)!,
     terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,

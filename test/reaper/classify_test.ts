@@ -1,11 +1,13 @@
 /**
  * The reaper's classification (lib/reaper/classify.ts): orphans and their grace, records of
- * vanished instances, instances outside the pool, thresholds that are not timestamps.
+ * vanished instances, instances outside the pool, thresholds that are not timestamps, strays.
  */
 import assert from "node:assert/strict";
 import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { UpdateCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { reapInstances } from "../../lib/reaper.ts";
+import { classify, unrecordedYoung } from "../../lib/reaper/classify.ts";
+import type { ArtifactKey, Pool } from "../../lib/reaper/reads.ts";
 import { startFakeGithub } from "../support/github.ts";
 import { TEST_PAT } from "../support/aws.ts";
 import {
@@ -172,4 +174,56 @@ Deno.test("reaper never expires a record whose threshold is not a strict UTC tim
   }
   const states = await ec2States(ctx.clients.ec2, ids);
   for (const id of ids.slice(0, odd.length)) assert.equal(states[id], "running", id);
+});
+
+/** A pool with `alive` instances, for the pure functions. */
+function poolOf(alive: string[] = []): Pool {
+  return {
+    templateIds: new Set(),
+    templatesByName: new Map(),
+    alive: new Map(alive.map((id) => [id, { id, proof: "tag" as const }])),
+    foreign: new Map(),
+  };
+}
+
+Deno.test("classify makes young items without a record strays only when EC2 reports their instance terminated", () => {
+  const now = Date.parse("2026-01-15T12:00:00Z");
+  const heartbeat = (id: string, updatedAt: string): ArtifactKey => ({
+    entity: "HEARTBEAT",
+    id,
+    updatedAt,
+  });
+  const artifacts = [
+    heartbeat("i-0aaaaaaaaaaaaaaaa", "2026-01-15T11:59:59Z"), // young, terminated
+    heartbeat("i-0bbbbbbbbbbbbbbbb", "2026-01-15T11:59:59Z"), // young, not reported terminated
+    heartbeat("i-0cccccccccccccccc", "2026-01-15T11:00:00Z"), // old: a stray anyway
+    heartbeat("i-0dddddddddddddddd", "2026-01-15T11:59:59Z"), // young, alive in the pool
+  ];
+  const input = {
+    records: [],
+    artifacts,
+    pool: poolOf(["i-0dddddddddddddddd"]),
+    now,
+    graceMs: 15 * MIN,
+  };
+  // Only the young ones the pool does not hold alive need EC2's word.
+  assert.deepEqual(unrecordedYoung(input), ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"]);
+  const plan = classify({ ...input, ended: new Set(["i-0aaaaaaaaaaaaaaaa"]) });
+  assert.deepEqual(plan.strays.map((k) => k.id), ["i-0aaaaaaaaaaaaaaaa", "i-0cccccccccccccccc"]);
+  assert.deepEqual(classify(input).strays.map((k) => k.id), ["i-0cccccccccccccccc"]);
+});
+
+Deno.test("unrecordedYoung asks nothing about items that have a record", () => {
+  const now = Date.parse("2026-01-15T12:00:00Z");
+  const id = "i-0aaaaaaaaaaaaaaaa";
+  assert.deepEqual(
+    unrecordedYoung({
+      records: [{ id, state: "idle" }],
+      artifacts: [{ entity: "WS", id, updatedAt: "2026-01-15T11:59:59Z" }],
+      pool: poolOf(),
+      now,
+      graceMs: 15 * MIN,
+    }),
+    [],
+  );
 });

@@ -1,8 +1,10 @@
 /**
  * The reaper's deletions (lib/reaper/expunge.ts): backoff on unprocessed items, artifacts before
- * records, failed requests, stray artifacts.
+ * records, failed requests, stray artifacts (old ones, and at once those of instances EC2 reports
+ * terminated: lib/reaper/ended.ts).
  */
 import assert from "node:assert/strict";
+import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item } from "../../lib/contract.ts";
 import { reapInstances } from "../../lib/reaper.ts";
@@ -144,4 +146,55 @@ Deno.test("reaper sweeps heartbeats and worker signals without a record once old
   ctx.counter.reset();
   await reapInstances(ctx);
   assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("reaper deletes a reaped instance's late heartbeat on the next run, without waiting for the grace; the run after makes no write", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--orphan-grace-min", "15"]);
+  const [id] = await launch(ctx, 1);
+  await seed(ctx, id, "idle", -1);
+  const reaped = await reapInstances(ctx);
+  assert.equal(counts(reaped.found).terminated, 1);
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), []);
+  // The instance's last heartbeat lands a second after the reaper deleted its items.
+  await ctx.clients.ddb.send(
+    new PutCommand({
+      TableName: TABLE,
+      Item: item("HEARTBEAT", id, new Date(ctx.now().getTime() + 1000), { value: "PING" }),
+    }),
+  );
+  ctx.setNow(new Date(ctx.now().getTime() + 60_000)); // the next run, a minute later
+
+  const next = await reapInstances(ctx);
+
+  assert.equal(counts(next.found).strays, 1);
+  assert.deepEqual(next.changes.map((c) => `${c.action} ${c.target}`), [`delete heartbeat ${id}`]);
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), []);
+  ctx.counter.reset();
+  await reapInstances(ctx);
+  assert.equal(ctx.counter.writes(), 0);
+});
+
+Deno.test("reaper deletes a young heartbeat without a record when EC2 reports its instance terminated, not when EC2 does not know it", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--orphan-grace-min", "15"]);
+  // An id EC2 does not know: missing from a listing is no proof of death (it may be too young).
+  const unknown = "i-0bbbbbbbbbbbbbbbb";
+  const [terminated] = await launch(ctx, 1, false);
+  await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [terminated] }));
+  for (const id of [unknown, terminated]) {
+    await ctx.clients.ddb.send(
+      new PutCommand({
+        TableName: TABLE,
+        Item: item("HEARTBEAT", id, ctx.now(), { value: "PING" }),
+      }),
+    );
+  }
+
+  const outcome = await reapInstances(ctx);
+
+  assert.deepEqual(outcome.changes.map((c) => `${c.action} ${c.target}`), [
+    `delete heartbeat ${terminated}`,
+  ]);
+  assert.deepEqual(await stored(ctx, "HEARTBEAT"), [unknown]);
 });

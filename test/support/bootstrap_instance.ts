@@ -34,6 +34,7 @@ import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { MOTO_URL } from "./moto.ts";
 import {
+  allowTraversal,
   type FakeRunnerPackage,
   type GithubSide,
   readGithubSide,
@@ -73,8 +74,14 @@ export interface BootOptions {
   timings?: BootstrapSpec["timings"];
   /** AWS endpoint the script uses (default moto; e.g. a fault proxy in front of it). */
   awsEndpoint?: string;
+  /** Runs the user data (default {@link runUserData}, on this machine; e.g. in a stock rootfs). */
+  runUserData?: (options: UserDataOptions) => Promise<UserDataRun>;
   /** Whether the (stand-in) system has libicu at boot (default "present"). */
   libicu?: "present" | "missing";
+  /** Run as under systemd, with a stand-in `systemctl` (default: the no-systemd fallback). */
+  systemd?: boolean;
+  /** The os-release the fake bin/installdependencies.sh reads (default the machine's). */
+  osRelease?: string;
   jobUser?: BootstrapSpec["jobUser"];
   jobSudo?: BootstrapSpec["jobSudo"];
   jobMetadata?: BootstrapSpec["jobMetadata"];
@@ -82,6 +89,8 @@ export interface BootOptions {
 
 export interface BootstrapInstance extends AsyncDisposable {
   instanceId: string;
+  /** The user the runner and its jobs run as. */
+  runnerUser: string;
   table: string;
   token: string;
   script: string;
@@ -104,6 +113,10 @@ export interface BootstrapInstance extends AsyncDisposable {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /** The stand-in systemctl's calls, one line of arguments each. */
+  systemctl(): Promise<string[]>;
+  /** CPU seconds used so far by the instance's processes (see {@link UserDataRun.cpuSeconds}). */
+  cpuSeconds(): Promise<number>;
 }
 
 export async function bootInstance(options: BootOptions): Promise<BootstrapInstance> {
@@ -163,12 +176,14 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   if (options.runnerGroup !== undefined) spec.runnerGroup = options.runnerGroup;
   if (options.preRunnerScript !== undefined) spec.preRunnerScript = options.preRunnerScript;
   const script = bootstrapScript(spec);
-  const run = await runUserData({
+  const run = await (options.runUserData ?? runUserData)({
     dir,
     script,
     imdsUrl: imds.url,
     awsEndpoint: options.awsEndpoint ?? MOTO_URL,
     libicu: options.libicu,
+    systemd: options.systemd,
+    osRelease: options.osRelease,
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -181,6 +196,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   };
   return {
     instanceId,
+    runnerUser: TEST_RUNNER_USER,
     table,
     token,
     script,
@@ -199,12 +215,22 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     exited,
     kill,
     installed: run.installed,
+    cpuSeconds: run.cpuSeconds,
+    systemctl: run.systemctl,
     [Symbol.asyncDispose]: dispose,
   };
 }
 
+/** What a user data run is given (`dir`: the harness directory, the fake GitHub side in it). */
+export type UserDataOptions = Parameters<typeof runUserData>[0];
+
 /** A user data script running under the harness (see {@link runUserData}). */
-/** The runner user the harness' bootstrap runs jobs as (created on this machine when missing). */
+/**
+ * The runner user harness instances run jobs as, created on this machine by the bootstrap when
+ * missing and kept (the tests run as root). Instances running side by side share it: the
+ * bootstrap's kill of its runner user's processes reaches, in tests, only those carrying its own
+ * REFRESH_TEST_MARKER.
+ */
 export const TEST_RUNNER_USER = "refresh-test-runner";
 
 export interface UserDataRun {
@@ -218,6 +244,14 @@ export interface UserDataRun {
   kill(): Promise<void>;
   /** Packages the stand-in apt-get/dnf "installed", one command line each. */
   installed(): Promise<string[]>;
+  /** The stand-in systemctl's calls, one line of arguments each. */
+  systemctl(): Promise<string[]>;
+  /**
+   * CPU seconds (user + system) used so far by the script's live processes and every child
+   * they reaped (utime, stime, cutime and cstime of /proc/<pid>/stat): the difference between
+   * two calls is what the instance's process tree used in between.
+   */
+  cpuSeconds(): Promise<number>;
 }
 
 /**
@@ -233,10 +267,13 @@ export async function runUserData(options: {
   imdsUrl: string;
   awsEndpoint: string;
   libicu?: "present" | "missing";
+  systemd?: boolean;
+  osRelease?: string;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
   await Deno.chmod(dir, 0o755);
+  await allowTraversal(dir);
   const shims = await writeShims(join(dir, "shims"), options.libicu ?? "present");
   const scriptPath = join(dir, "user-data.sh");
   await Deno.writeTextFile(scriptPath, options.script);
@@ -250,11 +287,17 @@ export async function runUserData(options: {
     REFRESH_IMDS_ENDPOINT: options.imdsUrl,
     REFRESH_BOOTSTRAP_DIR: join(dir, "boot"),
     REFRESH_LOG_FILE: logFile,
-    REFRESH_SYSTEMD: "off",
+    // No systemd in the harness, or a stand-in systemctl that starts the unit's ExecStart.
+    REFRESH_SYSTEMD: options.systemd ? "on" : "off",
+    REFRESH_SYSTEMD_UNIT_DIR: join(dir, "systemd"),
     REFRESH_RUNNER_USER: TEST_RUNNER_USER,
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
     REFRESH_TEST_MARKER: marker,
   };
+  if (options.osRelease !== undefined) {
+    env.REFRESH_TEST_OS_RELEASE = join(dir, "os-release");
+    await Deno.writeTextFile(env.REFRESH_TEST_OS_RELEASE, options.osRelease);
+  }
   const startedAt = Date.now();
   // setsid: the script leads a process group of its own, as user data does under cloud-init.
   const child = new Deno.Command("setsid", {
@@ -288,6 +331,10 @@ export async function runUserData(options: {
     exited,
     log: async () => await Deno.readTextFile(logFile).catch(() => ""),
     kill,
+    cpuSeconds: () => cpuSeconds(marker),
+    systemctl: async () =>
+      (await Deno.readTextFile(join(shims, "systemctl.log")).catch(() => "")).split("\n")
+        .filter((line) => line !== ""),
     installed: async () =>
       (await Deno.readTextFile(join(shims, "installed")).catch(() => "")).split("\n")
         .filter((line) => line !== ""),
@@ -317,6 +364,21 @@ if [[ " $* " == *" libicu"* ]]; then touch '${shims}/libicu'; fi
   await Deno.writeTextFile(join(shims, "ldconfig"), ldconfig, { mode: 0o755 });
   await Deno.writeTextFile(join(shims, "apt-get"), installer("apt-get"), { mode: 0o755 });
   await Deno.writeTextFile(join(shims, "dnf"), installer("dnf"), { mode: 0o755 });
+  // systemctl: records its arguments; `start --no-block <unit>` runs the unit's ExecStart with
+  // only its EnvironmentFile's variables, in a session of its own, as systemd would.
+  const systemctl = `#!/bin/bash
+# Stand-in systemctl (test/support/bootstrap_instance.ts).
+echo "$*" >>'${shims}/systemctl.log'
+if [[ $1 == start ]]; then
+  unit="$REFRESH_SYSTEMD_UNIT_DIR/\${@: -1}"
+  env_file=$(sed -n 's/^EnvironmentFile=//p' "$unit")
+  exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
+  mapfile -t environment <"$env_file"
+  # ExecStart is split into words, as systemd does.
+  env -i "\${environment[@]}" setsid $exec_start </dev/null >/dev/null 2>&1 &
+fi
+`;
+  await Deno.writeTextFile(join(shims, "systemctl"), systemctl, { mode: 0o755 });
   return shims;
 }
 
@@ -343,6 +405,30 @@ export async function removeMetadataBlocks(port: string): Promise<string[]> {
     if (success) removed.push(line);
   }
   return removed;
+}
+
+async function cpuSeconds(marker: string): Promise<number> {
+  const pids = await markedPids(marker);
+  const { stdout } = await new Deno.Command("bash", {
+    args: [
+      "-c",
+      'for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null; done; getconf CLK_TCK',
+      "-",
+      ...pids.map(String),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  const lines = new TextDecoder().decode(stdout).trim().split("\n");
+  const ticksPerSecond = Number(lines.pop());
+  let ticks = 0;
+  for (const line of lines) {
+    // Fields after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
+    // cmajflt utime stime cutime cstime …
+    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
+    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
+  }
+  return ticks / ticksPerSecond;
 }
 
 /**

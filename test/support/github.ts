@@ -24,6 +24,8 @@ export interface FakeRunner {
   name: string;
   status: "online" | "offline";
   busy: boolean;
+  /** Its labels, as GitHub lists them (`type` "read-only" for default labels, else "custom"). */
+  labels?: { id?: number; name: string; type?: "read-only" | "custom" }[];
 }
 
 export interface QueuedResponse {

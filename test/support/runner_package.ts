@@ -30,7 +30,7 @@
  *   connecting. The job runs `github/job-step` (if it
  *   exists) first, recording its output in `github/job-step-N.out` and status in `.status`.
  */
-import { join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 
 export interface FakeRunnerPackage extends AsyncDisposable {
   /** Download URL template for BootstrapSpec.runner.downloadUrl ({version} and {arch}). */
@@ -74,6 +74,7 @@ export async function startFakeRunnerPackage(options: {
   for (const path of [githubDir, join(githubDir, "runners"), join(githubDir, "calls")]) {
     await Deno.chmod(path, 0o777);
   }
+  await allowTraversal(githubDir);
   const prelude = [
     "#!/bin/bash",
     "set -u",
@@ -120,6 +121,19 @@ export async function startFakeRunnerPackage(options: {
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/**
+ * Lets other users (the bootstrap's runner user) pass through the temporary directories above
+ * `path` (adds o+x to each ancestor inside the system's temporary directory, such as the 0700
+ * directories Deno.makeTempDir makes); nothing outside it is touched.
+ */
+export async function allowTraversal(path: string): Promise<void> {
+  const tmp = resolve(Deno.env.get("TMPDIR") ?? "/tmp");
+  for (let dir = dirname(resolve(path)); dir.startsWith(`${tmp}/`); dir = dirname(dir)) {
+    const { mode } = await Deno.stat(dir);
+    if (mode !== null && (mode & 0o001) === 0) await Deno.chmod(dir, (mode & 0o7777) | 0o001);
+  }
 }
 
 /** Reads what the fake runner scripts recorded in `githubDir`. */
@@ -267,11 +281,24 @@ const INSTALLDEPENDENCIES_SH =
   `# Fake bin/installdependencies.sh: see test/support/runner_package.ts.
 if [[ $(id -u) -ne 0 ]]; then echo "Need to run with sudo privilege"; exit 1; fi
 echo "installdependencies" >>"$GITHUB_DIR/events"
-if [[ ! -e /etc/os-release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
+# The harness may name another os-release (REFRESH_TEST_OS_RELEASE), to act out another system.
+os_release=\${REFRESH_TEST_OS_RELEASE:-/etc/os-release}
+if [[ ! -e $os_release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
 # Like the real one, by ID only: Amazon Linux 2023 (ID=amzn, ID_LIKE=fedora) is not known.
-id=$(. /etc/os-release && echo "$ID")
+id=$(. "$os_release" && echo "$ID")
 case $id in
-  debian | ubuntu) apt-get install -y liblttng-ust1 libkrb5-3 zlib1g libssl3 libicu72 ;;
+  debian | ubuntu)
+    # As the real one: the package lists, libkrb5-3 and zlib1g, then of each list of alternatives
+    # the first the archive has (its libssl1.x attempts left out: no current image has them, and
+    # the real one goes on without them).
+    apt-get update && apt-get install -y libkrb5-3 zlib1g || exit 1
+    for candidates in "liblttng-ust1 liblttng-ust0" "libicu76 libicu75 libicu74 libicu73 libicu72 \\
+      libicu71 libicu70 libicu69 libicu68 libicu67 libicu66 libicu65 libicu63 libicu60 libicu57 \\
+      libicu55 libicu52"; do
+      for package in $candidates; do apt-get install -y "$package" && continue 2; done
+      exit 1
+    done
+    ;;
   fedora | rhel | centos) dnf install -y lttng-ust openssl-libs krb5-libs zlib libicu ;;
   *) echo "Can't detect current OS type based on /etc/os-release."; exit 1 ;;
 esac

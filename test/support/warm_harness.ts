@@ -68,6 +68,8 @@ export interface WarmHarness extends AsyncDisposable {
 export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
   const network = await resetMoto();
   const dir = await Deno.makeTempDir({ prefix: "refresh-warm-" });
+  // Each instance's directory lies under it: the runner user must pass through.
+  await Deno.chmod(dir, 0o755);
   const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
   const sqs = new SQSClient({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
   const ddbClient = new DynamoDBClient({

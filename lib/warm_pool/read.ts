@@ -1,0 +1,213 @@
+/**
+ * Phase 1 of the warm pool: reads what provision reads (`resource_class_config`, `subnet_ids`),
+ * every instance record, heartbeat and worker signal, the pool's launch template and its live
+ * instances. Writes nothing.
+ *
+ * @module
+ */
+import {
+  DescribeInstancesCommand,
+  DescribeLaunchTemplatesCommand,
+  type EC2Client,
+  type Instance,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { type Entity, idOf, METADATA, OWNER_TAG, pk, timestamp } from "../contract.ts";
+import { readMetadata } from "../metadata.ts";
+import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
+import type { WarmContext } from "./context.ts";
+
+/** An instance record, as read: nothing but the id is trusted to have the contract's types. */
+export interface WarmRecord {
+  id: string;
+  state: unknown;
+  threshold: unknown;
+  runId: unknown;
+  resourceClass: unknown;
+  instanceType: unknown;
+  usageClass: unknown;
+  updatedAt: unknown;
+  advertisedThreshold: unknown;
+}
+
+/** What the warm pool reads. */
+export interface WarmState {
+  /** `resource_class_config` as provision reads it: cpu, mmem and queue URL per class. */
+  classConfig: Record<string, { cpu?: unknown; mmem?: unknown; queueUrl?: unknown }>;
+  subnetIds: string[];
+  records: WarmRecord[];
+  /** Heartbeat `updatedAt` by instance id. */
+  heartbeats: Map<string, unknown>;
+  /** Worker signal `value.state` by instance id. */
+  signals: Map<string, unknown>;
+  /** The pool's launch template (tagged for this table) and its default version; null: none. */
+  template: TemplateDefault | null;
+  /** Live instances tagged for this table: launch time and tags. */
+  instances: Map<string, { launchTime?: string; imageId?: string; tags: Record<string, string> }>;
+}
+
+/** Phase 1: see the module documentation. */
+export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
+  const { ddb, ec2 } = ctx.clients;
+  const { table } = ctx.desired;
+  // Under --dry-run on a new account the table may not exist yet: then nothing is in it.
+  const table$ = <T>(read: Promise<T>, empty: T) =>
+    read.catch((error) => {
+      if (ctx.dryRun && error instanceof ResourceNotFoundException) return empty;
+      throw error;
+    });
+  const records: WarmRecord[] = [];
+  const heartbeats = new Map<string, unknown>();
+  const signals = new Map<string, unknown>();
+  // Side by side: the table's reads, and EC2's (the instances once the template is known).
+  const [config, subnets, template] = await Promise.all([
+    table$(readMetadata(ddb, table, METADATA.resourceClassConfig), undefined),
+    table$(readMetadata(ddb, table, METADATA.subnetIds), undefined),
+    readTemplate(ec2, table, ctx.desired.launchTemplate.name),
+    table$(
+      queryAll(ddb, table, "INSTANCE", (i) =>
+        records.push({
+          id: idOf(String(i.SK)),
+          state: i.state,
+          threshold: i.threshold,
+          runId: i.runId,
+          resourceClass: i.resourceClass,
+          instanceType: i.instanceType,
+          usageClass: i.usageClass,
+          updatedAt: i.updatedAt,
+          advertisedThreshold: i.advertisedThreshold,
+        })),
+      undefined,
+    ),
+    table$(
+      queryAll(ddb, table, "HEARTBEAT", (i) => heartbeats.set(idOf(String(i.SK)), i.updatedAt)),
+      undefined,
+    ),
+    table$(
+      queryAll(ddb, table, "WS", (i) => {
+        const value = i.value as Record<string, unknown> | undefined;
+        signals.set(idOf(String(i.SK)), typeof value === "object" ? value?.state : undefined);
+      }),
+      undefined,
+    ),
+  ]);
+  return {
+    classConfig: typeof config === "object" && config !== null
+      ? config as WarmState["classConfig"]
+      : {},
+    subnetIds: Array.isArray(subnets) ? subnets.filter((s) => typeof s === "string") : [],
+    records,
+    heartbeats,
+    signals,
+    template,
+    instances: await readInstances(ec2, table, template),
+  };
+}
+
+async function queryAll(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  entity: Entity,
+  onItem: (item: Record<string, unknown>) => void,
+): Promise<void> {
+  let start: Record<string, unknown> | undefined;
+  do {
+    const out = await ddb.send(
+      new QueryCommand({
+        TableName: table,
+        KeyConditionExpression: "PK = :pk",
+        ExpressionAttributeValues: { ":pk": pk(entity) },
+        ConsistentRead: true,
+        ExclusiveStartKey: start,
+      }),
+    );
+    for (const i of out.Items ?? []) onItem(i);
+    start = out.LastEvaluatedKey;
+  } while (start);
+}
+
+/** The template named `name` carrying this table's ownership tag, with its default version. */
+async function readTemplate(
+  ec2: EC2Client,
+  table: string,
+  name: string,
+): Promise<TemplateDefault | null> {
+  const out = await ec2.send(
+    new DescribeLaunchTemplatesCommand({
+      Filters: [
+        { Name: `tag:${OWNER_TAG}`, Values: [table] },
+        { Name: "launch-template-name", Values: [name] },
+      ],
+    }),
+  );
+  const t = out.LaunchTemplates?.[0];
+  if (!t?.LaunchTemplateId || !t.DefaultVersionNumber) return null;
+  // The AMI is not needed: instances launched from a template carry EC2's version tags.
+  return { id: t.LaunchTemplateId, version: t.DefaultVersionNumber, ami: "" };
+}
+
+/**
+ * Live instances proven the pool's as the reaper proves them: the ownership tag naming this
+ * table, or EC2's own template tag naming the pool's template (provision's own instance tags can
+ * replace the template's, ownership tag included).
+ */
+async function readInstances(
+  ec2: EC2Client,
+  table: string,
+  template: TemplateDefault | null,
+): Promise<WarmState["instances"]> {
+  const instances: WarmState["instances"] = new Map();
+  const proofs = [{ Name: `tag:${OWNER_TAG}`, Values: [table] }];
+  if (template) proofs.push({ Name: `tag:${TEMPLATE_ID_TAG}`, Values: [template.id] });
+  await Promise.all(proofs.map(async (proof) => {
+    let token: string | undefined;
+    do {
+      const out = await ec2.send(
+        new DescribeInstancesCommand({
+          Filters: [proof, { Name: "instance-state-name", Values: ["pending", "running"] }],
+          MaxResults: 1000,
+          NextToken: token,
+        }),
+      );
+      for (const r of out.Reservations ?? []) {
+        for (const i of r.Instances ?? []) {
+          const owner = i.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
+          // Tagged for another pool: that pool's, whatever template it came from.
+          if (owner === undefined || owner === table) {
+            instances.set(i.InstanceId!, describeInstance(i));
+          }
+        }
+      }
+      token = out.NextToken;
+    } while (token);
+  }));
+  return instances;
+}
+
+function describeInstance(i: Instance) {
+  return {
+    ...(i.LaunchTime ? { launchTime: timestamp(i.LaunchTime) } : {}),
+    ...(i.ImageId ? { imageId: i.ImageId } : {}),
+    tags: Object.fromEntries((i.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""])),
+  };
+}
+
+/** cpu, mmem and queue URL of a class as the table holds them (what provision compares). */
+export function classSpec(
+  ctx: WarmContext,
+  read: WarmState,
+  cls: string,
+): { cpu: number; mmem: number; queueUrl: string } | string {
+  const stored = read.classConfig[cls];
+  const { cpu, mmem, queueUrl } = stored ?? {};
+  if (typeof queueUrl !== "string" || queueUrl === "") {
+    return `the table's resource_class_config has no queue for class ${cls} (the resource-pools task writes it)`;
+  }
+  const wanted = ctx.desired.pools.classes[cls];
+  return {
+    cpu: typeof cpu === "number" ? cpu : wanted.cpu,
+    mmem: typeof mmem === "number" ? mmem : wanted.mmem,
+    queueUrl,
+  };
+}
