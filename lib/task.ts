@@ -65,14 +65,6 @@ export interface SharedDesired {
   requestTimeoutSec: number;
 }
 
-/**
- * The desired state of a task that does not declare its part: the shared inputs and any section.
- * Only for a task module not yet typed with its own part (lib/warm_pool.ts, until it declares the
- * part it reads, as every other task does; then this default becomes {@link SharedDesired}).
- */
-// deno-lint-ignore no-explicit-any
-export type AnyDesired = SharedDesired & Record<string, any>;
-
 export interface Clients {
   ec2: EC2Client;
   sqs: SQSClient;
@@ -122,7 +114,7 @@ export function describeDuration(ms: number): string {
 }
 
 /** What a task is given; `D` is the part of the desired state it reads. */
-export interface TaskContext<D = AnyDesired> {
+export interface TaskContext<D = SharedDesired> {
   desired: D;
   clients: Clients;
   /** The clock; every timestamp a task writes comes from here. */
@@ -164,7 +156,7 @@ export interface TaskResult {
   durationMs: number;
 }
 
-export type Task<D = AnyDesired> = (ctx: TaskContext<D>) => Promise<TaskOutcome>;
+export type Task<D = SharedDesired> = (ctx: TaskContext<D>) => Promise<TaskOutcome>;
 
 /**
  * The name of the error a request fails with, without being sent, when its endpoint already timed
