@@ -37,7 +37,7 @@ import { CallCounter } from "../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../lib/config.ts";
 import { item, timestamp } from "../lib/contract.ts";
 import { buildClients } from "../refresh.ts";
-import { baseArgs, TEST_PAT } from "../test/support/aws.ts";
+import { baseArgs, PINNED_RUNNER_ARGS, TEST_PAT } from "../test/support/aws.ts";
 import { startFaultProxy, type Timing } from "../test/support/fault_proxy.ts";
 import { startFakeGithub } from "../test/support/github.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "../test/support/moto.ts";
@@ -84,12 +84,7 @@ const args = () => [
   "30",
   // The bootstrap's runner version and checksums given, so no checksum look-up (fleet-actions
   // makes none); the one GitHub read left is the pin's staleness check.
-  "--runner-version",
-  "2.334.0",
-  "--runner-sha256-x64",
-  "a".repeat(64),
-  "--runner-sha256-arm64",
-  "b".repeat(64),
+  ...PINNED_RUNNER_ARGS,
   // moto's DescribeInstances over thousands of instances takes longer than the default 20 s on a
   // loaded machine (EC2's does not): the reaper task would time out on the emulator, not the code.
   "--request-timeout-sec",

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { TASKS } from "../lib/config.ts";
 import type { RunReport } from "../lib/report.ts";
 import { main } from "../refresh.ts";
-import { baseArgs, TEST_PAT } from "./support/aws.ts";
+import { baseArgs, PINNED_RUNNER_ARGS, TEST_PAT } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { sha256 } from "../lib/contract.ts";
 import { packageName } from "../lib/runner_release.ts";
@@ -139,12 +139,7 @@ Deno.test("refresh ends one call's budget after an endpoint goes silent, names i
       ...baseArgs(network),
       "--only",
       "table,launch-template,resource-pools,parameters,reaper",
-      "--runner-version",
-      "2.334.0",
-      "--runner-sha256-x64",
-      "a".repeat(64),
-      "--runner-sha256-arm64",
-      "b".repeat(64),
+      ...PINNED_RUNNER_ARGS,
       "--request-timeout-sec",
       "1",
     ],

@@ -7,7 +7,7 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import type { RunReport } from "../lib/report.ts";
 import { runTasks, type Task } from "../lib/task.ts";
 import { IMPLEMENTATIONS, main } from "../refresh.ts";
-import { baseArgs, TEST_PAT, testContext } from "./support/aws.ts";
+import { baseArgs, PINNED_RUNNER_ARGS, TEST_PAT, testContext } from "./support/aws.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
 import { runRefresh } from "./support/process.ts";
@@ -154,12 +154,7 @@ Deno.test("refresh's tasks build a pool whose template-launched instances the re
       gh.url,
       "--root-volume-size",
       "30",
-      "--runner-version",
-      "2.334.0",
-      "--runner-sha256-x64",
-      "a".repeat(64),
-      "--runner-sha256-arm64",
-      "b".repeat(64),
+      ...PINNED_RUNNER_ARGS,
     ],
     { now: new Date().toISOString() },
   );

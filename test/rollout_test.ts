@@ -14,6 +14,7 @@ import {
   BASE_ARGS,
   baseArgs,
   desiredFrom,
+  PINNED_RUNNER_ARGS,
   TEST_PAT,
   type TestContext,
   testContext,
@@ -408,12 +409,7 @@ const TEMPLATE_ARGS = [
   "20",
   "--instance-type",
   "t3.micro",
-  "--runner-version",
-  "2.334.0",
-  "--runner-sha256-x64",
-  "a".repeat(64),
-  "--runner-sha256-arm64",
-  "b".repeat(64),
+  ...PINNED_RUNNER_ARGS,
 ];
 
 /** The reaper's context on a fresh account: table, launch template version 1, fake GitHub. */

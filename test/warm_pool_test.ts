@@ -18,7 +18,14 @@ import { reconcileTable } from "../lib/table.ts";
 import type { TaskOutcome } from "../lib/task.ts";
 import { reconcileWarmPool, type WarmPoolOptions, type WarmView } from "../lib/warm_pool.ts";
 import { main } from "../refresh.ts";
-import { baseArgs, TEST_PAT, type TestContext, testContext, withDesired } from "./support/aws.ts";
+import {
+  baseArgs,
+  PINNED_RUNNER_ARGS,
+  TEST_PAT,
+  type TestContext,
+  testContext,
+  withDesired,
+} from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
@@ -31,12 +38,7 @@ const TEMPLATE_ARGS = [
   "20",
   "--instance-type",
   "t3.micro",
-  "--runner-version",
-  "2.334.0",
-  "--runner-sha256-x64",
-  "a".repeat(64),
-  "--runner-sha256-arm64",
-  "b".repeat(64),
+  ...PINNED_RUNNER_ARGS,
 ];
 
 /**

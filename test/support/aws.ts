@@ -46,6 +46,19 @@ export function baseArgs(network: Network): string[] {
 /** {@link baseArgs} on {@link EXAMPLE_NETWORK}: for tests that only parse. */
 export const BASE_ARGS: string[] = baseArgs(EXAMPLE_NETWORK);
 
+/**
+ * Pins the generated bootstrap's runner: a released version and two made-up checksums, so no task
+ * looks the checksums up in the release; the only GitHub read left is the pin's staleness check.
+ */
+export const PINNED_RUNNER_ARGS: readonly string[] = [
+  "--runner-version",
+  "2.334.0",
+  "--runner-sha256-x64",
+  "a".repeat(64),
+  "--runner-sha256-arm64",
+  "b".repeat(64),
+];
+
 /** A PAT-shaped secret used as the GitHub credential in tests. */
 export const TEST_PAT = "ghp_TestPersonalAccessToken0123456789abcd";
 
