@@ -11,8 +11,9 @@
  * run once first, so the table, launch template, queues, parameters and registration token exist);
  * then `--instances` instance records of which `--expired` are expired (idle past their
  * threshold), each a real moto instance launched from the pool's launch template, with a heartbeat
- * and a worker signal (as bench/reaper_bench.ts seeds them). refresh gets a 300 s request timeout:
- * moto's DescribeInstances over thousands of instances can take longer than the default 20 s.
+ * and a worker signal (seeded by bench/support/seed.ts, as bench/reaper_bench.ts seeds them).
+ * refresh gets a 300 s request timeout: moto's DescribeInstances over thousands of instances can
+ * take longer than the default 20 s.
  *
  * Every program under test talks to AWS through a fault proxy (test/support/fault_proxy.ts) in
  * front of moto: without latency, and with DynamoDB and SQS 40 ms and EC2 150 ms added to each
@@ -31,17 +32,21 @@
  * @module
  */
 import { parseArgs } from "node:util";
-import { DescribeSubnetsCommand, RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { DescribeSubnetsCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { CallCounter } from "../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../lib/config.ts";
-import { item, timestamp } from "../lib/contract.ts";
 import { buildClients } from "../refresh.ts";
 import { baseArgs, PINNED_RUNNER_ARGS, TEST_PAT } from "../test/support/aws.ts";
 import { startFaultProxy, type Timing } from "../test/support/fault_proxy.ts";
 import { startFakeGithub } from "../test/support/github.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "../test/support/moto.ts";
 import { PERMISSIONS, REFRESH } from "../test/support/process.ts";
+import {
+  countInstanceRecords,
+  instanceRecords,
+  launchInstances,
+  putItems,
+} from "./support/seed.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -147,31 +152,6 @@ function runFleetActions(bundle: string, awsUrl: string): Promise<Ran> {
   });
 }
 
-async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: limit }, worker));
-}
-
-function chunks<T>(items: T[], size: number): T[][] {
-  return Array.from(
-    { length: Math.ceil(items.length / size) },
-    (_, i) => items.slice(i * size, (i + 1) * size),
-  );
-}
-
-async function putAll(items: Record<string, unknown>[]) {
-  await forEachLimit(chunks(items, 25), 8, async (batch) => {
-    let pending = batch.map((Item) => ({ PutRequest: { Item } }));
-    while (pending.length) {
-      const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
-      pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
-    }
-  });
-}
-
 /**
  * The default VPC's subnets (a /20 per zone): the test network's /24 subnets hold too few
  * addresses for thousands of instances, and instances outlive their records in moto.
@@ -185,63 +165,15 @@ async function roomySubnets(): Promise<string[]> {
 
 /** Launches `count` instances from the pool's template (its default version). */
 async function launch(count: number): Promise<string[]> {
-  const ids: string[] = [];
-  const subnets = await roomySubnets();
-  let launched = 0;
-  await forEachLimit(chunks(Array.from({ length: count }), 500), 4, async (batch) => {
-    const subnet = subnets[launched++ % subnets.length];
-    const out = await ec2.send(
-      new RunInstancesCommand({
-        LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-        SubnetId: subnet,
-        InstanceType: "t3.micro",
-        MinCount: batch.length,
-        MaxCount: batch.length,
-      }),
-    );
-    ids.push(...out.Instances!.map((i) => i.InstanceId!));
-  });
-  return ids;
-}
-
-/** Records of instances: expired idle ones, or live ones half idle, half running. */
-function records(ids: string[], live: boolean, now: Date) {
-  return ids.flatMap((id, i) => {
-    const state = !live ? "idle" : i % 2 ? "running" : "idle";
-    const threshold = timestamp(new Date(now.getTime() + (live ? 3600_000 : -3600_000)));
-    const runId = state === "running" ? `run-${i}` : "";
-    return [
-      item("INSTANCE", id, now, {
-        state,
-        threshold,
-        runId,
-        resourceClass: "large",
-        instanceType: "t3.micro",
-        usageClass: "on-demand",
-      }),
-      item("HEARTBEAT", id, now, { value: "PING" }),
-      item("WS", id, now, { value: { state, runId } }),
-    ];
-  });
-}
-
-async function countRecords(): Promise<number> {
-  let count = 0;
-  let start: Record<string, unknown> | undefined;
-  do {
-    const out = await ddb.send(
-      new QueryCommand({
-        TableName: TABLE,
-        KeyConditionExpression: "PK = :pk",
-        ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
-        Select: "COUNT",
-        ExclusiveStartKey: start,
-      }),
-    );
-    count += out.Count ?? 0;
-    start = out.LastEvaluatedKey;
-  } while (start);
-  return count;
+  return await launchInstances(
+    ec2,
+    count,
+    {
+      LaunchTemplate: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
+      InstanceType: "t3.micro",
+    },
+    await roomySubnets(),
+  );
 }
 
 /**
@@ -259,10 +191,7 @@ async function seed(): Promise<void> {
   }
   const ids = await launch(total);
   const now = new Date();
-  await putAll([
-    ...records(ids.slice(0, expired), false, now),
-    ...records(ids.slice(expired), true, now),
-  ]);
+  await putItems(ddb, TABLE, instanceRecords(ids, expired, now));
   console.error(
     `seeded ${total} instances (${expired} expired) in ${
       ((performance.now() - started) / 1000).toFixed(1)
@@ -307,7 +236,7 @@ async function measure(
     calls,
     upstreamMs,
     inFlight: inFlightPerSecond(proxy.timeline, started, ended),
-    left: await countRecords(),
+    left: await countInstanceRecords(ddb, TABLE),
   };
 }
 

@@ -34,17 +34,21 @@ import {
   CreateLaunchTemplateCommand,
   CreateLaunchTemplateVersionCommand,
   ModifyLaunchTemplateCommand,
-  RunInstancesCommand,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { CallCounter } from "../lib/calls.ts";
 import { type DesiredState, parseDesiredState } from "../lib/config.ts";
-import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
+import { item, OWNER_TAG } from "../lib/contract.ts";
 import type { ReaperCounts } from "../lib/reaper.ts";
 import type { RunReport } from "../lib/report.ts";
 import { runBudget, runTasks, type TaskContext } from "../lib/task.ts";
 import { buildClients, IMPLEMENTATIONS, main } from "../refresh.ts";
 import { AWS_ENV } from "../test/support/moto.ts";
+import {
+  countInstanceRecords,
+  instanceRecords,
+  launchInstances,
+  putItems,
+} from "./support/seed.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -149,21 +153,6 @@ function addLatency(clients: { ec2: typeof ec2; ddb: typeof ddb }) {
   }
 }
 
-async function forEachLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>) {
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) await fn(items[next++]);
-  };
-  await Promise.all(Array.from({ length: limit }, worker));
-}
-
-function chunks<T>(items: T[], size: number): T[][] {
-  return Array.from(
-    { length: Math.ceil(items.length / size) },
-    (_, i) => items.slice(i * size, (i + 1) * size),
-  );
-}
-
 /** Launch template data of a version: its AMI, and the ownership tag on instances. */
 const templateData = (ami: string) => ({
   ImageId: ami,
@@ -188,42 +177,11 @@ const template = await ec2.send(
   }),
 );
 const templateId = template.LaunchTemplate!.LaunchTemplateId!;
-const ids: string[] = [];
-await forEachLimit(chunks(Array.from({ length: total }), 500), 4, async (batch) => {
-  const out = await ec2.send(
-    new RunInstancesCommand({
-      LaunchTemplate: { LaunchTemplateId: templateId, Version: "1" },
-      MinCount: batch.length,
-      MaxCount: batch.length,
-    }),
-  );
-  ids.push(...out.Instances!.map((i) => i.InstanceId!));
+const ids = await launchInstances(ec2, total, {
+  LaunchTemplate: { LaunchTemplateId: templateId, Version: "1" },
 });
-const now = new Date();
-const items = ids.flatMap((id, i) => {
-  const state = i < expired ? "idle" : i % 2 ? "running" : "idle";
-  const threshold = timestamp(new Date(now.getTime() + (i < expired ? -3600_000 : 3600_000)));
-  const runId = state === "running" ? `run-${i}` : "";
-  return [
-    item("INSTANCE", id, now, {
-      state,
-      threshold,
-      runId,
-      resourceClass: "large",
-      instanceType: "t3.micro",
-      usageClass: "on-demand",
-    }),
-    item("HEARTBEAT", id, now, { value: "PING" }),
-    item("WS", id, now, { value: { state, runId } }),
-  ];
-});
-await forEachLimit(chunks(items, 25), 8, async (batch) => {
-  let pending = batch.map((Item) => ({ PutRequest: { Item } }));
-  while (pending.length) {
-    const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
-    pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
-  }
-});
+const items = instanceRecords(ids, expired, new Date());
+await putItems(ddb, TABLE, items);
 console.error(
   `seeded ${total} instances (${expired} expired), ${items.length} items in ${
     ((performance.now() - seedStart) / 1000).toFixed(1)
@@ -233,15 +191,7 @@ console.error(
 /** Rewrites the heartbeats of these instances with the current time, as live instances do. */
 async function beat(alive: string[]) {
   const at = new Date();
-  await forEachLimit(chunks(alive, 25), 8, async (batch) => {
-    let pending = batch.map((id) => ({
-      PutRequest: { Item: item("HEARTBEAT", id, at, { value: "PING" }) },
-    }));
-    while (pending.length) {
-      const out = await ddb.send(new BatchWriteCommand({ RequestItems: { [TABLE]: pending } }));
-      pending = (out.UnprocessedItems?.[TABLE] ?? []) as typeof pending;
-    }
-  });
+  await putItems(ddb, TABLE, alive.map((id) => item("HEARTBEAT", id, at, { value: "PING" })));
 }
 
 // Measure.
@@ -268,14 +218,7 @@ async function run(label: string) {
 
 const first = await run("first run");
 const second = await run("second run");
-const left = await ddb.send(
-  new QueryCommand({
-    TableName: TABLE,
-    KeyConditionExpression: "PK = :pk",
-    ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
-    Select: "COUNT",
-  }),
-);
+const left = await countInstanceRecords(ddb, TABLE);
 
 // Rollout: a new AMI becomes the default version.
 await ec2.send(
@@ -288,16 +231,11 @@ await ec2.send(
   new ModifyLaunchTemplateCommand({ LaunchTemplateId: templateId, DefaultVersion: "2" }),
 );
 const third = await run("third run (default moved to version 2)");
-const runningLeft = await ddb.send(
-  new QueryCommand({
-    TableName: TABLE,
-    KeyConditionExpression: "PK = :pk",
-    FilterExpression: "#s = :running",
-    ExpressionAttributeNames: { "#s": "state" },
-    ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE", ":running": "running" },
-    Select: "COUNT",
-  }),
-);
+const runningLeft = await countInstanceRecords(ddb, TABLE, {
+  FilterExpression: "#s = :running",
+  ExpressionAttributeNames: { "#s": "state" },
+  ExpressionAttributeValues: { ":running": "running" },
+});
 const live = total - expired;
 const liveIdle = liveIds.filter((_, i) => (expired + i) % 2 === 0).length;
 const liveRunning = live - liveIdle;
@@ -316,11 +254,9 @@ const thirdMinimum = drains + Math.ceil(drains / 1000) + Math.ceil((2 * drains) 
   Math.ceil(drains / 25) + thirdQueries + Math.ceil(live / 1000) + 2;
 const checks: [string, boolean][] = [
   [
-    `every expired instance reaped in one run (${first.found.terminated} of ${expired} terminated, ${
-      left.Count ?? 0
-    } records left, ${live} live)`,
+    `every expired instance reaped in one run (${first.found.terminated} of ${expired} terminated, ${left} records left, ${live} live)`,
     first.found.locked === expired && first.found.terminated === expired &&
-    first.found.expunged === expired && left.Count === live,
+    first.found.expunged === expired && left === live,
   ],
   [
     `TerminateInstances calls = ceil(${expired} / 1000) = ${Math.ceil(expired / 1000)}: ${
@@ -343,12 +279,10 @@ const checks: [string, boolean][] = [
     first.calls <= minimum * 1.1,
   ],
   [
-    `third run drains 25% of ${liveIdle} idle instances, ${drains}: ${third.found.drained} drained, ${third.found.outdatedLeft} left for later runs, ${
-      runningLeft.Count ?? 0
-    } of ${liveRunning} running records untouched`,
+    `third run drains 25% of ${liveIdle} idle instances, ${drains}: ${third.found.drained} drained, ${third.found.outdatedLeft} left for later runs, ${runningLeft} of ${liveRunning} running records untouched`,
     third.found.outdated === drains && third.found.drained === drains &&
     third.found.outdatedLeft === liveIdle - drains && third.found.unhealthy === 0 &&
-    runningLeft.Count === liveRunning,
+    runningLeft === liveRunning,
   ],
   [
     `third run's calls ${third.calls} within 10% of its minimum ${thirdMinimum} (${drains} UpdateItem + ${
