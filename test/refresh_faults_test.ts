@@ -6,32 +6,16 @@
 import assert from "node:assert/strict";
 import { TASKS } from "../lib/config.ts";
 import type { RunReport } from "../lib/report.ts";
-import { main } from "../refresh.ts";
 import { baseArgs, PINNED_RUNNER_ARGS, TEST_PAT } from "./support/aws.ts";
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { sha256 } from "../lib/contract.ts";
 import { packageName } from "../lib/runner_release.ts";
 import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
 import { startFakeGithub } from "./support/github.ts";
-import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
+import { MOTO_URL, resetMoto } from "./support/moto.ts";
+import { refreshJson } from "./support/pool.ts";
 import { runRefresh } from "./support/process.ts";
 import { awsCallBudgetMs } from "../lib/requests.ts";
-
-/** Runs the entry in-process; returns its exit code and JSON report. */
-async function runMain(args: string[], env: Record<string, string>, monotonic?: () => number) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main([...args, "--json"], { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT, ...env }, {
-    stdout: (t) => out.push(t),
-    stderr: (t) => err.push(t),
-    readTextFile: () => {
-      throw new Error("no files here");
-    },
-    ...(monotonic ? { monotonic } : {}),
-  });
-  if (code === 2) throw new Error(`invalid desired state:\n${err.join("\n")}`);
-  return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
-}
 
 Deno.test("refresh converges through 20% injected faults within a few runs, then writes nothing", async () => {
   const network = await resetMoto();
@@ -67,7 +51,7 @@ Deno.test("refresh converges through 20% injected faults within a few runs, then
   const statuses: string[][] = [];
   let converged = false;
   for (let run = 0; run < 4 && !converged; run++) {
-    const { code, report } = await runMain(args, env);
+    const { code, report } = await refreshJson(args, env);
     statuses.push(
       report.results.map((r) => `${r.task}:${r.status}${r.error ? ` (${r.error})` : ""}`),
     );
@@ -81,7 +65,7 @@ Deno.test("refresh converges through 20% injected faults within a few runs, then
   // Without faults, the state is complete: nothing to write.
   aws.rate = 0;
   github.rate = 0;
-  const { code, report } = await runMain(args, env);
+  const { code, report } = await refreshJson(args, env);
   assert.equal(code, 0, story());
   assert.deepEqual(report.results.map((r) => r.status), TASKS.map(() => "unchanged"), story());
   assert.equal(report.writeCalls, 0, story());
@@ -134,7 +118,7 @@ Deno.test("refresh ends one call's budget after an endpoint goes silent, names i
   await using silent = startFaultProxy({ target: MOTO_URL, rate: 1, faults: ["stall"] });
   const endpoint = new URL(silent.url).origin;
   const started = performance.now();
-  const { code, report, stderr } = await runMain(
+  const { code, report, stderr } = await refreshJson(
     [
       ...baseArgs(network),
       "--only",
@@ -179,7 +163,7 @@ Deno.test("refresh starts no task after its deadline, reports the rest as skippe
   // task starts at 4 min and the second at 8, both within the 10 min deadline; the third at 12.
   let t = -4 * 60_000;
   const clock = () => (t += 4 * 60_000);
-  const { code, report, stderr } = await runMain(
+  const { code, report, stderr } = await refreshJson(
     [...baseArgs(network), "--only", "table,parameters,github-token,reaper"],
     { GITHUB_API_URL: "http://127.0.0.1:9" },
     clock,

@@ -12,48 +12,37 @@
  * release would wait on this harness.
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
-import {
-  CreateFleetCommand,
-  DescribeInstancesCommand,
-  DescribeLaunchTemplateVersionsCommand,
-  EC2Client,
-} from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
-import { DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { DescribeInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
 import { poolRunnerLabel } from "../lib/contract.ts";
-import { readBounded } from "../lib/inputs.ts";
 import type { RunReport } from "../lib/report.ts";
-import { main } from "../refresh.ts";
 import { baseArgs, TEST_PAT } from "./support/aws.ts";
 import { runUserData } from "./support/bootstrap_instance.ts";
 import { ControlPlane, type Outcome } from "./support/control_plane.ts";
-import { startFakeGithub } from "./support/github.ts";
 import { startFakeImds } from "./support/imds.ts";
-import { AWS_ENV, MOTO_URL, resetMoto } from "./support/moto.ts";
-import { readGithubSide, startFakeRunnerPackage } from "./support/runner_package.ts";
+import { MOTO_URL, resetMoto } from "./support/moto.ts";
+import {
+  defaultUserData,
+  fleetInstanceIds,
+  instanceTags,
+  launchAsProvision,
+  motoClients,
+  refreshJson,
+  REGION,
+  startFakeRunnerRelease,
+  TABLE,
+} from "./support/pool.ts";
+import { readGithubSide } from "./support/runner_package.ts";
 
-const TABLE = "acme-widgets-ci-table";
-const TEMPLATE = "acme-widgets-ci-launch-template";
 const RUN_ID = "4242";
-const REGION = "us-east-1";
-const CREDENTIALS = { accessKeyId: "testing", secretAccessKey: "testing" };
 
 /** Runs refresh's entry in this process with `args`; returns its exit code and JSON report. */
 async function refresh(args: string[]): Promise<{ code: number; report: RunReport }> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main([...args, "--json"], { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT }, {
-    stdout: (text) => out.push(text),
-    stderr: (text) => err.push(text),
-    readTextFile: (path, maxBytes) => readBounded(Deno.openSync(path), maxBytes),
-  });
-  assert.equal(err.join("\n"), "", "refresh wrote to stderr");
-  return { code, report: JSON.parse(out.join("\n")) };
+  const { code, report, stderr } = await refreshJson(args);
+  assert.equal(stderr, "", "refresh wrote to stderr");
+  return { code, report };
 }
 
 /** The items of one partition of the pool's table. */
@@ -76,35 +65,13 @@ function expectOk(outcome: Outcome, what: string, log: string): void {
 Deno.test("a pool built by refresh runs a job: provision's instance registers for its run id, is released, then reaped", async () => {
   const network = await resetMoto();
   const dir = await Deno.makeTempDir({ prefix: "refresh-pool-" });
-  const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
-  const ddbClient = new DynamoDBClient({
-    endpoint: MOTO_URL,
-    region: REGION,
-    credentials: CREDENTIALS,
-  });
-  const ddb = DynamoDBDocumentClient.from(ddbClient);
+  const { ec2, ddb, destroy } = motoClients();
   let stopInstance = async () => {};
   try {
     // The runner package accepts only the registration token the fake GitHub hands out; that is
-    // known once refresh asked for it, so its SHA-256 goes in a file the package reads.
-    const githubDir = join(dir, "github");
-    const tokenSha256File = join(dir, "token.sha256");
-    await using runnerPackage = await startFakeRunnerPackage({
-      workDir: dir,
-      githubDir,
-      token: { sha256File: tokenSha256File },
-    });
-    await using gh = startFakeGithub({
-      tokens: [TEST_PAT],
-      releases: [{
-        repository: "actions/runner",
-        tag_name: `v${DEFAULT_RUNNER_VERSION}`,
-        assets: ["x64", "arm64"].map((arch) => ({
-          name: `actions-runner-linux-${arch}-${DEFAULT_RUNNER_VERSION}.tar.gz`,
-          digest: `sha256:${runnerPackage.sha256}`,
-        })),
-      }],
-    });
+    // known once refresh asked for it.
+    await using release = await startFakeRunnerRelease(dir);
+    const { github: gh, runnerPackage, githubDir } = release;
     const setupFile = join(dir, "pre-runner.sh");
     await Deno.writeTextFile(
       setupFile,
@@ -136,61 +103,27 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
       .find((i) => i.SK === "ID#gh_registration_token");
     assert.equal(gh.issued.length, 1, "refresh asked GitHub for one registration token");
     assert.equal(tokenRecord?.value?.token, gh.issued[0], "the table holds GitHub's token");
-    await Deno.writeTextFile(
-      tokenSha256File,
-      createHash("sha256").update(gh.issued[0]).digest("hex"),
-    );
+    await release.acceptIssuedToken();
 
     // 2. provision's launch: CreateFleet, instant, refresh's template at $Default, overrides,
     // and its own instance tags.
-    const fleet = await ec2.send(
-      new CreateFleetCommand({
-        Type: "instant",
-        LaunchTemplateConfigs: [{
-          LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-          Overrides: [{ InstanceType: "t3.micro", SubnetId: network.subnetIds[0] }],
-        }],
-        TargetCapacitySpecification: {
-          TotalTargetCapacity: 1,
-          DefaultTargetCapacityType: "on-demand",
-        },
-        TagSpecifications: [{
-          ResourceType: "instance",
-          Tags: [
-            { Key: "AllowSelfTermination", Value: "true" },
-            { Key: "InitialRunId", Value: RUN_ID },
-          ],
-        }],
-      }),
-    );
+    const fleet = await launchAsProvision(ec2, { runId: RUN_ID, subnetId: network.subnetIds[0] });
     assert.deepEqual(fleet.Errors ?? [], []);
-    const instanceIds = fleet.Instances!.flatMap((i) => i.InstanceIds!);
+    const instanceIds = fleetInstanceIds(fleet);
     assert.equal(instanceIds.length, 1);
     const [instanceId] = instanceIds;
 
     // 3. The user data of the template's default version, as cloud-init gets it.
-    const versions = await ec2.send(
-      new DescribeLaunchTemplateVersionsCommand({
-        LaunchTemplateName: TEMPLATE,
-        Versions: ["$Default"],
-      }),
-    );
-    const data = versions.LaunchTemplateVersions![0].LaunchTemplateData!;
+    const { version, script } = await defaultUserData(ec2);
+    const data = version.LaunchTemplateData!;
     // The issue's second cause: the instance reads InitialRunId from instance metadata.
     assert.equal(data.MetadataOptions?.InstanceMetadataTags, "enabled");
     assert.equal(data.MetadataOptions?.HttpTokens, "required");
-    const raw = Buffer.from(data.UserData!, "base64");
-    // cloud-init runs gzip-compressed user data uncompressed (lib/user_data.ts).
-    const gzipped = raw[0] === 0x1f && raw[1] === 0x8b;
-    const script = new TextDecoder().decode(gzipped ? gunzipSync(raw) : raw);
     assert.ok(script.startsWith("#!/bin/bash\n"), script.slice(0, 200));
     assert.ok(!script.includes(gh.issued[0]), "the registration token is in the user data");
     assert.ok(!script.includes(TEST_PAT), "the PAT is in the user data");
 
-    const described = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
-    const tags = Object.fromEntries(
-      described.Reservations![0].Instances![0].Tags!.map((t) => [t.Key!, t.Value!]),
-    );
+    const tags = await instanceTags(ec2, instanceId);
     assert.equal(tags.InitialRunId, RUN_ID);
     await using imds = startFakeImds({ instanceId, region: REGION, tags });
     const instance = await runUserData({
@@ -275,8 +208,7 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
     assert.equal(again.report.writeCalls, 0, JSON.stringify(again.report.calls));
   } finally {
     await stopInstance();
-    ec2.destroy();
-    ddbClient.destroy();
+    destroy();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

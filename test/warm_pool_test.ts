@@ -11,13 +11,11 @@ import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
 import { reconcileLaunchTemplate } from "../lib/launch_template.ts";
 import { reconcileParameters } from "../lib/parameters.ts";
 import { reapInstances } from "../lib/reaper.ts";
-import type { RunReport } from "../lib/report.ts";
 import { reconcileResourcePools } from "../lib/resource_pools.ts";
 import { TEMPLATE_ID_TAG, TEMPLATE_VERSION_TAG } from "../lib/rollout.ts";
 import { reconcileTable } from "../lib/table.ts";
 import type { TaskOutcome } from "../lib/task.ts";
 import { reconcileWarmPool, type WarmPoolOptions, type WarmView } from "../lib/warm_pool.ts";
-import { main } from "../refresh.ts";
 import {
   baseArgs,
   PINNED_RUNNER_ARGS,
@@ -29,6 +27,7 @@ import {
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
+import { refreshJson } from "./support/pool.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const MIN = 60_000;
@@ -509,20 +508,6 @@ Deno.test("warm pool under a new template version: the reaper drains outdated wa
   assert.deepEqual(outcome.changes.map((c) => c.action), ["launch"]);
 });
 
-/** Runs the entry in-process; returns its exit code and JSON report. */
-async function runMain(args: string[], env: Record<string, string>) {
-  const out: string[] = [];
-  const err: string[] = [];
-  const code = await main([...args, "--json"], { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT, ...env }, {
-    stdout: (t) => out.push(t),
-    stderr: (t) => err.push(t),
-    readTextFile: () => {
-      throw new Error("no files here");
-    },
-  });
-  return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
-}
-
 Deno.test("warm pool: a failing launch is reported, the other tasks still run, the next run launches", async () => {
   const network = await resetMoto();
   await using proxy = startFaultProxy({ target: AWS_ENV.AWS_ENDPOINT_URL });
@@ -553,7 +538,7 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
     "--github-api-url",
     gh.url,
   ];
-  const first = await runMain(args, { AWS_ENDPOINT_URL: proxy.url });
+  const first = await refreshJson(args, { AWS_ENDPOINT_URL: proxy.url });
   assert.equal(first.code, 1);
   const byTask = Object.fromEntries(first.report.results.map((r) => [r.task, r]));
   assert.equal(byTask["warm-pool"].status, "failed");
@@ -566,7 +551,7 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
   }
   assert.equal(byTask.reaper.status, "unchanged", byTask.reaper.error);
   // The next run (EC2 has capacity again) launches it.
-  const second = await runMain(args, { AWS_ENDPOINT_URL: proxy.url });
+  const second = await refreshJson(args, { AWS_ENDPOINT_URL: proxy.url });
   assert.equal(second.code, 0, JSON.stringify(second.report.results, null, 1));
   const warm = second.report.results.find((r) => r.task === "warm-pool")!;
   assert.equal((warm.found.warm as WarmView).classes.large.launched, 1);
@@ -586,7 +571,7 @@ Deno.test("warm pool under --dry-run on a new account plans its launch and fails
     gh.url,
     "--dry-run",
   ];
-  const planned = await runMain(args, {});
+  const planned = await refreshJson(args, {});
   assert.equal(planned.code, 0, JSON.stringify(planned.report.results, null, 1));
   assert.equal(planned.report.writeCalls, 0, JSON.stringify(planned.report.calls));
   const warm = planned.report.results.find((r) => r.task === "warm-pool")!;

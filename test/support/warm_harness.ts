@@ -5,39 +5,33 @@
  * tags while the template's default user data runs for real under bash. Used by
  * test/refresh_warm_pool_test.ts and bench/warm_pool_bench.ts.
  */
-import { Buffer } from "node:buffer";
-import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { gunzipSync } from "node:zlib";
-import {
-  CreateFleetCommand,
-  DescribeInstancesCommand,
-  DescribeLaunchTemplateVersionsCommand,
-  EC2Client,
-} from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
+import { DescribeInstancesCommand, type EC2Client } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import {
   DeleteMessageCommand,
   ReceiveMessageCommand,
-  SQSClient,
+  type SQSClient,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
-import { DynamoDBDocumentClient, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { readBounded } from "../../lib/inputs.ts";
+import { type DynamoDBDocumentClient, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import type { RunReport } from "../../lib/report.ts";
-import { DEFAULT_RUNNER_VERSION } from "../../lib/user_data.ts";
-import { main } from "../../refresh.ts";
-import { baseArgs, TEST_PAT } from "./aws.ts";
+import { baseArgs } from "./aws.ts";
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
 import { ControlPlane } from "./control_plane.ts";
-import { startFakeGithub } from "./github.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
-import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
-import { startFakeRunnerPackage } from "./runner_package.ts";
+import { MOTO_URL, resetMoto } from "./moto.ts";
+import {
+  defaultUserData,
+  fleetInstanceIds,
+  instanceTags,
+  launchAsProvision,
+  motoClients,
+  refreshJson,
+  REGION,
+  startFakeRunnerRelease,
+  TABLE,
+} from "./pool.ts";
 
-export const TABLE = "acme-widgets-ci-table";
-export const TEMPLATE = "acme-widgets-ci-launch-template";
-const REGION = "us-east-1";
-const CREDENTIALS = { accessKeyId: "testing", secretAccessKey: "testing" };
+export { TABLE, TEMPLATE } from "./pool.ts";
 
 export interface WarmHarness extends AsyncDisposable {
   dir: string;
@@ -70,32 +64,9 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
   const dir = await Deno.makeTempDir({ prefix: "refresh-warm-" });
   // Each instance's directory lies under it: the runner user must pass through.
   await Deno.chmod(dir, 0o755);
-  const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
-  const sqs = new SQSClient({ endpoint: MOTO_URL, region: REGION, credentials: CREDENTIALS });
-  const ddbClient = new DynamoDBClient({
-    endpoint: MOTO_URL,
-    region: REGION,
-    credentials: CREDENTIALS,
-  });
-  const ddb = DynamoDBDocumentClient.from(ddbClient);
-  const githubDir = join(dir, "github");
-  const tokenSha256File = join(dir, "token.sha256");
-  const runnerPackage = await startFakeRunnerPackage({
-    workDir: dir,
-    githubDir,
-    token: { sha256File: tokenSha256File },
-  });
-  const gh = startFakeGithub({
-    tokens: [TEST_PAT],
-    releases: [{
-      repository: "actions/runner",
-      tag_name: `v${DEFAULT_RUNNER_VERSION}`,
-      assets: ["x64", "arm64"].map((arch) => ({
-        name: `actions-runner-linux-${arch}-${DEFAULT_RUNNER_VERSION}.tar.gz`,
-        digest: `sha256:${runnerPackage.sha256}`,
-      })),
-    }],
-  });
+  const { ec2, sqs, ddb, destroy } = motoClients();
+  const release = await startFakeRunnerRelease(dir);
+  const { github: gh, runnerPackage, githubDir } = release;
   const poolArgs = [
     ...baseArgs(network),
     "--github-api-url",
@@ -114,48 +85,19 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
   const imdses: FakeImds[] = [];
 
   const refresh = async (extra: string[] = []) => {
-    const out: string[] = [];
-    const err: string[] = [];
-    const code = await main([...poolArgs, ...extra, "--json"], {
-      ...AWS_ENV,
-      GITHUB_TOKEN: TEST_PAT,
-    }, {
-      stdout: (text) => out.push(text),
-      stderr: (text) => err.push(text),
-      readTextFile: (path, maxBytes) => readBounded(Deno.openSync(path), maxBytes),
-    });
+    const ran = await refreshJson([...poolArgs, ...extra]);
     // The runner package accepts only the token GitHub handed out, once refresh asked for it.
-    if (gh.issued.length) {
-      await Deno.writeTextFile(
-        tokenSha256File,
-        createHash("sha256").update(gh.issued.at(-1)!).digest("hex"),
-      );
-    }
-    return { code, report: JSON.parse(out.join("\n")) as RunReport, stderr: err.join("\n") };
-  };
-
-  const tagsOf = async (id: string) => {
-    const out = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
-    return Object.fromEntries(
-      out.Reservations![0].Instances![0].Tags!.map((t) => [t.Key!, t.Value!]),
-    );
+    await release.acceptIssuedToken();
+    return ran;
   };
 
   const boot = async (id: string) => {
-    const versions = await ec2.send(
-      new DescribeLaunchTemplateVersionsCommand({
-        LaunchTemplateName: TEMPLATE,
-        Versions: ["$Default"],
-      }),
-    );
-    const raw = Buffer.from(
-      versions.LaunchTemplateVersions![0].LaunchTemplateData!.UserData!,
-      "base64",
-    );
-    // cloud-init runs gzip-compressed user data uncompressed (lib/user_data.ts).
-    const gzipped = raw[0] === 0x1f && raw[1] === 0x8b;
-    const script = new TextDecoder().decode(gzipped ? gunzipSync(raw) : raw);
-    const imds = startFakeImds({ instanceId: id, region: REGION, tags: await tagsOf(id) });
+    const { script } = await defaultUserData(ec2);
+    const imds = startFakeImds({
+      instanceId: id,
+      region: REGION,
+      tags: await instanceTags(ec2, id),
+    });
     imdses.push(imds);
     const instanceDir = join(dir, id);
     await Deno.mkdir(instanceDir, { recursive: true });
@@ -169,29 +111,10 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     return run;
   };
 
-  const provisionFleet = async (runId: string, count = 1) => {
-    const fleet = await ec2.send(
-      new CreateFleetCommand({
-        Type: "instant",
-        LaunchTemplateConfigs: [{
-          LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-          Overrides: [{ InstanceType: "t3.micro", SubnetId: network.subnetIds[0] }],
-        }],
-        TargetCapacitySpecification: {
-          TotalTargetCapacity: count,
-          DefaultTargetCapacityType: "on-demand",
-        },
-        TagSpecifications: [{
-          ResourceType: "instance",
-          Tags: [
-            { Key: "AllowSelfTermination", Value: "true" },
-            { Key: "InitialRunId", Value: runId },
-          ],
-        }],
-      }),
+  const provisionFleet = async (runId: string, count = 1) =>
+    fleetInstanceIds(
+      await launchAsProvision(ec2, { runId, subnetId: network.subnetIds[0], count }),
     );
-    return fleet.Instances!.flatMap((i) => i.InstanceIds!);
-  };
 
   const instancesTagged = async (pattern: RegExp) => {
     const out = await ec2.send(
@@ -254,11 +177,8 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     [Symbol.asyncDispose]: async () => {
       for (const run of runs) await run.kill();
       for (const imds of imdses) await imds.close();
-      await gh[Symbol.asyncDispose]();
-      await runnerPackage.close();
-      ec2.destroy();
-      sqs.destroy();
-      ddbClient.destroy();
+      await release.close();
+      destroy();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
