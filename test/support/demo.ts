@@ -21,31 +21,28 @@
  * refresh resolves `--runner-version latest` as it would on github.com.
  */
 import { join } from "node:path";
-import {
-  CreateFleetCommand,
-  DescribeInstancesCommand,
-  DescribeLaunchTemplateVersionsCommand,
-  EC2Client,
-} from "npm:@aws-sdk/client-ec2@3.1169.0";
-import { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
-import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { DescribeInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { main } from "../../refresh.ts";
 import { TASKS } from "../../lib/config.ts";
-import { sha256 } from "../../lib/contract.ts";
-import { packageName } from "../../lib/runner_release.ts";
-import { PLACEHOLDER_RUNNER_VERSION, userDataContent } from "../../lib/user_data.ts";
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
 import { ControlPlane, type Outcome } from "./control_plane.ts";
-import { startFakeGithub } from "./github.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { AWS_ENV, MOTO_URL, resetMoto } from "./moto.ts";
-import { readGithubSide, startFakeRunnerPackage } from "./runner_package.ts";
+import {
+  defaultUserData,
+  fleetInstanceIds,
+  instanceTags,
+  launchAsProvision,
+  motoClients,
+  REGION,
+  startFakeRunnerRelease,
+  TABLE,
+  TEMPLATE,
+} from "./pool.ts";
+import { readGithubSide } from "./runner_package.ts";
 
 /** A PAT-shaped token the fake GitHub accepts; refresh masks it in everything it prints. */
 const DEMO_PAT = "ghp_DemoPersonalAccessToken00000000000000";
-const REGION = "us-east-1";
-const TABLE = "acme-widgets-ci-table";
-const TEMPLATE = "acme-widgets-ci-launch-template";
 /** How long a released instance waits idle before its record expires (refresh's default). */
 const IDLE_SEC = 300;
 
@@ -65,28 +62,13 @@ for (const [key, value] of Object.entries(AWS_ENV)) Deno.env.set(key, value);
 // An empty account with a VPC, two subnets and a security group for the runners.
 const network = await resetMoto();
 const dir = await Deno.makeTempDir({ prefix: "refresh-demo-" });
-const githubDir = join(dir, "github");
-// The runner package accepts only the registration token the fake GitHub hands out; that is
-// known once refresh asked for it, so its SHA-256 goes in a file the package reads.
-const tokenSha256File = join(dir, "token.sha256");
-const runnerPackage = await startFakeRunnerPackage({
-  workDir: dir,
-  githubDir,
-  token: { sha256File: tokenSha256File },
+// The fake GitHub serves actions/runner's newest release: the fake runner package, which accepts
+// only the registration token the fake GitHub hands out (known once refresh asked for it).
+const release = await startFakeRunnerRelease(dir, {
+  pat: DEMO_PAT,
+  publishedAt: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
 });
-const version = PLACEHOLDER_RUNNER_VERSION;
-const github = startFakeGithub({
-  tokens: [DEMO_PAT],
-  releases: [{
-    repository: "actions/runner",
-    tag_name: `v${version}`,
-    published_at: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
-    assets: (["x64", "arm64"] as const).map((arch) => ({
-      name: packageName(arch, version),
-      digest: `sha256:${runnerPackage.sha256}`,
-    })),
-  }],
-});
+const { github, runnerPackage, githubDir } = release;
 // The operator's own setup, run on each instance before the runner starts.
 const setup = join(dir, "setup.sh");
 await Deno.writeTextFile(
@@ -121,13 +103,9 @@ const args = [
   runnerPackage.downloadUrl,
 ];
 const env = { ...AWS_ENV, GITHUB_TOKEN: DEMO_PAT };
-const credentials = {
-  accessKeyId: AWS_ENV.AWS_ACCESS_KEY_ID,
-  secretAccessKey: AWS_ENV.AWS_SECRET_ACCESS_KEY,
-};
-const ec2 = new EC2Client({ endpoint: MOTO_URL, region: REGION, credentials });
-const dynamo = new DynamoDBClient({ endpoint: MOTO_URL, region: REGION, credentials });
-const plane = new ControlPlane({ ddb: DynamoDBDocumentClient.from(dynamo), table: TABLE });
+const aws = motoClients();
+const { ec2 } = aws;
+const plane = new ControlPlane({ ddb: aws.ddb, table: TABLE });
 
 console.log(bold("refresh demo"));
 console.log(dim(`moto (AWS emulator) at ${MOTO_URL}, fake GitHub API at ${github.url}`));
@@ -192,7 +170,7 @@ async function buildPool(): Promise<void> {
   );
   check(second.writes === 0, "the second run wrote");
   // The fake runner accepts the token refresh got from the fake GitHub, and no other.
-  await Deno.writeTextFile(tokenSha256File, sha256(github.issued.at(-1) ?? ""));
+  await release.acceptIssuedToken();
 }
 
 /**
@@ -202,43 +180,16 @@ async function buildPool(): Promise<void> {
 async function launch(): Promise<
   { instanceId: string; tags: Record<string, string>; script: string }
 > {
-  const fleet = await ec2.send(
-    new CreateFleetCommand({
-      Type: "instant",
-      LaunchTemplateConfigs: [{
-        LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-        Overrides: [{ InstanceType: "t3.micro", SubnetId: network.subnetIds[0] }],
-      }],
-      TargetCapacitySpecification: {
-        TotalTargetCapacity: 1,
-        DefaultTargetCapacityType: "on-demand",
-      },
-      TagSpecifications: [{
-        ResourceType: "instance",
-        Tags: [
-          { Key: "AllowSelfTermination", Value: "true" },
-          { Key: "InitialRunId", Value: "1001" },
-        ],
-      }],
-    }),
-  );
-  const instanceId = fleet.Instances?.[0]?.InstanceIds?.[0];
+  const fleet = await launchAsProvision(ec2, { runId: "1001", subnetId: network.subnetIds[0] });
+  const [instanceId] = fleetInstanceIds(fleet);
   if (!instanceId) throw new Error(`CreateFleet launched nothing: ${JSON.stringify(fleet.Errors)}`);
-  const described = await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }));
-  const tags = Object.fromEntries(
-    (described.Reservations?.[0]?.Instances?.[0]?.Tags ?? []).map((t) => [t.Key!, t.Value!]),
-  );
-  const [version] = (await ec2.send(
-    new DescribeLaunchTemplateVersionsCommand({
-      LaunchTemplateName: TEMPLATE,
-      Versions: ["$Default"],
-    }),
-  )).LaunchTemplateVersions!;
+  const tags = await instanceTags(ec2, instanceId);
+  const { version, script } = await defaultUserData(ec2);
   step(
     `provision launches ${instanceId} from ${TEMPLATE} version ${version.VersionNumber} ` +
       "(CreateFleet, tagged InitialRunId=1001)",
   );
-  return { instanceId, tags, script: userDataContent(version.LaunchTemplateData!.UserData!) };
+  return { instanceId, tags, script };
 }
 
 /** Phase 3: the instance boots: its user data, exactly as the template holds it, runs with bash. */
@@ -339,10 +290,8 @@ try {
 } finally {
   await instance?.kill();
   await imds?.close();
-  ec2.destroy();
-  dynamo.destroy();
-  await github.close();
-  await runnerPackage.close();
+  aws.destroy();
+  await release.close();
   await Deno.remove(dir, { recursive: true }).catch(() => {});
 }
 
