@@ -18,7 +18,7 @@ import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dyna
 import { DEFAULT_RUNNER_VERSION } from "../lib/user_data.ts";
 import { poolRunnerLabel } from "../lib/contract.ts";
 import type { RunReport } from "../lib/report.ts";
-import { baseArgs, TEST_PAT } from "./support/aws.ts";
+import { TEST_PAT } from "./support/aws.ts";
 import { runUserData } from "./support/bootstrap_instance.ts";
 import { ControlPlane, type Outcome } from "./support/control_plane.ts";
 import { startFakeImds } from "./support/imds.ts";
@@ -26,6 +26,7 @@ import { MOTO_URL, resetMoto } from "./support/moto.ts";
 import {
   defaultUserData,
   fleetInstanceIds,
+  harnessArgs,
   instanceTags,
   launchAsProvision,
   motoClients,
@@ -79,20 +80,7 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
     );
 
     // 1. refresh builds the pool: every task, the generated bootstrap (no --user-data).
-    const args = [
-      ...baseArgs(network),
-      "--github-api-url",
-      gh.url,
-      // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-      "--root-volume-size",
-      "30",
-      "--instance-type",
-      "t3.micro",
-      "--runner-download-url",
-      runnerPackage.downloadUrl,
-      "--pre-runner-script",
-      setupFile,
-    ];
+    const args = [...harnessArgs(network, release), "--pre-runner-script", setupFile];
     const built = await refresh(args);
     assert.equal(built.code, 0, JSON.stringify(built.report.results, null, 1));
     assert.deepEqual(

@@ -23,9 +23,9 @@ import type { RunReport } from "../../lib/report.ts";
 import { packageName } from "../../lib/runner_release.ts";
 import { PLACEHOLDER_RUNNER_VERSION, userDataContent } from "../../lib/user_data.ts";
 import { main } from "../../refresh.ts";
-import { TEST_PAT } from "./aws.ts";
+import { baseArgs, TEST_PAT } from "./aws.ts";
 import { type FakeGithub, startFakeGithub } from "./github.ts";
-import { AWS_ENV, MOTO_URL } from "./moto.ts";
+import { AWS_ENV, MOTO_URL, type Network } from "./moto.ts";
 import { type FakeRunnerPackage, startFakeRunnerPackage } from "./runner_package.ts";
 
 /** The pool's table and launch template, as refresh names them for acme/widgets. */
@@ -122,6 +122,26 @@ export async function startFakeRunnerRelease(
     close,
     [Symbol.asyncDispose]: close,
   };
+}
+
+/**
+ * refresh's flags for a pool on `network` whose instances boot for real on the harness: the base
+ * ones, the fake GitHub, a root volume size and instance type moto launches, and the fake runner
+ * package to download; callers add their own after them.
+ */
+export function harnessArgs(network: Network, release: FakeRunnerRelease): string[] {
+  return [
+    ...baseArgs(network),
+    "--github-api-url",
+    release.github.url,
+    // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
+    "--root-volume-size",
+    "30",
+    "--instance-type",
+    "t3.micro",
+    "--runner-download-url",
+    release.runnerPackage.downloadUrl,
+  ];
 }
 
 /**

@@ -14,7 +14,6 @@ import {
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { type DynamoDBDocumentClient, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import type { RunReport } from "../../lib/report.ts";
-import { baseArgs } from "./aws.ts";
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
 import { ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
@@ -22,6 +21,7 @@ import { MOTO_URL, resetMoto } from "./moto.ts";
 import {
   defaultUserData,
   fleetInstanceIds,
+  harnessArgs,
   instanceTags,
   launchAsProvision,
   motoClients,
@@ -66,20 +66,7 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
   await Deno.chmod(dir, 0o755);
   const { ec2, sqs, ddb, destroy } = motoClients();
   const release = await startFakeRunnerRelease(dir);
-  const { github: gh, runnerPackage, githubDir } = release;
-  const poolArgs = [
-    ...baseArgs(network),
-    "--github-api-url",
-    gh.url,
-    // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
-    "--root-volume-size",
-    "30",
-    "--instance-type",
-    "t3.micro",
-    "--runner-download-url",
-    runnerPackage.downloadUrl,
-    ...args,
-  ];
+  const poolArgs = [...harnessArgs(network, release), ...args];
   const plane = new ControlPlane({ ddb, table: TABLE });
   const runs: UserDataRun[] = [];
   const imdses: FakeImds[] = [];
@@ -166,7 +153,7 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     sqs,
     ddb,
     plane,
-    githubDir,
+    githubDir: release.githubDir,
     subnetIds: network.subnetIds,
     refresh,
     boot,
