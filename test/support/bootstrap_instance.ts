@@ -41,6 +41,7 @@ import {
   startFakeRunnerPackage,
 } from "./runner_package.ts";
 import { TOOLS_PATH } from "./tools_bin.ts";
+import { statCpuSeconds } from "./proc_stat.ts";
 
 const REGION = "us-east-1";
 const CREDENTIALS = { accessKeyId: "testing", secretAccessKey: "testing" };
@@ -419,16 +420,7 @@ async function cpuSeconds(marker: string): Promise<number> {
     stdout: "piped",
     stderr: "null",
   }).output();
-  const lines = new TextDecoder().decode(stdout).trim().split("\n");
-  const ticksPerSecond = Number(lines.pop());
-  let ticks = 0;
-  for (const line of lines) {
-    // Fields after "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt
-    // cmajflt utime stime cutime cstime …
-    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
-  }
-  return ticks / ticksPerSecond;
+  return statCpuSeconds(new TextDecoder().decode(stdout));
 }
 
 /**

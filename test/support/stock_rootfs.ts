@@ -32,6 +32,7 @@
 import { join } from "node:path";
 import type { UserDataOptions, UserDataRun } from "./bootstrap_instance.ts";
 import { loopbackPorts, relayArgs } from "./loopback_relay.ts";
+import { statCpuSeconds } from "./proc_stat.ts";
 
 /** Where cloud-init puts a user data script before running it. */
 export const USER_DATA_PATH = "/var/lib/cloud/instance/scripts/part-001";
@@ -357,16 +358,7 @@ async function cpuSeconds(init: number): Promise<number> {
     "-",
     String(init),
   ]);
-  const lines = stdout.trim().split("\n");
-  const ticksPerSecond = Number(lines.pop());
-  let ticks = 0;
-  for (const line of lines) {
-    // After "(comm)": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt
-    // utime stime cutime cstime ...
-    const fields = line.slice(line.lastIndexOf(")") + 2).split(" ");
-    ticks += fields.slice(11, 15).reduce((sum, f) => sum + Number(f), 0);
-  }
-  return ticks / ticksPerSecond;
+  return statCpuSeconds(stdout);
 }
 
 async function command(name: string, args: string[]): Promise<ExecResult> {
