@@ -56,6 +56,11 @@ async function pool(args: string[]): Promise<TestContext> {
   return ctx;
 }
 
+/** `ctx` with the warm pool's desired state: the pool's template flags and `args`. */
+function warmDesired(ctx: TestContext, args: string[]): TestContext {
+  return withDesired(ctx, ctx.desiredFrom(["--only", "warm-pool", ...TEMPLATE_ARGS, ...args]));
+}
+
 async function run(ctx: TestContext, options: WarmPoolOptions = {}): Promise<TaskOutcome> {
   ctx.counter.reset();
   return await reconcileWarmPool(ctx, options);
@@ -323,18 +328,12 @@ Deno.test("warm pool: a claim between the read and the keep-alive wins; nothing 
 
 Deno.test("warm pool above its minimum keeps only the minimum warm and lets the rest expire", async () => {
   const [ctx, ids] = await readyPool([], 3);
-  const smaller = withDesired(
-    ctx,
-    ctx.desiredFrom([
-      "--only",
-      "warm-pool",
-      ...TEMPLATE_ARGS,
-      "--warm-pool",
-      "large=1",
-      "--warm-pool-usage-class",
-      "on-demand",
-    ]),
-  );
+  const smaller = warmDesired(ctx, [
+    "--warm-pool",
+    "large=1",
+    "--warm-pool-usage-class",
+    "on-demand",
+  ]);
   smaller.setNow(new Date(ctx.now().getTime() + 16 * MIN));
   for (const id of ids) await report(smaller, id);
   const before = new Map<string, unknown>();
@@ -359,18 +358,12 @@ Deno.test("warm pool outside its schedule launches nothing and keeps nothing war
   const yesterday = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"][
     (ctx.now().getUTCDay() + 6) % 7
   ];
-  const closed = withDesired(
-    ctx,
-    ctx.desiredFrom([
-      "--only",
-      "warm-pool",
-      ...TEMPLATE_ARGS,
-      "--warm-pool",
-      "large=2",
-      "--warm-pool-schedule",
-      `${yesterday} 00:00-24:00 UTC`,
-    ]),
-  );
+  const closed = warmDesired(ctx, [
+    "--warm-pool",
+    "large=2",
+    "--warm-pool-schedule",
+    `${yesterday} 00:00-24:00 UTC`,
+  ]);
   closed.setNow(new Date(ctx.now().getTime() + 15 * MIN));
   for (const id of ids) await report(closed, id);
   const outcome = await run(closed);
@@ -474,21 +467,15 @@ Deno.test("warm pool under a new template version: the reaper drains outdated wa
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const own = ["--github-api-url", gh.url, "--rollout-max-per-run", "1"];
   const [ctx, ids] = await readyPool(own, 3);
-  const moved = withDesired(
-    ctx,
-    ctx.desiredFrom([
-      "--only",
-      "warm-pool",
-      ...TEMPLATE_ARGS,
-      "--warm-pool",
-      "large=3",
-      "--warm-pool-usage-class",
-      "on-demand",
-      ...own,
-      "--ami",
-      "ami-785db401",
-    ]),
-  );
+  const moved = warmDesired(ctx, [
+    "--warm-pool",
+    "large=3",
+    "--warm-pool-usage-class",
+    "on-demand",
+    ...own,
+    "--ami",
+    "ami-785db401",
+  ]);
   const template = await reconcileLaunchTemplate({ ...moved, dryRun: false });
   assert.ok(template.changes.some((c) => c.action === "new-version"), JSON.stringify(template));
   for (const id of ids) await report(moved, id);
