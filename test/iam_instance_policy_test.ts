@@ -10,6 +10,7 @@ import { BOOTSTRAP_AWS_ACTIONS, bootstrapScript } from "../lib/bootstrap.ts";
 import {
   allows as evaluate,
   list,
+  OLD_SELF_TERMINATE_POLICY,
   type PolicyDocument,
   policyProblems,
   type Request,
@@ -300,16 +301,7 @@ Deno.test("each self-termination statement alone lets an instance terminate itse
 Deno.test("the evaluator refuses the old policy's Resource ${ec2:SourceInstanceARN}, as IAM does", () => {
   // IAM accepts policy variables only in an ARN's trailing part and answers
   // MalformedPolicyDocument otherwise; the evaluator used to resolve the variable and allow it.
-  const old: PolicyDocument = {
-    Version: "2012-10-17",
-    Statement: [{
-      Sid: "TerminateItself",
-      Effect: "Allow",
-      Action: ["ec2:TerminateInstances"],
-      Resource: "${ec2:SourceInstanceARN}",
-      Condition: { StringEquals: { "aws:ResourceTag/AllowSelfTermination": "true" } },
-    }],
-  };
+  const old = OLD_SELF_TERMINATE_POLICY;
   assert.deepEqual(policyProblems(old), [
     "TerminateItself: Resource ${ec2:SourceInstanceARN} is not an ARN or *",
   ]);

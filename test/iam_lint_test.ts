@@ -5,6 +5,7 @@
  * new finding, or the same issue about another key or action, fails.
  */
 import assert from "node:assert/strict";
+import { OLD_SELF_TERMINATE_POLICY } from "./support/iam.ts";
 import { parliament, type ParliamentFinding } from "./support/tools_bin.ts";
 
 const root = new URL("../", import.meta.url);
@@ -137,16 +138,7 @@ Deno.test("parliament rejects the old instance policy's Resource ${ec2:SourceIns
     const file = `${dir}/old-instance-policy.json`;
     Deno.writeTextFileSync(
       file,
-      JSON.stringify({
-        Version: "2012-10-17",
-        Statement: [{
-          Sid: "TerminateItself",
-          Effect: "Allow",
-          Action: ["ec2:TerminateInstances"],
-          Resource: "${ec2:SourceInstanceARN}",
-          Condition: { StringEquals: { "aws:ResourceTag/AllowSelfTermination": "true" } },
-        }],
-      }),
+      JSON.stringify(OLD_SELF_TERMINATE_POLICY),
     );
     const findings = await parliament(file);
     assert.deepEqual(findings.map((f) => [f.issue, f.severity]), [["INVALID_ARN", "MEDIUM"]]);

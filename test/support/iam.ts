@@ -20,6 +20,22 @@ export interface PolicyDocument {
   Statement: Statement[];
 }
 
+/**
+ * The instance policy's self-termination statement as it once was: Resource
+ * `${ec2:SourceInstanceARN}`, which IAM refuses (a policy variable is allowed only in an ARN's
+ * trailing part) and parliament flags; kept for the tests that prove both checks catch it.
+ */
+export const OLD_SELF_TERMINATE_POLICY: PolicyDocument = {
+  Version: "2012-10-17",
+  Statement: [{
+    Sid: "TerminateItself",
+    Effect: "Allow",
+    Action: ["ec2:TerminateInstances"],
+    Resource: "${ec2:SourceInstanceARN}",
+    Condition: { StringEquals: { "aws:ResourceTag/AllowSelfTermination": "true" } },
+  }],
+};
+
 /** A request as IAM sees it: the action, the resource's ARN, and the request's condition keys. */
 export interface Request {
   action: string;
