@@ -14,7 +14,7 @@ import {
   BASE_ARGS,
   baseArgs,
   desiredFrom,
-  PINNED_RUNNER_ARGS,
+  TEMPLATE_ARGS,
   TEST_PAT,
   type TestContext,
   testContext,
@@ -403,14 +403,6 @@ const TABLE = "acme-widgets-ci-table";
 const OLD_AMI = "ami-1e749f67";
 const NEW_AMI = "ami-785db401";
 const MIN = 60_000;
-// The runner version and checksums are given: the only release read is the staleness check.
-const TEMPLATE_ARGS = [
-  "--root-volume-size",
-  "20",
-  "--instance-type",
-  "t3.micro",
-  ...PINNED_RUNNER_ARGS,
-];
 
 /** The reaper's context on a fresh account: table, launch template version 1, fake GitHub. */
 async function pool(gh: FakeGithub, args: string[] = []): Promise<TestContext> {

@@ -18,7 +18,7 @@ import type { TaskOutcome } from "../lib/task.ts";
 import { reconcileWarmPool, type WarmPoolOptions, type WarmView } from "../lib/warm_pool.ts";
 import {
   baseArgs,
-  PINNED_RUNNER_ARGS,
+  TEMPLATE_ARGS,
   TEST_PAT,
   type TestContext,
   testContext,
@@ -31,14 +31,6 @@ import { refreshJson } from "./support/pool.ts";
 
 const TABLE = "acme-widgets-ci-table";
 const MIN = 60_000;
-/** The runner checksums are given, so the generated bootstrap needs no release look-up. */
-const TEMPLATE_ARGS = [
-  "--root-volume-size",
-  "20",
-  "--instance-type",
-  "t3.micro",
-  ...PINNED_RUNNER_ARGS,
-];
 
 /**
  * A pool built by refresh's own tasks (table, template, queues, parameters) and a warm pool

@@ -59,6 +59,18 @@ export const PINNED_RUNNER_ARGS: readonly string[] = [
   "b".repeat(64),
 ];
 
+/**
+ * Launch template flags moto launches from (moto wants a root volume size; EC2 takes the image's)
+ * with the runner pinned ({@link PINNED_RUNNER_ARGS}).
+ */
+export const TEMPLATE_ARGS: readonly string[] = [
+  "--root-volume-size",
+  "20",
+  "--instance-type",
+  "t3.micro",
+  ...PINNED_RUNNER_ARGS,
+];
+
 /** A PAT-shaped secret used as the GitHub credential in tests. */
 export const TEST_PAT = "ghp_TestPersonalAccessToken0123456789abcd";
 
