@@ -9,7 +9,9 @@
  * version, download URLs and SHA-256 checksums, protocol timings); nothing secret is: the runner
  * registration token is read from the table at run time and handed to `config.sh` through its
  * environment only. Equal specs give byte-identical scripts, so an unchanged desired state makes
- * no new launch template version.
+ * no new launch template version. What the user data carries is the compact form (full-line
+ * comments and blank lines removed, here-documents untouched: lib/script_compact.ts), to leave
+ * room under EC2's 16 KB for the operator's setup script; this file is its commented source.
  *
  * Runner facts relied on (actions/runner, `src/Runner.Listener/CommandSettings.cs` and
  * `config.sh --help`): every argument can come from an `ACTIONS_RUNNER_INPUT_<NAME>` variable,
