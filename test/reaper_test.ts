@@ -123,10 +123,12 @@ Deno.test("reaper under dry-run on a new account reports nothing to reap because
   ]);
 });
 
-Deno.test("reaper under dry-run without a table still plans to terminate a pool instance it finds", async () => {
-  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+Deno.test("reaper under dry-run without a table still plans to terminate a pool instance it finds and delete its runner", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
   const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url, "--dry-run"]);
   const [orphan] = await launch(ctx, 1);
+  runners.push({ id: 7, name: orphan, status: "offline", busy: false });
   ctx.setNow(new Date(Date.now() + 60 * MIN));
   ctx.counter.reset();
 
@@ -134,10 +136,13 @@ Deno.test("reaper under dry-run without a table still plans to terminate a pool 
 
   assert.deepEqual(outcome.changes.map((c) => [c.action, c.target]), [
     ["terminate", `instance ${orphan}`],
+    ["delete-runner", `runner ${orphan} (#7)`],
   ]);
-  assert.match(outcome.summary, /^table acme-widgets-ci-table does not exist yet .*: 1 changes/);
+  assert.match(outcome.summary, /^table acme-widgets-ci-table does not exist yet .*: 2 changes/);
   assert.equal(ctx.counter.writes(), 0);
   assert.deepEqual(await ec2States(ctx.clients.ec2, [orphan]), { [orphan]: "running" });
+  assert.equal(runners.length, 1);
+  assert.deepEqual(gh.requests.map((r) => r.method), ["GET"]);
 });
 
 Deno.test("reaper fails when the table does not exist and it is not a dry run", async () => {
