@@ -237,10 +237,19 @@ async function processUser(pid: number): Promise<string> {
   return (await command("ps", "-o", "user:32=", "-p", String(pid))).trim();
 }
 
+/**
+ * Whether a process runs: exists and is not a zombie. A killed process whose parent is PID 1 stays
+ * a zombie until init reaps it, which some sandboxes' init does late, and `kill -0` succeeds on a
+ * zombie; `ps` shows its state `Z`.
+ */
 function alive(pid: number): boolean {
-  const { code } = new Deno.Command("kill", { args: ["-0", String(pid)], stderr: "null" })
-    .outputSync();
-  return code === 0;
+  const { code, stdout } = new Deno.Command("ps", {
+    args: ["-o", "stat=", "-p", String(pid)],
+    stdout: "piped",
+    stderr: "null",
+  }).outputSync();
+  const state = new TextDecoder().decode(stdout).trim();
+  return code === 0 && state !== "" && !state.startsWith("Z");
 }
 
 /**
