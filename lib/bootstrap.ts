@@ -877,14 +877,18 @@ remove_registration() {
 # that left the runner's process group, so that none outlives its run, nor reads config.sh's
 # environment (the token) at the next registration. Never for root.
 sweep_runner_processes() {
-  local round entry key value found
+  local round entry key value found state
   [[ $RUNNER_USER == root ]] && return 0
   for ((round = 0; round < 10; round++)); do
     found=""
     for entry in /proc/[0-9]*; do
+      state=""
       while read -r key value _; do
+        # State comes before Uid; a zombie is dead already, waiting for its parent (or init) to
+        # reap it, and kill would "succeed" on it forever.
+        [[ $key == State: ]] && state=$value
         if [[ $key == Uid: ]]; then
-          if [[ $value == "$RUNNER_UID" ]] && own_process "$entry" &&
+          if [[ $state != Z && $value == "$RUNNER_UID" ]] && own_process "$entry" &&
             kill -KILL "\${entry#/proc/}" 2>/dev/null; then found=yes; fi
           break
         fi
