@@ -30,7 +30,8 @@
  * passed no new unit of work starts, and what was left is reported.
  *
  * Writes: UpdateItem and BatchWriteItem on the table, TerminateInstances, runner deletions. Under
- * dry-run it reads, and lists what it would lock, terminate, drain, expunge and delete.
+ * dry-run it reads, and lists what it would lock, terminate, drain, expunge and delete; a table
+ * that does not exist yet (a new account) holds nothing to reap then, and is no failure.
  *
  * @module
  */
@@ -47,7 +48,7 @@ import { runPipeline } from "./reaper/pipeline.ts";
 import {
   type Pool,
   readPool,
-  readTable,
+  readTableIfAny,
   readTemplateDefault,
   readTemplates,
   type Row,
@@ -112,7 +113,8 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   const template = templates.then((t) => readTemplateDefault(ec2, t, launchTemplate.name));
   // Awaited later (or never, when the run fails first): no unhandled rejection meanwhile.
   for (const later of [runners, template]) later?.catch(() => {});
-  const reading = readTable(ddb, table, options.pageSize, ctx.log);
+  // Under dry-run on a new account the table does not exist yet: then nothing is in it.
+  const reading = readTableIfAny(ddb, table, options.pageSize, ctx.log, ctx.dryRun);
   const records = reading.then((r) => r.records);
   const [read, pool] = await Promise.all([
     reading,
@@ -143,7 +145,10 @@ async function listPlan(
   report.counts.lost = plan.lost.length;
   const ending = new Set([...terminate, ...drains.map((d) => d.id)]);
   await reconcileRunners(ctx, pool, ending, report, { ...options, listed });
-  return outcome(report.counts, report.changes, report.warnings, true, report.pool);
+  const planned = outcome(report.counts, report.changes, report.warnings, true, report.pool);
+  if (!report.tableMissing) return planned;
+  const missing = `table ${ctx.desired.table} does not exist yet (the table task would create it)`;
+  return { ...planned, summary: `${missing}: ${planned.summary}` };
 }
 
 /**

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { AWS_CLIENT_PY } from "../lib/bootstrap_aws_client.ts";
+import { AWS_CLIENT_PY_COMPACT } from "../lib/bootstrap.ts";
 import { tableDefinition } from "../lib/table.ts";
 import { startFakeImds } from "./support/imds.ts";
 import { MOTO_URL } from "./support/moto.ts";
@@ -23,7 +23,7 @@ async function setup(name: string, options: { credentialsTtlSec?: number } = {})
   const privateDir = join(dir, "private");
   await Deno.mkdir(privateDir, { mode: 0o700 });
   const client = join(privateDir, "aws.py");
-  await Deno.writeTextFile(client, AWS_CLIENT_PY);
+  await Deno.writeTextFile(client, AWS_CLIENT_PY_COMPACT);
   const table = `aws-client-${name}-${crypto.randomUUID().slice(0, 8)}`;
   const ddbClient = new DynamoDBClient({
     endpoint: MOTO_URL,
@@ -177,7 +177,7 @@ Deno.test("the AWS client fails with the reason when the instance has no role", 
   const dir = await Deno.makeTempDir({ prefix: "aws-client-norole-" });
   try {
     const client = join(dir, "aws.py");
-    await Deno.writeTextFile(client, AWS_CLIENT_PY);
+    await Deno.writeTextFile(client, AWS_CLIENT_PY_COMPACT);
     // A metadata server without the iam/ tree answers 404 there.
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },

@@ -5,13 +5,14 @@
 import assert from "node:assert/strict";
 import { reapInstances } from "../lib/reaper.ts";
 import { type FakeRunner, startFakeGithub } from "./support/github.ts";
-import { baseArgs, TEST_PAT } from "./support/aws.ts";
+import { baseArgs, TEST_PAT, testContext } from "./support/aws.ts";
 import { AWS_ENV } from "./support/moto.ts";
 import { main } from "../refresh.ts";
 import {
   counts,
   ec2States,
   launch,
+  MIN,
   record,
   seed,
   setup,
@@ -97,6 +98,60 @@ Deno.test("reaper under dry-run lists what it would lock, terminate and delete, 
   assert.equal((await record(ctx, expired))?.state, "idle");
   assert.equal(runners.length, 1);
   assert.deepEqual(gh.requests.map((r) => r.method), ["GET"]);
+});
+
+Deno.test("reaper under dry-run on a new account reports nothing to reap because the table does not exist yet", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  // No table: dry-run does not create it (the table task would).
+  const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url, "--dry-run"]);
+
+  const outcome = await reapInstances(ctx);
+
+  assert.equal(
+    outcome.summary,
+    "table acme-widgets-ci-table does not exist yet (the table task would create it): " +
+      "nothing to reap (0 records, 0 instances alive)",
+  );
+  assert.deepEqual(outcome.changes, []);
+  assert.equal(counts(outcome.found).records, 0);
+  assert.equal(ctx.counter.writes(), 0);
+  // The table was asked (and answered that it does not exist), EC2 and the runners were read.
+  assert.equal(ctx.counter.toJSON()["DynamoDB.Query"], 3);
+  assert.ok(ctx.counter.toJSON()["EC2.DescribeInstances"]! >= 1);
+  assert.deepEqual(gh.requests.map((r) => [r.method, r.path]), [
+    ["GET", "/repos/acme/widgets/actions/runners"],
+  ]);
+});
+
+Deno.test("reaper under dry-run without a table still plans to terminate a pool instance it finds and delete its runner", async () => {
+  const runners: FakeRunner[] = [];
+  await using gh = startFakeGithub({ tokens: [TEST_PAT], runners });
+  const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url, "--dry-run"]);
+  const [orphan] = await launch(ctx, 1);
+  runners.push({ id: 7, name: orphan, status: "offline", busy: false });
+  ctx.setNow(new Date(Date.now() + 60 * MIN));
+  ctx.counter.reset();
+
+  const outcome = await reapInstances(ctx);
+
+  assert.deepEqual(outcome.changes.map((c) => [c.action, c.target]), [
+    ["terminate", `instance ${orphan}`],
+    ["delete-runner", `runner ${orphan} (#7)`],
+  ]);
+  assert.match(outcome.summary, /^table acme-widgets-ci-table does not exist yet .*: 2 changes/);
+  assert.equal(ctx.counter.writes(), 0);
+  assert.deepEqual(await ec2States(ctx.clients.ec2, [orphan]), { [orphan]: "running" });
+  assert.equal(runners.length, 1);
+  assert.deepEqual(gh.requests.map((r) => r.method), ["GET"]);
+});
+
+Deno.test("reaper fails when the table does not exist and it is not a dry run", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  // Without dry-run the table task creates the table first: a missing one is an error.
+  const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url]);
+
+  await assert.rejects(reapInstances(ctx), { name: "ResourceNotFoundException" });
+  assert.equal(ctx.counter.writes(), 0);
 });
 
 Deno.test("reaper's second run writes nothing and reads no terminated record", async () => {

@@ -93,6 +93,56 @@ Deno.test("refresh writes nothing under --dry-run and says what it would do", as
   assert.equal(JSON.parse(again.stdout).results[0].changes[0].action, "create");
 });
 
+Deno.test("refresh --dry-run on a new account reports every task's plan, writes nothing and exits 0", async () => {
+  // A new account: no table, template, queues or parameters; every task runs (no --only).
+  const network = await resetMoto();
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const args = [
+    ...baseArgs(network),
+    "--github-api-url",
+    gh.url,
+    "--runner-version",
+    "2.334.0",
+    "--runner-sha256-x64",
+    "a".repeat(64),
+    "--runner-sha256-arm64",
+    "b".repeat(64),
+    "--warm-pool",
+    "large=1",
+    "--dry-run",
+    "--json",
+  ];
+  const result = await runRefresh(args, { GITHUB_TOKEN: TEST_PAT });
+  assert.equal(result.code, 0, result.stdout + result.stderr);
+  const report: RunReport = JSON.parse(result.stdout);
+  assert.equal(report.exitCode, 0);
+  assert.equal(report.writeCalls, 0, JSON.stringify(report.calls));
+  assert.deepEqual(report.results.map((r) => [r.task, r.status, r.error]), [
+    ["table", "planned", undefined],
+    ["launch-template", "planned", undefined],
+    ["resource-pools", "planned", undefined],
+    ["parameters", "planned", undefined],
+    ["github-token", "planned", undefined],
+    ["reaper", "unchanged", undefined],
+    ["warm-pool", "planned", undefined],
+  ]);
+  const reaper = report.results.find((r) => r.task === "reaper")!;
+  assert.equal(
+    reaper.summary,
+    "table acme-widgets-ci-table does not exist yet (the table task would create it): " +
+      "nothing to reap (0 records, 0 instances alive)",
+  );
+  // The runner cleanup read the registrations, and GitHub saw no write either.
+  assert.deepEqual(gh.requests.filter((r) => r.method !== "GET"), []);
+  assert.ok(gh.requests.some((r) => r.path.endsWith("/actions/runners")));
+  // The text report says it too.
+  const text = await runRefresh(args.filter((a) => a !== "--json"), { GITHUB_TOKEN: TEST_PAT });
+  assert.equal(text.code, 0, text.stdout + text.stderr);
+  assert.match(text.stdout, /^dry run: nothing was written$/m);
+  assert.match(text.stdout, /^reaper +ok +table acme-widgets-ci-table does not exist yet/m);
+  assert.match(text.stdout, /; \d+ API calls, 0 writes$/m);
+});
+
 Deno.test("refresh exits 1 after running every task when one fails", async () => {
   const network = await resetMoto();
   const dynamo = new DynamoDBClient({ endpoint: AWS_ENV.AWS_ENDPOINT_URL, region: "us-east-1" });

@@ -13,6 +13,7 @@ import {
   userDataContent,
   userDataSizeProblem,
 } from "../lib/user_data.ts";
+import { bulkySetupScript } from "./support/bulky_setup_script.ts";
 
 /** Text that compresses about as badly as text can: random base64, 76 to a line. */
 function incompressible(bytes: number): string {
@@ -154,4 +155,17 @@ Deno.test("isEnterpriseServer knows a GHES API URL by its /api/v3 path", () => {
   assert.equal(isEnterpriseServer("https://ghe.example.com/api/v3/"), true);
   assert.equal(isEnterpriseServer("https://api.github.com"), false);
   assert.equal(isEnterpriseServer("http://127.0.0.1:8080"), false);
+});
+
+Deno.test("the generated bootstrap leaves room for a setup script of 4 KB compressed", async () => {
+  const { script } = await bulkySetupScript();
+  const setupGzip = gzip(new TextEncoder().encode(script)).length;
+  assert.ok(setupGzip >= 4000, `the setup script is only ${setupGzip} bytes compressed`);
+  const source = { kind: "bootstrap" as const, inputs: { ...INPUTS, preRunnerScript: script } };
+  assert.equal(userDataSizeProblem(source), undefined);
+  const encoded = encodeUserData(plannedScript(source));
+  assert.ok(!("tooLarge" in encoded) && encoded.compressed);
+  assert.ok(encoded.bytes.length <= USER_DATA_MAX_BYTES);
+  // The script is in the user data byte for byte, its comment and blank lines included.
+  assert.ok(new TextDecoder().decode(gunzipSync(encoded.bytes)).includes(script));
 });

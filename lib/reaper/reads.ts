@@ -5,7 +5,8 @@
  * {@link readTemplates}) and its live instances, each with its proof of ownership
  * ({@link ownership}), then, by id, the instances that records name but the pool listing does not
  * hold ({@link readPool}); the template's default version ({@link readTemplateDefault}). Reads
- * that do not depend on each other run side by side. Reads only; writes nothing.
+ * that do not depend on each other run side by side. Under dry-run a table that does not exist
+ * yet reads as empty ({@link readTableIfAny}). Reads only; writes nothing.
  *
  * @module
  */
@@ -17,6 +18,7 @@ import {
   type Filter,
   type Instance,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { type Entity, idOf, OWNER_TAG, pk, timestamp } from "../contract.ts";
 import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
@@ -93,6 +95,29 @@ export interface TableRead {
   /** ScannedCount of the instance record pages. */
   scanned: number;
   pages: number;
+  /** The table does not exist (yet): read as empty, under dry-run only ({@link readTableIfAny}). */
+  missing?: true;
+}
+
+/**
+ * {@link readTable}, except that under dry-run a table that does not exist yet (a new account:
+ * dry-run does not create it, the table task would) reads as empty, marked `missing`: nothing is
+ * in it to reap. Otherwise the table task has created it first, and a missing table is an error.
+ */
+export async function readTableIfAny(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  pageSize: number | undefined,
+  log: Logger,
+  dryRun: boolean,
+): Promise<TableRead> {
+  try {
+    return await readTable(ddb, table, pageSize, log);
+  } catch (error) {
+    if (!dryRun || !(error instanceof ResourceNotFoundException)) throw error;
+    log.info(`reaper: table ${table} does not exist yet; under dry-run it reads as empty`);
+    return { records: [], artifacts: [], scanned: 0, pages: 0, missing: true };
+  }
 }
 
 /**

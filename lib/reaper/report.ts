@@ -68,6 +68,8 @@ export interface Report {
   reasons: Map<string, string>;
   /** The pool view per resource class (`found.pool`). */
   pool: PoolView;
+  /** Under dry-run: the table does not exist yet (TableRead's `missing`). */
+  tableMissing: boolean;
 }
 
 export function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
@@ -79,6 +81,7 @@ export function newReport(read: TableRead, pool: Pool, plan: Plan): Report {
     skipped: [],
     reasons: plan.reasons,
     pool: { template: null, classes: {} },
+    tableMissing: read.missing === true,
   };
 }
 
