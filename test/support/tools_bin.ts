@@ -1,14 +1,14 @@
 /**
- * The pinned command-line tools test/support/tools.sh installs in .tools/venv: the AWS CLI (which
- * the generated bootstrap calls) and shellcheck. Their directory comes from REFRESH_TOOLS_BIN (set
- * by tools.sh), else .tools/venv/bin. And the linters of what users copy, in .tools/lint
+ * The pinned command-line tools test/support/tools.sh installs in .tools/venv: shellcheck, and the
+ * python3 the harness runs the bootstrap's AWS client with (no AWS CLI: the bootstrap needs none).
+ * Their directory comes from REFRESH_TOOLS_BIN (set by tools.sh), else .tools/venv/bin. And the linters of what users copy, in .tools/lint
  * (REFRESH_LINT_BIN): parliament for IAM policies, zizmor for GitHub Actions workflows.
  */
 import { fileURLToPath as fromFileUrl } from "node:url";
 
 const root = fromFileUrl(new URL("../../", import.meta.url));
 
-/** Directory holding `aws` and `shellcheck`. */
+/** Directory holding `shellcheck` (and the virtualenv's `python3`). */
 export const TOOLS_BIN: string = Deno.env.get("REFRESH_TOOLS_BIN") ?? `${root}.tools/venv/bin`;
 
 /** A PATH with the pinned tools first, then the system's usual directories. */
