@@ -354,7 +354,8 @@ export async function describeIds(ec2: EC2Client, ids: string[]): Promise<Instan
   return found.flat();
 }
 
-async function* describe(ec2: EC2Client, filters: Filter[]) {
+/** Every instance DescribeInstances lists for `filters`, page after page. */
+export async function* describe(ec2: EC2Client, filters: Filter[]): AsyncGenerator<Instance> {
   let token: string | undefined;
   do {
     const out = await ec2.send(

@@ -6,7 +6,6 @@
  * @module
  */
 import {
-  DescribeInstancesCommand,
   DescribeLaunchTemplatesCommand,
   type EC2Client,
   type Instance,
@@ -16,6 +15,7 @@ import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dyna
 import { type Entity, idOf, METADATA, OWNER_TAG, pk, timestamp } from "../contract.ts";
 import { readMetadata } from "../metadata.ts";
 import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
+import { describe, ownership } from "../reaper/reads.ts";
 import type { WarmContext } from "./context.ts";
 
 /** An instance record, as read: nothing but the id is trusted to have the contract's types. */
@@ -158,29 +158,14 @@ async function readInstances(
   template: TemplateDefault | null,
 ): Promise<WarmState["instances"]> {
   const instances: WarmState["instances"] = new Map();
+  const templateIds = new Set(template ? [template.id] : []);
   const proofs = [{ Name: `tag:${OWNER_TAG}`, Values: [table] }];
   if (template) proofs.push({ Name: `tag:${TEMPLATE_ID_TAG}`, Values: [template.id] });
+  const live = { Name: "instance-state-name", Values: ["pending", "running"] };
   await Promise.all(proofs.map(async (proof) => {
-    let token: string | undefined;
-    do {
-      const out = await ec2.send(
-        new DescribeInstancesCommand({
-          Filters: [proof, { Name: "instance-state-name", Values: ["pending", "running"] }],
-          MaxResults: 1000,
-          NextToken: token,
-        }),
-      );
-      for (const r of out.Reservations ?? []) {
-        for (const i of r.Instances ?? []) {
-          const owner = i.Tags?.find((t) => t.Key === OWNER_TAG)?.Value;
-          // Tagged for another pool: that pool's, whatever template it came from.
-          if (owner === undefined || owner === table) {
-            instances.set(i.InstanceId!, describeInstance(i));
-          }
-        }
-      }
-      token = out.NextToken;
-    } while (token);
+    for await (const i of describe(ec2, [proof, live])) {
+      if (ownership(i, table, templateIds)) instances.set(i.InstanceId!, describeInstance(i));
+    }
   }));
   return instances;
 }
