@@ -1,0 +1,70 @@
+/**
+ * The generated bootstrap's first lines after the AWS client: the test-only overrides, paths and
+ * fixed limits, and the helpers every phase uses (log, fail, retry, epoch).
+ *
+ * @module
+ */
+
+/** Part of the generated bash (lib/bootstrap/script_body.ts joins the parts in order). */
+export const BODY_COMMON = `# ---- Test-only overrides (unset on a real instance) ----
+IMDS_ENDPOINT="\${REFRESH_IMDS_ENDPOINT:-http://169.254.169.254}"
+BOOTSTRAP_DIR="\${REFRESH_BOOTSTRAP_DIR:-/opt/refresh}"
+LOG_FILE="\${REFRESH_LOG_FILE:-/var/log/refresh-bootstrap.log}"
+SYSTEMD_MODE="\${REFRESH_SYSTEMD:-auto}"
+UNIT_DIR="\${REFRESH_SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
+RUNNER_USER_NAME="\${REFRESH_RUNNER_USER:-runner}"
+SUDOERS_FILE="\${REFRESH_SUDOERS_FILE:-/etc/sudoers.d/90-refresh-runner}"
+
+# ---- Paths and fixed limits ----
+PRIVATE_DIR="$BOOTSTRAP_DIR/private" # root only: this script, the AWS client, credentials
+RUNNER_DIR="$BOOTSTRAP_DIR/actions-runner"
+AWS_CLIENT="$PRIVATE_DIR/aws.py"
+CREDENTIALS_CACHE="$PRIVATE_DIR/credentials.json"
+readonly UNIT=refresh-runner.service
+readonly CONFIG_TIMEOUT_SEC=180   # one config.sh run (register or remove)
+readonly LISTEN_TIMEOUT_SEC=120   # from starting run.sh to its "Listening for Jobs"
+readonly RUNNER_STARTS=3          # starts of run.sh per registration before UD_REG_FAILED
+readonly RUNNER_STOP_GRACE_SEC=45 # from SIGTERM to SIGKILL when stopping the runner
+readonly SIGNAL_ATTEMPTS=8        # worker signal puts: ~1 min of retries in all
+readonly JOB_LANG=C.UTF-8
+
+# ---- Logging and failures ----
+log() { printf '%s refresh-bootstrap: %s\\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
+
+# fail SIGNAL RUN_ID STEP WHY: says which step failed and why, writes the *_FAILED signal, stops
+# taking part (runner and heartbeat stopped), and keeps only the self-termination loop.
+fail() {
+  local signal=$1 run_id=$2 step=$3 why=$4
+  log "FAILED at $step: $why (signal $signal, run id $run_id)"
+  stop_runner || log "could not stop every process of the runner"
+  stop_heartbeat
+  signal "$signal" "$run_id" || true
+  if [[ -n \${SELF_TERMINATION_PID:-} ]]; then
+    log "stopped taking part; self-termination still watches the threshold"
+    wait "$SELF_TERMINATION_PID"
+  fi
+  exit 1
+}
+
+# retry WHAT ATTEMPTS COMMAND...: runs COMMAND until it succeeds, at most ATTEMPTS times, waiting
+# 1, 2, 4, 8, 16, 16... s between attempts. Returns COMMAND's last exit status.
+retry() {
+  local what=$1 attempts=$2 attempt=1 delay=1 status
+  shift 2
+  while true; do
+    "$@" && return 0
+    status=$?
+    if ((attempt >= attempts)); then
+      log "$what: failed $attempt times (last exit status $status)"
+      return "$status"
+    fi
+    log "$what: attempt $attempt failed (exit status $status), retrying in \${delay}s"
+    sleep "$delay"
+    attempt=$((attempt + 1))
+    delay=$((delay >= 8 ? 16 : delay * 2))
+  done
+}
+
+epoch() { printf '%(%s)T' -1; }
+
+`;
