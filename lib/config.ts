@@ -340,7 +340,7 @@ function parseNames(r: Reader): Names {
   const region = r.string("region");
   if (region === undefined && !r.has("region")) {
     problems.push("region: required; set --region or AWS_REGION");
-  } else if (region !== undefined && !/^[a-z]{2}(-[a-z]+)+-\d+$/.test(region)) {
+  } else if (region !== undefined && !/^[a-z]{2,4}(-[a-z]+)+-\d+$/.test(region)) {
     problems.push(`region: "${region}" is not an AWS region name like us-east-1`);
   }
 

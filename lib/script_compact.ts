@@ -45,7 +45,7 @@ export function compactShell(script: string): string {
     }
     const trimmed = line.trim();
     if (trimmed === "" || (trimmed.startsWith("#") && !SHELLCHECK_DIRECTIVE.test(line))) return;
-    out.push(line);
+    out.push(withoutShellComment(line));
     for (const match of line.matchAll(HEREDOC_OPENER)) {
       pending.push({ delimiter: match[3], tabs: match[1] === "-" });
     }
@@ -53,6 +53,18 @@ export function compactShell(script: string): string {
   // The text's final newline (an empty last element) is kept.
   if (lines.at(-1) === "" && out.at(-1) !== "") out.push("");
   return out.join("\n");
+}
+
+/**
+ * A comment after code goes where nothing before it can make its `#` part of a word or a string:
+ * the code has no quote, backquote, `#`, `$` or here-document, and the `#` follows a blank.
+ */
+const SHELL_TRAILING_COMMENT = /^([^'"`#$<]*[^\s'"`#$<])[ \t]+#(?: .*)?$/;
+
+function withoutShellComment(line: string): string {
+  if (SHELLCHECK_DIRECTIVE.test(line)) return line;
+  const match = line.match(SHELL_TRAILING_COMMENT);
+  return match ? match[1] : line;
 }
 
 /**
@@ -67,35 +79,40 @@ export function compactPython(source: string): string {
   let open: string | undefined;
   lines.forEach((line, index) => {
     const startsInString = open !== undefined;
-    open = tripleQuoteAfter(line, open);
+    const scan = scanPythonLine(line, open);
+    open = scan.open;
     if (startsInString || index === 0) {
       out.push(line);
       return;
     }
-    const trimmed = line.trim();
-    if (trimmed === "" || trimmed.startsWith("#")) return;
-    out.push(line);
+    const code = (scan.comment === undefined ? line : line.slice(0, scan.comment)).trimEnd();
+    if (code.trim() === "") return;
+    out.push(code);
   });
   if (lines.at(-1) === "" && out.at(-1) !== "") out.push("");
   return out.join("\n");
 }
 
 /**
- * The triple quote still open at the end of a Python line, given the one open at its start.
- * Ordinary strings and comments are skipped, so their quotes count for nothing.
+ * The triple quote still open at the end of a Python line, given the one open at its start, and
+ * where the line's comment starts, if it has one. Ordinary strings are skipped, so their quotes
+ * and `#` count for nothing.
  */
-function tripleQuoteAfter(line: string, open: string | undefined): string | undefined {
+function scanPythonLine(
+  line: string,
+  open: string | undefined,
+): { open: string | undefined; comment?: number } {
   let i = 0;
   while (i < line.length) {
     if (open !== undefined) {
       const end = line.indexOf(open, i);
-      if (end < 0) return open;
+      if (end < 0) return { open };
       i = end + 3;
       open = undefined;
       continue;
     }
     const c = line[i];
-    if (c === "#") return undefined;
+    if (c === "#") return { open: undefined, comment: i };
     if (c === '"' || c === "'") {
       if (line.startsWith(c.repeat(3), i)) {
         open = c.repeat(3);
@@ -110,5 +127,5 @@ function tripleQuoteAfter(line: string, open: string | undefined): string | unde
     }
     i++;
   }
-  return open;
+  return { open };
 }

@@ -118,23 +118,20 @@ function dynamo(action: string, partition: string, attributes?: string[]): Reque
 
 Deno.test("the bootstrap's AWS calls are read from its script", () => {
   const calls = awsCalls(SCRIPT);
-  assert.deepEqual([...calls.keys()].sort(), [
-    "dynamodb:GetItem",
-    "dynamodb:PutItem",
-    "ec2:TerminateInstances",
-  ]);
-  // Keys go only to reads, items only to writes, and the only instance terminated is its own.
+  // No EC2 call: the instance ends itself by powering off (shutdown behaviour terminate).
+  assert.deepEqual([...calls.keys()].sort(), ["dynamodb:GetItem", "dynamodb:PutItem"]);
+  // Keys go only to reads, items only to writes.
   assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes('"Key"')));
   assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes('"Item"')));
   assert.ok(!/"Key"/.test(calls.get("dynamodb:PutItem")!.join("\n")));
-  assert.match(SCRIPT, /"InstanceId\.1": instance\}/);
-  assert.deepEqual(
-    [...code(SCRIPT).matchAll(/(?<![.\w]|def )terminate\((\w+)\)/g)].map((m) => m[1]),
-    ["instance"],
-  );
+  assert.doesNotMatch(code(SCRIPT), /TerminateInstances|"InstanceId\.1"/);
   assert.deepEqual(
     [...code(SCRIPT).matchAll(/self-terminate (\S+)/g)].map((m) => m[1]),
     ['"$INSTANCE_ID"'],
+  );
+  assert.match(
+    code(SCRIPT),
+    /self-terminate "\$INSTANCE_ID" "\$SELF_TERMINATE_CHECK_SEC" &&\s+power_off/,
   );
   assert.deepEqual([...keyPartitions(SCRIPT)].sort(), ["TYPE#INSTANCE", "TYPE#METADATA"]);
   assert.deepEqual(
@@ -155,7 +152,6 @@ Deno.test("the calls read from the script are BOOTSTRAP_AWS_ACTIONS, which a rea
     ...(action === "dynamodb:PutItem"
       ? { partitions: [...new Set(items(SCRIPT).map((i) => (i.PK as { S: string }).S))].sort() }
       : {}),
-    ...(action === "ec2:TerminateInstances" ? { instance: "itself" } : {}),
   }));
   const declared = [...BOOTSTRAP_AWS_ACTIONS].map((a) => ({
     ...a,
@@ -177,8 +173,6 @@ Deno.test("iam-instance-policy.json allows every call the bootstrap makes", () =
       missing.push(`dynamodb:PutItem of ${partition} items (${Object.keys(item).join(", ")})`);
     }
   }
-  const self = terminateRequest(SELF, { source: SELF, tags: { AllowSelfTermination: "true" } });
-  if (allows(self).length === 0) missing.push("ec2:TerminateInstances on itself");
   assert.deepEqual(missing, []);
 });
 
@@ -225,6 +219,10 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
     [
       "terminating another instance of the pool",
       terminateRequest(OTHER, { source: SELF, tags: { AllowSelfTermination: "true" } }),
+    ],
+    [
+      "terminating itself (it powers off instead)",
+      terminateRequest(SELF, { source: SELF, tags: { AllowSelfTermination: "true" } }),
     ],
     [
       "terminating itself without AllowSelfTermination=true",
@@ -278,24 +276,6 @@ Deno.test("the script reader finds calls written directly or through a wrapper, 
     "dynamodb:Query",
   ]);
   assert.deepEqual([...keyPartitions(script)], ["TYPE#WS", "TYPE#HEARTBEAT"]);
-});
-
-Deno.test("each self-termination statement alone lets an instance terminate itself and no other", () => {
-  // Two forms, either enough: aws:ARN (the target) against ${ec2:SourceInstanceARN} (the caller),
-  // and ec2:SourceInstanceARN against the target's id; a key IAM leaves out fails its statement.
-  const statements = policy().Statement.filter((s) =>
-    list(s.Action).includes("ec2:TerminateInstances")
-  );
-  assert.deepEqual(statements.map((s) => s.Sid), ["TerminateItself", "TerminateItselfById"]);
-  for (const statement of statements) {
-    const alone: PolicyDocument = { Version: "2012-10-17", Statement: [statement] };
-    const tags = { AllowSelfTermination: "true" };
-    assert.deepEqual(evaluate(alone, terminateRequest(SELF, { source: SELF, tags })), [
-      statement.Sid,
-    ]);
-    assert.deepEqual(evaluate(alone, terminateRequest(OTHER, { source: SELF, tags })), []);
-    assert.deepEqual(evaluate(alone, terminateRequest(SELF, { tags })), []);
-  }
 });
 
 Deno.test("the evaluator refuses the old policy's Resource ${ec2:SourceInstanceARN}, as IAM does", () => {

@@ -22,23 +22,6 @@ interface Accepted {
 /** parliament's findings that are known gaps in its data, or accepted trade-offs. */
 const ACCEPTED: Accepted[] = [
   {
-    file: "iam-instance-policy.json",
-    issue: "UNKNOWN_CONDITION_FOR_ACTION",
-    detail: "Unknown condition aws:ARN for action ec2:TerminateInstances",
-    why: "aws:ARN (the ARN of the resource acted on) is not in AWS's list of condition keys, so " +
-      "parliament does not know it; it is the key terraform-aws-github-runner's runners use to " +
-      "tag only themselves. TerminateItselfById does the same with documented keys only; either " +
-      "statement suffices, and each fails closed when IAM leaves its key out.",
-  },
-  {
-    file: "iam-instance-policy.json",
-    issue: "UNKNOWN_CONDITION_FOR_ACTION",
-    detail: "Unknown condition ec2:SourceInstanceARN for action ec2:TerminateInstances",
-    why: "the EC2 user guide documents ec2:SourceInstanceARN as an AWS global condition key " +
-      "(present on every request signed with instance-profile credentials); parliament's data " +
-      "lists it only for the actions whose table names it.",
-  },
-  {
     file: "iam-policy.json",
     issue: "PERMISSIONS_MANAGEMENT_ACTIONS",
     detail: ["sqs:createqueue", "sqs:setqueueattributes", "iam:passrole"],

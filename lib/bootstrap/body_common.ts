@@ -14,9 +14,15 @@ SYSTEMD_MODE="\${REFRESH_SYSTEMD:-auto}"
 UNIT_DIR="\${REFRESH_SYSTEMD_UNIT_DIR:-/etc/systemd/system}"
 RUNNER_USER_NAME="\${REFRESH_RUNNER_USER:-runner}"
 SUDOERS_FILE="\${REFRESH_SUDOERS_FILE:-/etc/sudoers.d/90-refresh-runner}"
+SYSTEM_ROOT="\${REFRESH_SYSTEM_ROOT:-}" # prefixes apt's, cron's, at's and logind's files
 
 # ---- Paths and fixed limits ----
 PRIVATE_DIR="$BOOTSTRAP_DIR/private" # root only: this script, the AWS client, credentials
+# The verified runner, root's and read-only to everyone else: registrations and removals run as
+# root from a fresh hard-linked copy of it in PRIVATE_DIR; the runner (and its jobs) run from
+# RUNNER_DIR, rebuilt from it for every registration. Nothing a job can write is ever run as root
+# or with the registration token in reach.
+RUNNER_PRISTINE="$PRIVATE_DIR/runner"
 RUNNER_DIR="$BOOTSTRAP_DIR/actions-runner"
 AWS_CLIENT="$PRIVATE_DIR/aws.py"
 CREDENTIALS_CACHE="$PRIVATE_DIR/credentials.json"
@@ -25,6 +31,7 @@ readonly CONFIG_TIMEOUT_SEC=180   # one config.sh run (register or remove)
 readonly LISTEN_TIMEOUT_SEC=120   # from starting run.sh to its "Listening for Jobs"
 readonly RUNNER_STARTS=3          # starts of run.sh per registration before UD_REG_FAILED
 readonly RUNNER_STOP_GRACE_SEC=45 # from SIGTERM to SIGKILL when stopping the runner
+readonly PACKAGE_LOCK_WAIT_SEC=600 # how long package installs wait for another's lock (apt, dnf)
 readonly SIGNAL_ATTEMPTS=8        # worker signal puts: ~1 min of retries in all
 readonly JOB_LANG=C.UTF-8
 
@@ -66,5 +73,17 @@ retry() {
 }
 
 epoch() { printf '%(%s)T' -1; }
+
+# power_off WHY: ends this instance. The launch template's shutdown behaviour is terminate, so a
+# power-off is a termination, and needs no EC2 permission (the instance role has none). Tried
+# again every minute should the system refuse.
+power_off() {
+  log "powering off ($1): the launch template's shutdown behaviour terminates the instance"
+  while true; do
+    if use_systemd; then systemctl poweroff && return 0; fi
+    poweroff || shutdown -h now || log "could not power off: trying again in 60s"
+    sleep 60
+  done
+}
 
 `;

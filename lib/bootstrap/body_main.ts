@@ -22,12 +22,15 @@ agent() {
   trap cleanup EXIT
   read_identity
   write_aws_client "$AWS_CLIENT"
-  run_setup
   prepare_runner_user
+  configure_package_locks
+  run_setup
+  install_system_packages
   block_metadata || fail UD_FAILED "$INITIAL_RUN_ID" "metadata block" \\
     "could not close instance metadata to $RUNNER_USER with iptables or nft (job metadata: blocked)"
   install_runner
   install_dependencies
+  warm_runtime
   start_background_loops
   registration_loop
 }
@@ -55,7 +58,7 @@ launch() {
   if use_systemd; then
     # The unit gets cloud-init's PATH and the overrides that are set (tests only).
     for name in PATH REFRESH_IMDS_ENDPOINT REFRESH_BOOTSTRAP_DIR REFRESH_LOG_FILE \\
-      REFRESH_RUNNER_USER REFRESH_SUDOERS_FILE REFRESH_TEST_MARKER AWS_ENDPOINT_URL; do
+      REFRESH_RUNNER_USER REFRESH_SUDOERS_FILE REFRESH_SYSTEM_ROOT REFRESH_TEST_MARKER AWS_ENDPOINT_URL; do
       if [[ -n \${!name:-} ]]; then printf '%s=%s\\n' "$name" "\${!name}"; fi
     done >"$PRIVATE_DIR/environment"
     mkdir -p "$UNIT_DIR"

@@ -12,9 +12,16 @@ start_background_loops() {
   # Not through the aws_client function: $! is then the client's own process, which kill stops.
   "\${AWS_CLIENT_COMMAND[@]}" heartbeat "$INSTANCE_ID" "$HEARTBEAT_SEC" &
   HEARTBEAT_PID=$!
-  "\${AWS_CLIENT_COMMAND[@]}" self-terminate "$INSTANCE_ID" "$SELF_TERMINATE_CHECK_SEC" &
+  self_termination &
   SELF_TERMINATION_PID=$!
   log "heartbeat every \${HEARTBEAT_SEC}s and self-termination checks every \${SELF_TERMINATE_CHECK_SEC}s started"
+}
+
+# self_termination: once the record's threshold + 1 min has passed, the instance powers itself
+# off (terminated, by the template's shutdown behaviour).
+self_termination() {
+  "\${AWS_CLIENT_COMMAND[@]}" self-terminate "$INSTANCE_ID" "$SELF_TERMINATE_CHECK_SEC" &&
+    power_off "the instance record's threshold + 1 min has passed"
 }
 
 stop_heartbeat() {
@@ -28,23 +35,76 @@ stop_heartbeat() {
 # Registrations do not pile up: each is removed with a token (config.sh remove) when its run is
 # released. Not --ephemeral, because one instance serves every job of its run that targets the
 # run id label until release, which an ephemeral runner (one job, then gone) would break.
-# runner_config ARGS...: config.sh ARGS as the runner user, the token on its standard input.
-runner_config() {
-  # shellcheck disable=SC2016 # expanded by the runner user's bash, not this one
-  printf '%s\\n' "$TOKEN" | timeout "$CONFIG_TIMEOUT_SEC" "\${AS_RUNNER[@]}" bash -c \\
-    'IFS= read -r ACTIONS_RUNNER_INPUT_TOKEN && export ACTIONS_RUNNER_INPUT_TOKEN && exec ./config.sh "$@" </dev/null' \\
-    config.sh "$@"
+#
+# The token never meets anything a job can write: config.sh (registration and removal) runs as
+# root from CONFIG_DIR, a fresh hard-linked copy of the verified runner in the root-only
+# PRIVATE_DIR, with a minimal environment; the runner runs as the job user from RUNNER_DIR,
+# rebuilt from the same verified files for every registration, given only what config.sh wrote.
+
+# fresh_runner_copy DIR: DIR anew, as hard links to RUNNER_PRISTINE's files (instant; the files
+# are root's and writable by nobody else, so a link is as safe as a copy).
+fresh_runner_copy() {
+  rm -rf "$1" && cp -al "$RUNNER_PRISTINE" "$1"
 }
 
+# reset_runner_dir: RUNNER_DIR rebuilt from the verified runner, the job user's; its _work folder
+# (workspaces and the jobs' tool cache) kept across registrations.
+reset_runner_dir() {
+  local kept="$BOOTSTRAP_DIR/work.kept"
+  rm -rf "$kept"
+  if [[ -d $RUNNER_DIR/_work && ! -L $RUNNER_DIR/_work ]]; then mv "$RUNNER_DIR/_work" "$kept" || return 1; fi
+  fresh_runner_copy "$RUNNER_DIR" && chown "$RUNNER_UID:$RUNNER_GID" "$RUNNER_DIR" || return 1
+  if [[ -d $kept ]]; then
+    mv "$kept" "$RUNNER_DIR/_work" || return 1
+  else
+    mkdir "$RUNNER_DIR/_work" && chown "$RUNNER_UID:$RUNNER_GID" "$RUNNER_DIR/_work" || return 1
+  fi
+  mkdir -p "$RUNNER_DIR/_diag" && chown "$RUNNER_UID:$RUNNER_GID" "$RUNNER_DIR/_diag"
+}
+
+# stage_registration N: before the claim, so a claim pays only config.sh and the listener's start.
+stage_registration() {
+  CONFIG_DIR="$PRIVATE_DIR/registration-$1"
+  fresh_runner_copy "$CONFIG_DIR" && reset_runner_dir && note_containers
+}
+
+# runner_config ARGS...: config.sh ARGS as root in CONFIG_DIR, the token on its standard input
+# (never in an argument list), its environment minimal: a root-only HOME and TMPDIR, .NET's
+# diagnostic port off.
+runner_config() {
+  local -a environment=(HOME="$PRIVATE_DIR" TMPDIR="$PRIVATE_DIR/tmp" PATH="$PATH" LANG="$JOB_LANG"
+    RUNNER_ALLOW_RUNASROOT=1 DOTNET_EnableDiagnostics=0)
+  if [[ -n \${REFRESH_TEST_MARKER:-} ]]; then environment+=(REFRESH_TEST_MARKER="$REFRESH_TEST_MARKER"); fi
+  mkdir -p "$PRIVATE_DIR/tmp" || return 1
+  # shellcheck disable=SC2016 # expanded by that bash, not this one
+  printf '%s\\n' "$TOKEN" | (cd "$CONFIG_DIR" && timeout "$CONFIG_TIMEOUT_SEC" env -i "\${environment[@]}" bash -c \\
+    'IFS= read -r ACTIONS_RUNNER_INPUT_TOKEN && export ACTIONS_RUNNER_INPUT_TOKEN && exec ./config.sh "$@" </dev/null' \\
+    config.sh "$@")
+}
+
+# register_once N RUN_ID: one attempt, from a fresh CONFIG_DIR (a failed attempt may have left
+# half a registration), with --replace (a failed attempt may have reached GitHub).
 register_once() {
   local n=$1 run_id=$2
   local -a args=(--unattended --url "$GITHUB_URL" --name "$INSTANCE_ID-$n" --labels "$run_id,$POOL_LABEL"
-    --no-default-labels --disableupdate)
+    --no-default-labels --disableupdate --replace)
   if [[ -n $RUNNER_GROUP ]]; then args+=(--runnergroup "$RUNNER_GROUP"); fi
   registration_token || return 1
-  runner_config "\${args[@]}" && return 0
+  if [[ -e $CONFIG_DIR/.env || -e $CONFIG_DIR/.runner ]]; then fresh_runner_copy "$CONFIG_DIR" || return 1; fi
+  runner_config "\${args[@]}" && install_registration && return 0
   TOKEN="" # the next attempt reads it anew
   return 1
+}
+
+# install_registration: what config.sh wrote at the top of CONFIG_DIR (.runner, .credentials,
+# .credentials_rsaparams, the jobs' .env and .path) copied into RUNNER_DIR, the job user's.
+install_registration() {
+  local path name
+  for path in "$CONFIG_DIR"/.[!.]* "$CONFIG_DIR"/*; do
+    name=\${path##*/}
+    [[ -f $path && ! -L $path && ! -e $RUNNER_PRISTINE/$name ]] || continue
+    cp "$path" "$RUNNER_DIR/$name" && chown "$RUNNER_UID:$RUNNER_GID" "$RUNNER_DIR/$name" || return 1
+  done
 }
 
 # register_runner N RUN_ID: registers <instance id>-N labelled RUN_ID and the pool; twice at most.
@@ -67,18 +127,28 @@ start_runner() {
   log "runner started as $RUNNER_USER (process group $RUNNER_PID, output in $RUNNER_LOG)"
 }
 
+# listening: the runner's output since its start has the listener's "Listening for Jobs" line.
+# grep counts (reads to the end): stopping at the first match (-q, or GNU grep writing to
+# /dev/null) would kill tail with SIGPIPE, and pipefail would call a runner that printed more than
+# a pipe's buffer after the line not listening.
+listening() {
+  local count
+  count=$(tail -c "+$((RUNNER_LOG_OFFSET + 1))" "$RUNNER_LOG" | grep -cF 'Listening for Jobs')
+  ((count > 0))
+}
+
 # wait_listening: until the runner's new output has the listener's "Listening for Jobs" line;
 # fails when the runner exits first or after LISTEN_TIMEOUT_SEC.
 wait_listening() {
   local deadline=$(($(epoch) + LISTEN_TIMEOUT_SEC))
   while (($(epoch) < deadline)); do
-    if tail -c "+$((RUNNER_LOG_OFFSET + 1))" "$RUNNER_LOG" | grep -q 'Listening for Jobs'; then return 0; fi
+    if listening; then return 0; fi
     if ! kill -0 "$RUNNER_PID" 2>/dev/null; then
-      tail -c "+$((RUNNER_LOG_OFFSET + 1))" "$RUNNER_LOG" | grep -q 'Listening for Jobs' && return 0
+      listening && return 0
       log "the runner exited before listening for jobs"
       return 1
     fi
-    sleep 0.1
+    sleep 0.05
   done
   log "the runner did not listen for jobs within \${LISTEN_TIMEOUT_SEC}s"
   return 1

@@ -26,10 +26,15 @@ wait_for_release() {
   done
 }
 
+# remove_registration: config.sh remove, as root in the registration's own CONFIG_DIR (which no
+# job could write), then CONFIG_DIR goes.
 remove_registration() {
   registration_token || return 1
   # config.sh remove takes only --token (here from its input), --pat and --local.
-  runner_config remove && return 0
+  if runner_config remove; then
+    rm -rf "$CONFIG_DIR"
+    return 0
+  fi
   TOKEN="" # the next attempt reads it anew
   return 1
 }
@@ -62,6 +67,34 @@ sweep_runner_processes() {
   return 1
 }
 
+# end_job_leftovers: what a job can leave to run after its release without root: its crontab
+# (cron.deny refuses new ones: deny_schedulers), a lingering systemd user manager and its units;
+# and, where docker runs, the containers created during the run (those there before it, such as
+# the setup script's, are kept). A job with sudo is root and can leave anything: see the README.
+end_job_leftovers() {
+  local id
+  if [[ $RUNNER_USER != root ]]; then
+    rm -f "$SYSTEM_ROOT/var/spool/cron/crontabs/$RUNNER_USER" "$SYSTEM_ROOT/var/spool/cron/$RUNNER_USER" \\
+      "$SYSTEM_ROOT/var/lib/systemd/linger/$RUNNER_USER"
+    if use_systemd; then systemctl stop "user@$RUNNER_UID.service" 2>/dev/null; fi
+  fi
+  docker_ready || return 0
+  for id in $(docker ps -aq --no-trunc 2>/dev/null); do
+    [[ " $CONTAINERS_BEFORE " == *" $id "* ]] && continue
+    log "removing container $id, created during the run"
+    timeout 60 docker rm -f "$id" >/dev/null || log "could not remove container $id"
+  done
+}
+
+docker_ready() { command -v docker >/dev/null && timeout 10 docker info >/dev/null 2>&1; }
+
+# note_containers: the containers there before a run (CONTAINERS_BEFORE), which its release keeps.
+CONTAINERS_BEFORE=""
+note_containers() {
+  if docker_ready; then CONTAINERS_BEFORE=$(docker ps -aq --no-trunc 2>/dev/null | tr '\\n' ' '); fi
+  return 0
+}
+
 # own_process /proc/PID: always on an instance (one bootstrap per machine); in the tests, where
 # several share a machine and a runner user, only processes carrying this one's test marker.
 own_process() {
@@ -76,6 +109,7 @@ release_runner() {
   log "run $run_id released: stopping runner $INSTANCE_ID-$n and removing its registration"
   stop_runner || stopped=""
   sweep_runner_processes || stopped=""
+  end_job_leftovers
   retry "remove registration $INSTANCE_ID-$n" 3 remove_registration ||
     fail UD_REMOVE_REG_FAILED "$run_id" "registration removal" \\
       "config.sh remove failed for runner $INSTANCE_ID-$n (its output is above)"
@@ -91,12 +125,15 @@ registration_loop() {
   local n=0 run_id
   while true; do
     n=$((n + 1))
+    sweep_runner_processes || log "a process of $RUNNER_USER survived; registering anyway"
+    stage_registration "$n" || fail UD_REG_FAILED "$INITIAL_RUN_ID" "registration" \\
+      "could not prepare the runner's directories for registration $n"
     log "waiting for a run id in the instance record"
     run_id=$(aws_client wait-run-id "$INSTANCE_ID" "$CLAIM_POLL_SEC") ||
       fail UD_REG_FAILED "$INITIAL_RUN_ID" "claim" "waiting for a run id failed (its output is above)"
     valid_run_id "$run_id" || fail UD_REG_FAILED "$INITIAL_RUN_ID" "registration" \\
       "the instance record's run id '$run_id' is not a run id (letters, digits, . _ -)"
-    sweep_runner_processes || log "a process of $RUNNER_USER survived; registering anyway"
+    log "claimed for run $run_id"
     register_runner "$n" "$run_id"
     RUNNER_STARTS_LEFT=$RUNNER_STARTS
     run_runner "$n" "$run_id"

@@ -39,6 +39,7 @@ prepare_runner_user() {
   AS_RUNNER+=(bash -c 'umask 022 && cd "$0" && exec "$@"' "$RUNNER_DIR")
   mkdir -p "$RUNNER_HOME" && chown "$RUNNER_UID:$RUNNER_GID" "$RUNNER_HOME"
   configure_sudo
+  deny_schedulers
   log "the runner and its jobs run as $RUNNER_USER (uid $RUNNER_UID, home $RUNNER_HOME)"
 }
 
@@ -64,6 +65,19 @@ configure_sudo() {
   fi
   command -v sudo >/dev/null || log "sudo is not installed: jobs get no sudo although it is enabled"
   log "passwordless sudo for $RUNNER_USER ($SUDOERS_FILE)"
+}
+
+# deny_schedulers: cron and at refuse the job user (cron.deny, at.deny), so a job cannot leave a
+# crontab or an at job that runs after its release (the release also removes any crontab and
+# lingering systemd user manager: end_job_leftovers).
+deny_schedulers() {
+  local list
+  [[ $RUNNER_USER == root ]] && return 0
+  for list in "$SYSTEM_ROOT/etc/cron.deny" "$SYSTEM_ROOT/etc/at.deny"; do
+    mkdir -p "$(dirname "$list")" || return 1
+    grep -qxF "$RUNNER_USER" "$list" 2>/dev/null || printf '%s\\n' "$RUNNER_USER" >>"$list" ||
+      log "could not add $RUNNER_USER to $list"
+  done
 }
 
 # block_metadata: a packet-filter rule on the runner user's uid keeps jobs from instance metadata
@@ -124,17 +138,41 @@ nft_rule() {
   nft add rule inet refresh output meta skuid "$RUNNER_UID" "$1" daddr "$2" "\${port[@]}" reject
 }
 
-# install_packages DEBIAN_NAME RPM_NAME: with apt-get or dnf, whichever the image has.
+# ---- Packages: installs that wait for another's lock ----
+# configure_package_locks: on a first boot (Ubuntu's above all) apt-daily and unattended-upgrades
+# start as cloud-init finishes and hold apt's locks while the bootstrap, the runner's
+# installdependencies.sh or the setup script install packages. apt is told to wait for the dpkg
+# lock (DPkg::Lock::Timeout, for every apt-get on the instance), and the daily apt timers are
+# stopped for this instance's life (a runner's image is replaced, not upgraded in place).
+configure_package_locks() {
+  local conf="$SYSTEM_ROOT/etc/apt/apt.conf.d/90refresh-lock-timeout"
+  command -v apt-get >/dev/null || return 0
+  if ! { mkdir -p "$(dirname "$conf")" && printf 'DPkg::Lock::Timeout "%s";\\n' "$PACKAGE_LOCK_WAIT_SEC" >"$conf"; }; then
+    log "could not write $conf: apt will not wait for the dpkg lock"
+  fi
+  if use_systemd; then
+    systemctl stop apt-daily.timer apt-daily-upgrade.timer 2>/dev/null || true
+  fi
+}
+
+apt_install() { DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y "$@" </dev/null; }
+
+# install_packages DEBIAN_NAMES RPM_NAMES: with apt-get or dnf, whichever the image has, in one
+# transaction (dnf reads its repositories' metadata once per transaction: slow on small machines).
 install_packages() {
+  local -a debian rpm
+  read -ra debian <<<"$1"
+  read -ra rpm <<<"$2"
   if command -v apt-get >/dev/null; then
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "$1" </dev/null ||
-      { timeout 300 apt-get update </dev/null && DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y "$1" </dev/null; }
+    # install waits for the dpkg lock (configure_package_locks); update, for the lists' lock, not.
+    apt_install "\${debian[@]}" || { retry "apt-get update" 8 apt-get update </dev/null && apt_install "\${debian[@]}"; }
   elif command -v dnf >/dev/null; then
-    timeout 600 dnf install -y "$2" </dev/null
+    timeout 900 dnf install -y "\${rpm[@]}" </dev/null
   else
-    log "no apt-get or dnf to install $1 with"
+    log "no apt-get or dnf to install \${debian[*]} with"
     return 1
   fi
 }
+
 
 `;

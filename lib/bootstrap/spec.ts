@@ -101,6 +101,12 @@ export const BOOTSTRAP_TEST_OVERRIDES = {
   /** The sudoers file written for the runner user; default /etc/sudoers.d/90-refresh-runner. */
   sudoersFile: "REFRESH_SUDOERS_FILE",
   /**
+   * Prefix of the system files the bootstrap reads and writes besides the sudoers file:
+   * /etc/os-release, apt's configuration, cron's and at's deny lists, cron's spool and systemd's
+   * linger files; default empty (the real ones).
+   */
+  systemRoot: "REFRESH_SYSTEM_ROOT",
+  /**
    * A marker the harness puts in every process's environment: passed on to the runner, and,
    * when set, the only processes of the runner user the bootstrap kills at release are those
    * carrying it (instances of several tests share a machine and a runner user).
@@ -122,7 +128,7 @@ export function specProblems(spec: BootstrapSpec): string[] {
     `table ${JSON.stringify(spec.table)} is not a DynamoDB table name (3-255 of A-Z a-z 0-9 _ . -)`,
   );
   check(
-    /^[a-z]{2}(-[a-z]+)+-\d+$/.test(spec.region),
+    /^[a-z]{2,4}(-[a-z]+)+-\d+$/.test(spec.region),
     `region ${JSON.stringify(spec.region)} is not an AWS region name (like us-east-1)`,
   );
   check(

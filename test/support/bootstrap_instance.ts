@@ -86,6 +86,12 @@ export interface BootOptions {
   jobUser?: BootstrapSpec["jobUser"];
   jobSudo?: BootstrapSpec["jobSudo"];
   jobMetadata?: BootstrapSpec["jobMetadata"];
+  /**
+   * The fake runner's timings, in seconds (default: config.sh 0.5, no listener delay, no cold
+   * start): `config` for config.sh's talk with GitHub, `listen` from the listener's start to
+   * "Listening for Jobs", `coldStart` added to the machine's first .NET process.
+   */
+  runnerTimings?: { config?: number; listen?: number; coldStart?: number };
 }
 
 export interface BootstrapInstance extends AsyncDisposable {
@@ -116,6 +122,8 @@ export interface BootstrapInstance extends AsyncDisposable {
   installed(): Promise<string[]>;
   /** The stand-in systemctl's calls, one line of arguments each. */
   systemctl(): Promise<string[]>;
+  /** How many times the script powered the machine off. */
+  poweroffs(): Promise<number>;
   /** CPU seconds used so far by the instance's processes (see {@link UserDataRun.cpuSeconds}). */
   cpuSeconds(): Promise<number>;
 }
@@ -153,6 +161,15 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
   const imds = startFakeImds({ instanceId, region: REGION, tags });
   const githubDir = join(dir, "github");
   const runnerPackage = await startFakeRunnerPackage({ workDir: dir, githubDir, token });
+  for (
+    const [file, seconds] of [
+      ["config-delay", options.runnerTimings?.config],
+      ["listen-delay", options.runnerTimings?.listen],
+      ["cold-start", options.runnerTimings?.coldStart],
+    ] as const
+  ) {
+    if (seconds !== undefined) await Deno.writeTextFile(join(githubDir, file), `${seconds}\n`);
+  }
   const plane = new ControlPlane({ ddb, table });
   await plane.putRegistrationToken(options.tokenInTable ?? token);
 
@@ -185,6 +202,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     libicu: options.libicu,
     systemd: options.systemd,
     osRelease: options.osRelease,
+    instanceId,
   });
   const { startedAt, exited, kill } = run;
   const dispose = async () => {
@@ -218,6 +236,7 @@ export async function bootInstance(options: BootOptions): Promise<BootstrapInsta
     installed: run.installed,
     cpuSeconds: run.cpuSeconds,
     systemctl: run.systemctl,
+    poweroffs: run.poweroffs,
     [Symbol.asyncDispose]: dispose,
   };
 }
@@ -247,6 +266,8 @@ export interface UserDataRun {
   installed(): Promise<string[]>;
   /** The stand-in systemctl's calls, one line of arguments each. */
   systemctl(): Promise<string[]>;
+  /** How many times the script powered the machine off (the stand-in poweroff's calls). */
+  poweroffs(): Promise<number>;
   /**
    * CPU seconds (user + system) used so far by the script's live processes and every child
    * they reaped (utime, stime, cutime and cstime of /proc/<pid>/stat): the difference between
@@ -270,12 +291,26 @@ export async function runUserData(options: {
   libicu?: "present" | "missing";
   systemd?: boolean;
   osRelease?: string;
+  /** The instance moto terminates when the script powers off (EC2's shutdown behaviour). */
+  instanceId?: string;
 }): Promise<UserDataRun> {
   const { dir } = options;
   // The runner user must reach its install directory under `dir`.
   await Deno.chmod(dir, 0o755);
   await allowTraversal(dir);
-  const shims = await writeShims(join(dir, "shims"), options.libicu ?? "present");
+  const shims = await writeShims(
+    join(dir, "shims"),
+    options.libicu ?? "present",
+    options.instanceId,
+  );
+  // The system files the bootstrap reads and writes (REFRESH_SYSTEM_ROOT): os-release (the
+  // machine's, or the one asked for), and room for apt's configuration, cron's and at's lists.
+  const systemRoot = join(dir, "system");
+  await Deno.mkdir(join(systemRoot, "etc"), { recursive: true });
+  await Deno.writeTextFile(
+    join(systemRoot, "etc", "os-release"),
+    options.osRelease ?? await Deno.readTextFile("/etc/os-release"),
+  );
   const scriptPath = join(dir, "user-data.sh");
   await Deno.writeTextFile(scriptPath, options.script);
   const marker = `refresh-test-${crypto.randomUUID()}`;
@@ -293,12 +328,9 @@ export async function runUserData(options: {
     REFRESH_SYSTEMD_UNIT_DIR: join(dir, "systemd"),
     REFRESH_RUNNER_USER: TEST_RUNNER_USER,
     REFRESH_SUDOERS_FILE: join(dir, "sudoers.d", "90-refresh-runner"),
+    REFRESH_SYSTEM_ROOT: systemRoot,
     REFRESH_TEST_MARKER: marker,
   };
-  if (options.osRelease !== undefined) {
-    env.REFRESH_TEST_OS_RELEASE = join(dir, "os-release");
-    await Deno.writeTextFile(env.REFRESH_TEST_OS_RELEASE, options.osRelease);
-  }
   const startedAt = Date.now();
   // setsid: the script leads a process group of its own, as user data does under cloud-init.
   const child = new Deno.Command("setsid", {
@@ -336,6 +368,9 @@ export async function runUserData(options: {
     systemctl: async () =>
       (await Deno.readTextFile(join(shims, "systemctl.log")).catch(() => "")).split("\n")
         .filter((line) => line !== ""),
+    poweroffs: async () =>
+      (await Deno.readTextFile(join(shims, "poweroff.log")).catch(() => "")).split("\n")
+        .filter((line) => line !== "").length,
     installed: async () =>
       (await Deno.readTextFile(join(shims, "installed")).catch(() => "")).split("\n")
         .filter((line) => line !== ""),
@@ -347,7 +382,11 @@ export async function runUserData(options: {
  * libc), `apt-get` and `dnf` (record their arguments in `installed`; installing a libicu package
  * makes ldconfig list it). Returns their directory.
  */
-async function writeShims(shims: string, libicu: "present" | "missing"): Promise<string> {
+async function writeShims(
+  shims: string,
+  libicu: "present" | "missing",
+  instanceId: string | undefined,
+): Promise<string> {
   await Deno.mkdir(shims, { recursive: true, mode: 0o755 });
   await Deno.chmod(shims, 0o755);
   if (libicu === "present") await Deno.writeTextFile(join(shims, "libicu"), "");
@@ -370,6 +409,7 @@ if [[ " $* " == *" libicu"* ]]; then touch '${shims}/libicu'; fi
   const systemctl = `#!/bin/bash
 # Stand-in systemctl (test/support/bootstrap_instance.ts).
 echo "$*" >>'${shims}/systemctl.log'
+if [[ $1 == poweroff ]]; then exec '${shims}/poweroff'; fi
 if [[ $1 == start ]]; then
   unit="$REFRESH_SYSTEMD_UNIT_DIR/\${@: -1}"
   env_file=$(sed -n 's/^EnvironmentFile=//p' "$unit")
@@ -380,6 +420,20 @@ if [[ $1 == start ]]; then
 fi
 `;
   await Deno.writeTextFile(join(shims, "systemctl"), systemctl, { mode: 0o755 });
+  // poweroff: records it and, as EC2 does for an instance whose shutdown behaviour is terminate,
+  // terminates the instance in moto.
+  const poweroff = `#!/bin/bash
+# Stand-in poweroff (test/support/bootstrap_instance.ts).
+echo poweroff >>'${shims}/poweroff.log'
+${
+    instanceId === undefined ? "" : `curl -sS --max-time 10 -o /dev/null '${MOTO_URL}/' ` +
+      // moto routes by the credential scope's service and checks no signature.
+      `-H 'Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/ec2/aws4_request, ` +
+      `SignedHeaders=host, Signature=0' ` +
+      `-d 'Action=TerminateInstances&Version=2016-11-15&InstanceId.1=${instanceId}'`
+  }
+`;
+  await Deno.writeTextFile(join(shims, "poweroff"), poweroff, { mode: 0o755 });
   return shims;
 }
 

@@ -134,6 +134,32 @@ export class ControlPlane {
     return outcome;
   }
 
+  /**
+   * Puts an instance in the pool as a warm pool does: its record `idle`, no run id, threshold
+   * `idleTimeSec` ahead (default 420).
+   */
+  async pool(instanceId: string, options: { idleTimeSec?: number } = {}): Promise<void> {
+    const now = new Date();
+    await this.ddb.send(
+      new PutCommand({
+        TableName: this.table,
+        Item: {
+          PK: "TYPE#INSTANCE",
+          SK: `ID#${instanceId}`,
+          entityType: "INSTANCE",
+          identifier: instanceId,
+          state: "idle",
+          runId: "",
+          threshold: isoSeconds(new Date(now.getTime() + (options.idleTimeSec ?? 420) * 1000)),
+          resourceClass: "large",
+          instanceType: "c6i.large",
+          usageClass: "on-demand",
+          updatedAt: isoSeconds(now),
+        },
+      }),
+    );
+  }
+
   /** claim from the pool: `idle -> claimed` with a new run id, heartbeat check, `UD_REG_OK`. */
   async claim(
     instanceId: string,

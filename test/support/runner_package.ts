@@ -81,6 +81,13 @@ export async function startFakeRunnerPackage(options: {
     `readonly GITHUB_DIR='${githubDir}'`,
     tokenLine,
     'here=$(cd "$(dirname "$0")" && pwd)',
+    "# seconds from github/NAME, else DEFAULT",
+    'delay() { cat "$GITHUB_DIR/$1" 2>/dev/null || echo "$2"; }',
+    "# The .NET runtime's cold start: the machine's first .NET process (Runner.Listener in any",
+    "# mode) waits github/cold-start seconds more, as its files are first read from disk.",
+    "dotnet_start() {",
+    '  if [[ ! -e $GITHUB_DIR/runtime-warm ]]; then sleep "$(delay cold-start 0)"; : >"$GITHUB_DIR/runtime-warm"; fi',
+    "}",
     "",
   ].join("\n");
   const files: [string, string][] = [
@@ -195,7 +202,12 @@ if ! $LDCONFIG_COMMAND -NXv \${libpath//:/ } 2>&1 | grep libicu >/dev/null 2>&1;
   echo "Execute sudo ./bin/installdependencies.sh to install any missing Dotnet Core 6.0 dependencies."
   exit 1
 fi
-sleep 0.5 # the real one talks to GitHub for seconds: long enough to be seen in the process table
+# The real config.sh sources env.sh, which writes .env and .path for the runner's jobs.
+printf 'LANG=%s\\n' "\${LANG:-}" >"$here/.env"
+printf '%s\\n' "$PATH" >"$here/.path"
+# Then Runner.Listener configure: the runtime's start, then GitHub for seconds (config-delay).
+dotnet_start
+sleep "$(delay config-delay 0.5)"
 if [[ $given != valid ]]; then
   echo "Http response code: NotFound from 'POST https://api.github.com/actions/runner-registration'" >&2
   exit 1
@@ -219,7 +231,7 @@ if [[ -e "$here/.runner" ]]; then
   echo "Cannot configure the runner because it is already configured." >&2
   exit 1
 fi
-name="" labels="" url="" group="Default" unattended=""
+name="" labels="" url="" group="Default" unattended="" replace=""
 while (($# > 0)); do
   case $1 in
     --name) name=$2; shift ;;
@@ -227,14 +239,27 @@ while (($# > 0)); do
     --url) url=$2; shift ;;
     --runnergroup) group=$2; shift ;;
     --unattended) unattended=yes ;;
-    --no-default-labels | --disableupdate | --replace | --ephemeral) ;;
+    --replace) replace=yes ;;
+    --no-default-labels | --disableupdate | --ephemeral) ;;
     *) echo "Unrecognized command-line input arguments: '$1'" >&2; exit 1 ;;
   esac
   shift
 done
 if [[ -z $unattended || -z $name || -z $url ]]; then echo "missing arguments" >&2; exit 1; fi
-printf 'name=%s\\n' "$name" >"$here/.runner"
+if [[ -e $GITHUB_DIR/runners/$name && -z $replace ]]; then
+  echo "A runner exists with the same name $name." >&2
+  exit 1
+fi
 printf 'labels=%s\\nurl=%s\\ngroup=%s\\n' "$labels" "$url" "$group" >"$GITHUB_DIR/runners/$name"
+# github/fail-after-register: that many registrations fail after reaching GitHub (the connection
+# lost before the answer), leaving the runner registered there and the directory unconfigured.
+failures=$(delay fail-after-register 0)
+if ((failures > 0)); then
+  echo $((failures - 1)) >"$GITHUB_DIR/fail-after-register"
+  echo "The operation was canceled." >&2
+  exit 1
+fi
+printf 'name=%s\\n' "$name" >"$here/.runner"
 echo "Runner successfully added"
 `;
 
@@ -249,7 +274,13 @@ wait "$listener"
 `;
 
 const LISTENER_SH = `# Fake Runner.Listener: see test/support/runner_package.ts.
+if [[ \${1:-} == --version ]]; then
+  dotnet_start
+  echo "2.323.0"
+  exit 0
+fi
 name=$1
+dotnet_start
 refusals=$(cat "$GITHUB_DIR/refuse-listener" 2>/dev/null || echo 0)
 if ((refusals > 0)); then
   echo $((refusals - 1)) >"$GITHUB_DIR/refuse-listener"
@@ -257,10 +288,12 @@ if ((refusals > 0)); then
   echo "An error occurred: the runner version is deprecated and cannot receive messages."
   exit 0
 fi
-sleep "$(cat "$GITHUB_DIR/listen-delay" 2>/dev/null || echo 0)" # connecting to GitHub
+sleep "$(delay listen-delay 0)" # connecting to GitHub
 echo "√ Connected to GitHub"
 echo "Current runner version: '2.323.0'"
 echo "$(date -u '+%Y-%m-%d %H:%M:%SZ'): Listening for Jobs"
+# github/listen-spam: that many bytes of output right after (the runner can be chatty).
+head -c "$(delay listen-spam 0)" /dev/zero | tr '\\0' 'x'
 echo "listening $name $$" >>"$GITHUB_DIR/events"
 env >"$GITHUB_DIR/env-job-$name"
 (
@@ -281,8 +314,8 @@ const INSTALLDEPENDENCIES_SH =
   `# Fake bin/installdependencies.sh: see test/support/runner_package.ts.
 if [[ $(id -u) -ne 0 ]]; then echo "Need to run with sudo privilege"; exit 1; fi
 echo "installdependencies" >>"$GITHUB_DIR/events"
-# The harness may name another os-release (REFRESH_TEST_OS_RELEASE), to act out another system.
-os_release=\${REFRESH_TEST_OS_RELEASE:-/etc/os-release}
+# The harness may give another os-release (in REFRESH_SYSTEM_ROOT), to act out another system.
+os_release=\${REFRESH_SYSTEM_ROOT:-}/etc/os-release
 if [[ ! -e $os_release ]]; then echo "/etc/os-release doesn't exists."; exit 1; fi
 # Like the real one, by ID only: Amazon Linux 2023 (ID=amzn, ID_LIKE=fedora) is not known.
 id=$(. "$os_release" && echo "$ID")

@@ -291,6 +291,8 @@ async function startInRootfs(
       [...(await readFile("/var/log/apt/history.log")).matchAll(/^Commandline: (.*)$/gm)]
         .map((m) => m[1]),
     systemctl: () => Promise.resolve([]),
+    // The image's own poweroff (systemd's) finds no systemd running and fails: the log counts.
+    poweroffs: async () => (await readFile(BOOTSTRAP_LOG)).match(/ powering off \(/g)?.length ?? 0,
     cpuSeconds: () => cpuSeconds(pid),
     exec: async (args) => {
       // Entering the pid namespace forks; the instance's root is the overlay in its mounts.
