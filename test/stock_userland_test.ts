@@ -84,6 +84,55 @@ async function until<T>(
   );
 }
 
+/**
+ * An operator's setup script, as written for cloud-init: it installs a tool with chmod +x, adds
+ * the job user to a group, and records what it ran as. Before that it starts what Ubuntu's first
+ * boot starts as cloud-init finishes, apt-daily: a process holding apt's locks (the dpkg frontend
+ * lock and the package lists' lock) for 15 s, so the bootstrap's installs meet them.
+ */
+const SETUP_SCRIPT = `#!/bin/bash
+set -euo pipefail
+setsid python3 -c '
+import fcntl, time
+held = [open(p, "w") for p in ("/var/lib/dpkg/lock-frontend", "/var/lib/apt/lists/lock")]
+for f in held:
+    fcntl.lockf(f, fcntl.LOCK_EX)
+open("/run/apt-held", "w").close()
+time.sleep(15)
+' </dev/null >/dev/null 2>&1 &
+while [ ! -e /run/apt-held ]; do sleep 0.1; done
+mkdir -p /opt/tools
+printf '#!/bin/sh\\necho tool works\\n' >/opt/tools/mytool
+chmod +x /opt/tools/mytool
+groupadd tools
+usermod -aG tools "$REFRESH_JOB_USER"
+echo "$(id -u) $(umask) $HOME $REFRESH_JOB_USER" >/opt/tools/setup-env
+`;
+
+/**
+ * A hostile job: uses the setup's tool and group, then rewrites every runner file it can with a
+ * script that saves its environment (where the registration token would be) into `loot`, and
+ * leaves a daemon reading every process's environment it can.
+ */
+function hostileJob(loot: string): string {
+  const thief = `#!/bin/bash\nenv >>'${loot}/env-'$$\n`;
+  return [
+    "/opt/tools/mytool",
+    "id -nG | tr ' ' '\\n' | grep -x tools",
+    `thief='${thief.replaceAll("'", "'\\''")}'`,
+    "rewritten=0",
+    "for f in config.sh run.sh env.sh run-helper.sh.template bin/Runner.Listener .env .path; do",
+    '  if printf "%s" "$thief" >"$f" 2>/dev/null || ' +
+    '{ rm -f "$f" 2>/dev/null && printf "%s" "$thief" >"$f" && chmod +x "$f"; }; then',
+    "    rewritten=$((rewritten + 1))",
+    "  fi",
+    "done",
+    'echo "rewritten $rewritten"',
+    `(setsid bash -c 'while true; do cat /proc/[0-9]*/environ >>"${loot}/environ" 2>/dev/null; ` +
+    "sleep 0.2; done' </dev/null >/dev/null 2>&1 &)",
+  ].join("\n");
+}
+
 Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no AWS CLI and no libicu", async () => {
   const rootfs = stockRootfs();
 
@@ -99,9 +148,15 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
     subnetId,
     timings: DEFAULT_TIMINGS,
     runUserData: stock.runUserData,
+    preRunnerScript: SETUP_SCRIPT,
   });
   const inside: RootfsRun = stock.last!;
   const { plane, instanceId } = instance;
+  // The first job is hostile; the second only looks.
+  const loot = `${instance.dir}/github/loot`;
+  await Deno.mkdir(loot, { mode: 0o777 });
+  await Deno.chmod(loot, 0o777);
+  await Deno.writeTextFile(`${instance.dir}/github/job-step`, hostileJob(loot), { mode: 0o644 });
   const name1 = `${instanceId}-1`;
   const name2 = `${instanceId}-2`;
 
@@ -155,6 +210,29 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
   const asJob = await inside.exec([...asUser, ...tokenRequest]);
   assert.notEqual(asJob.code, 0, `${user} reached instance metadata: ${asJob.stdout}`);
 
+  // The setup script ran as under cloud-init (root, umask 022, root's HOME, the job user there
+  // already), while apt's locks were held, as apt-daily holds them on a first boot: the
+  // bootstrap's installs waited. Its tool, folder and group work in the job.
+  assert.equal(
+    (await inside.readFile("/opt/tools/setup-env")).trim(),
+    `0 0022 /root ${user}`,
+  );
+  assert.match(await instance.log(), /Could not get lock/);
+  const out = await until(
+    instance,
+    "the first job's step",
+    30_000,
+    async () =>
+      (await Deno.readTextFile(`${instance.dir}/github/job-step-${name1}.status`).catch(() =>
+        ""
+      )) &&
+      await Deno.readTextFile(`${instance.dir}/github/job-step-${name1}.out`),
+  );
+  assert.match(out, /^tool works$/m, out);
+  assert.match(out, /^tools$/m, out);
+  assert.match(out, /^rewritten [1-9]\d*$/m, out);
+  await Deno.writeTextFile(`${instance.dir}/github/job-step`, "true\n");
+
   // Release: the registration removed, the runner stopped.
   const release1 = await expectOk(instance, await plane.release(instanceId, "5001"), "release");
   github = await instance.github();
@@ -176,6 +254,21 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
     ["UD_REMOVE_REG_REMOVE_RUN_OK", "5002"],
   );
   assert.deepEqual((await instance.github()).runners, {});
+  // The hostile first job never obtained the registration token: every config.sh run (two
+  // registrations, two removals) had it, none of what the job planted did.
+  assert.deepEqual((await instance.github()).calls.map((c) => [c.verb, c.token]), [
+    ["config", "valid"],
+    ["remove", "valid"],
+    ["config", "valid"],
+    ["remove", "valid"],
+  ]);
+  const stolen: string[] = [];
+  for await (const entry of Deno.readDir(loot)) {
+    if ((await Deno.readTextFile(`${loot}/${entry.name}`)).includes(instance.token)) {
+      stolen.push(entry.name);
+    }
+  }
+  assert.deepEqual(stolen, [], "the job's files holding the token");
 
   // Idle in the pool, waiting to be claimed: what its processes cost (a figure, not a limit;
   // bench/bootstrap_bench.ts measures it on the harness).
