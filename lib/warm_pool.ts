@@ -42,7 +42,7 @@
  */
 import type { TaskOutcome } from "./task.ts";
 import type { WarmContext } from "./warm_pool/context.ts";
-import { minimumsAt } from "./warm_pool/inputs.ts";
+import { minimumsAt, provisionMismatches } from "./warm_pool/inputs.ts";
 import { keepWarm } from "./warm_pool/keep.ts";
 import { launch } from "./warm_pool/launch.ts";
 import { planWarmPool } from "./warm_pool/plan.ts";
@@ -97,6 +97,11 @@ export async function reconcileWarmPool(
   const plan = planWarmPool({
     ...read,
     minimum: minimumsAt(desired, now),
+    usageClass: desired.usageClass,
+    short: new Set(
+      Object.entries(read.shortages).filter(([, s]) => Date.parse(s.until) > now.getTime())
+        .map(([key]) => key),
+    ),
     now,
     holdMs: desired.holdMin * 60_000,
     bootGraceMin: ctx.desired.reaper.rollout.bootGraceMin,
@@ -109,7 +114,11 @@ export async function reconcileWarmPool(
     }`,
   );
   await options.afterRead?.();
-  const progress: Progress = { changes: [], warnings: [...plan.warnings], errors: [] };
+  const progress: Progress = {
+    changes: [],
+    warnings: [...provisionMismatches(desired), ...plan.warnings],
+    errors: [],
+  };
   await keepWarm(ctx, read, plan, now, progress);
   await launch(ctx, read, plan, now, progress);
   return finish(ctx, plan, now, progress);

@@ -49,10 +49,10 @@ Deno.test("a warm instance launched by refresh boots, is advertised once ready, 
   assert.deepEqual(message, {
     id: warm,
     resourceClass: "large",
-    instanceType: "t3.micro",
+    instanceType: "m5.large",
     cpu: 2,
     mmem: 4096,
-    usageClass: "spot",
+    usageClass: "on-demand",
     threshold: record!.threshold,
   });
 

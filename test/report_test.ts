@@ -157,8 +157,10 @@ Deno.test("report text names each unreachable endpoint before the result line", 
   assert.equal(JSON.parse(renderJson(r)).unreachable[0].call, "DynamoDB.DescribeTable");
 });
 
-Deno.test("report text shows the warm pool per class: minimum, ready, booting, launched this run", () => {
+Deno.test("report text shows the warm pool per class: usage, minimum, ready, booting, launched this run, interruptions, fallbacks and a class below its minimum", () => {
   const large = {
+    resourceClass: "large",
+    usageClass: "on-demand",
     minimum: 3,
     ready: 1,
     booting: 1,
@@ -167,6 +169,10 @@ Deno.test("report text shows the warm pool per class: minimum, ready, booting, l
     unhealthy: 0,
     extra: 0,
     instanceHoursPerDay: 23.6,
+    interrupted: 0,
+    fellBack: null,
+    capacityShort: false,
+    belowMinimum: false,
   };
   const text = renderText(report([
     result({
@@ -176,7 +182,21 @@ Deno.test("report text shows the warm pool per class: minimum, ready, booting, l
         warm: {
           schedule: "Mon-Fri 08:00-19:00 Europe/Berlin",
           inSchedule: true,
-          classes: { large, xlarge: { ...large, minimum: 0, ready: 2, launched: 0 } },
+          classes: {
+            large,
+            xlarge: { ...large, resourceClass: "xlarge", minimum: 0, ready: 2, launched: 0 },
+            "large:spot": {
+              ...large,
+              usageClass: "spot",
+              minimum: 2,
+              ready: 0,
+              booting: 0,
+              interrupted: 1,
+              fellBack: { count: 1, why: "InsufficientInstanceCapacity: no capacity" },
+              capacityShort: true,
+              belowMinimum: true,
+            },
+          },
         },
       },
     }),
@@ -184,9 +204,10 @@ Deno.test("report text shows the warm pool per class: minimum, ready, booting, l
   const lines = text.split("\n");
   const at = lines.indexOf("  warm pool, schedule Mon-Fri 08:00-19:00 Europe/Berlin: inside:");
   assert.ok(at > 0, text);
-  assert.deepEqual(lines.slice(at + 1, at + 4), [
-    "    class   minimum  ready  booting  launched  outdated  h/day",
-    "    large         3      1        1         1         0   23.6",
-    "    xlarge        0      2        1         0         0   23.6",
+  assert.deepEqual(lines.slice(at + 1, at + 5), [
+    "    class                                                    usage  minimum  ready  booting  launched  outdated  interrupted  h/day",
+    "    large                                                on-demand        3      1        1         1         0            0   23.6",
+    "    xlarge                                               on-demand        0      2        1         0         0            0   23.6",
+    "    large:spot (below minimum)  spot (1 on-demand: capacity short)        2      0        0         1         0            1   23.6",
   ]);
 });

@@ -167,11 +167,22 @@ Deno.test("warm pool makes no call at all when no warm pool is configured", asyn
   assert.match(outcome.summary, /no warm pool/);
 });
 
+/** The view's fields of a large on-demand warm pool with no interruption or shortage. */
+const LARGE_ON_DEMAND = {
+  resourceClass: "large",
+  usageClass: "on-demand",
+  interrupted: 0,
+  fellBack: null,
+  capacityShort: false,
+  belowMinimum: false,
+};
+
 Deno.test("warm pool launches a class's shortfall from the pool's template, idle and unclaimed, advertised only once ready", async () => {
   const ctx = await pool(["--warm-pool", "large=2", "--warm-pool-usage-class", "on-demand"]);
   const first = await run(ctx);
   assert.equal(ctx.counter.counts.get("EC2.CreateFleet"), 1);
   assert.deepEqual(view(first).classes.large, {
+    ...LARGE_ON_DEMAND,
     minimum: 2,
     ready: 0,
     booting: 0,
@@ -205,7 +216,7 @@ Deno.test("warm pool launches a class's shortfall from the pool's template, idle
         runId: "",
         threshold: hold,
         resourceClass: "large",
-        instanceType: "t3.micro",
+        instanceType: "m5.large",
         usageClass: "on-demand",
         updatedAt: undefined,
       },
@@ -232,7 +243,7 @@ Deno.test("warm pool launches a class's shortfall from the pool's template, idle
   assert.deepEqual(await messages(ctx, "large"), [{
     id: a,
     resourceClass: "large",
-    instanceType: "t3.micro",
+    instanceType: "m5.large",
     cpu: 2,
     mmem: 4096,
     usageClass: "on-demand",
@@ -361,6 +372,7 @@ Deno.test("warm pool outside its schedule launches nothing and keeps nothing war
   const outcome = await run(closed);
   assert.equal(closed.counter.writes(), 0, JSON.stringify(closed.counter.toJSON()));
   assert.deepEqual(view(outcome).classes.large, {
+    ...LARGE_ON_DEMAND,
     minimum: 0,
     ready: 2,
     booting: 0,
@@ -384,6 +396,7 @@ Deno.test("warm pool counts a failed or silent instance as not ready and launche
   assert.deepEqual(
     { ...view(outcome).classes.large, instanceHoursPerDay: undefined },
     {
+      ...LARGE_ON_DEMAND,
       minimum: 2,
       ready: 1,
       booting: 0,
@@ -411,7 +424,7 @@ Deno.test("warm pool counts an instance still removing its runner after a releas
           runId: "",
           threshold: timestamp(new Date(ctx.now().getTime() + 5 * MIN)),
           resourceClass: "large",
-          instanceType: "t3.micro",
+          instanceType: "m5.large",
           usageClass: "on-demand",
         }),
       }),

@@ -9,6 +9,12 @@ import { type InputSpec, type Reader, show } from "../inputs.ts";
 import type { ResourceClass } from "../resource_pools.ts";
 import { hoursPerWeek, isWithin, parseSchedule, type Schedule } from "../schedule.ts";
 
+/** fleet-actions' provision's default `allowed-instance-types`. */
+export const PROVISION_INSTANCE_TYPES: readonly string[] = ["c*", "m*", "r*"];
+
+/** fleet-actions' provision's default `usage-class`. */
+export const PROVISION_USAGE_CLASS: UsageClass = "on-demand";
+
 /** The warm pool's inputs, in `--help` order. */
 export const INPUTS: InputSpec[] = [
   {
@@ -16,7 +22,7 @@ export const INPUTS: InputSpec[] = [
     env: ["REFRESH_WARM_POOL"],
     kind: "string",
     help:
-      'idle instances kept ready per resource class, CLASS=N[,CLASS=N…] (config file: also {"CLASS": N}); none by default',
+      'idle instances kept ready per resource class, CLASS[:USAGE]=N[,…] (USAGE spot or on-demand, default --warm-pool-usage-class; config file: also {"CLASS": N}); none by default',
   },
   {
     name: "warm-pool-schedule",
@@ -37,15 +43,25 @@ export const INPUTS: InputSpec[] = [
     name: "warm-pool-usage-class",
     env: ["REFRESH_WARM_POOL_USAGE_CLASS"],
     kind: "string",
-    default: "spot",
-    help: "spot or on-demand: how warm instances are bought (provision's usage class)",
+    default: "on-demand",
+    help:
+      "spot or on-demand: how warm instances are bought, unless CLASS:USAGE says (provision's usage-class, whose default is on-demand)",
   },
   {
     name: "warm-pool-instance-types",
     env: ["REFRESH_WARM_POOL_INSTANCE_TYPES"],
     kind: "list",
+    default: PROVISION_INSTANCE_TYPES.join(","),
     help:
-      "instance types warm instances may be (provision's allowed types, patterns like c6i.*); any with the class's CPU and memory by default",
+      "instance types warm instances may be, with the class's CPU and memory (provision's allowed-instance-types, patterns like c6i.*)",
+  },
+  {
+    name: "warm-pool-spot-fallback",
+    env: ["REFRESH_WARM_POOL_SPOT_FALLBACK"],
+    kind: "string",
+    default: "on",
+    help:
+      "on or off: when spot capacity is short, launch a spot warm pool's shortfall on-demand (and remember the shortage for 30 min)",
   },
 ];
 
@@ -61,6 +77,20 @@ export interface DesiredWarmPool {
   usageClass: UsageClass;
   /** EC2 Fleet's AllowedInstanceTypes; empty: any type with the class's CPU and memory. */
   instanceTypes: string[];
+  /** Whether a spot warm pool short of capacity launches on-demand instead. */
+  spotFallback: boolean;
+}
+
+/** A warm pool key (`large`, or `large:spot`) as the class and usage class it keeps. */
+export interface WarmKey {
+  cls: string;
+  usage: UsageClass;
+}
+
+/** The class and usage class of a key of {@link DesiredWarmPool.minimum}. */
+export function warmKey(key: string, defaultUsage: UsageClass): WarmKey {
+  const [cls, usage] = key.split(":");
+  return { cls, usage: usage === "spot" || usage === "on-demand" ? usage : defaultUsage };
 }
 
 /** The most instances one class may keep warm. */
@@ -87,13 +117,30 @@ export function parseWarmPool(
       );
     }
   }
-  const usageClass = r.string("warm-pool-usage-class") ?? "spot";
+  const usageClass = r.string("warm-pool-usage-class") ?? PROVISION_USAGE_CLASS;
   if (usageClass !== "spot" && usageClass !== "on-demand") {
     r.problems.push(
       `warm-pool-usage-class: expected spot or on-demand, got ${JSON.stringify(usageClass)}`,
     );
   }
-  const instanceTypes = r.list("warm-pool-instance-types") ?? [];
+  const instanceTypes = r.list("warm-pool-instance-types") ?? [...PROVISION_INSTANCE_TYPES];
+  if (usageClass === "spot" || usageClass === "on-demand") {
+    const seen = new Map<string, string>();
+    for (const key of Object.keys(minimum)) {
+      const { cls, usage } = warmKey(key, usageClass);
+      const other = seen.get(`${cls}:${usage}`);
+      if (other !== undefined) {
+        r.problems.push(
+          `warm-pool: ${other} and ${key} both keep ${usage} ${cls} instances; give one of them`,
+        );
+      }
+      seen.set(`${cls}:${usage}`, key);
+    }
+  }
+  const fallback = r.string("warm-pool-spot-fallback") ?? "on";
+  if (fallback !== "on" && fallback !== "off") {
+    r.problems.push(`warm-pool-spot-fallback: expected on or off, got ${JSON.stringify(fallback)}`);
+  }
   for (const t of instanceTypes) {
     if (!/^[a-z0-9*.-]{1,30}$/.test(t)) {
       r.problems.push(
@@ -109,10 +156,14 @@ export function parseWarmPool(
     holdMin: r.int("warm-pool-hold-min", 2, 24 * 60)!,
     usageClass: usageClass as UsageClass,
     instanceTypes,
+    spotFallback: fallback !== "off",
   };
 }
 
-/** `large=2,xlarge=1` (commas or spaces), or in the config file also `{"large": 2}`. */
+/**
+ * `large=2,xlarge=1` (commas or spaces), `large:spot=1` for a usage class other than the
+ * default, or in the config file also `{"large": 2}`.
+ */
 function parseMinimum(
   raw: unknown,
   classes: Record<string, ResourceClass> | undefined,
@@ -156,9 +207,16 @@ function parseMinimum(
       );
       continue;
     }
-    if (classes && !(cls in classes)) {
+    const [name_, usage, ...more] = cls.split(":");
+    if (more.length > 0 || (usage !== undefined && usage !== "spot" && usage !== "on-demand")) {
       problems.push(
-        `${name}: unknown resource class ${JSON.stringify(cls)}; expected one of ${
+        `${name}: ${JSON.stringify(cls)} is not CLASS or CLASS:USAGE with USAGE spot or on-demand`,
+      );
+      continue;
+    }
+    if (classes && !(name_ in classes)) {
+      problems.push(
+        `${name}: unknown resource class ${JSON.stringify(name_)}; expected one of ${
           Object.keys(classes).join(", ")
         } (--resource-class-config)`,
       );
@@ -185,4 +243,33 @@ export function minimumsAt(desired: DesiredWarmPool, now: Date): Record<string, 
 export function instanceHoursPerDay(minimum: number, schedule: Schedule | null): number {
   const hours = schedule === null ? 24 : hoursPerWeek(schedule) / 7;
   return Math.round(minimum * hours * 10) / 10;
+}
+
+/**
+ * What keeps fleet-actions' provision, with its defaults, from claiming a key's warm instances:
+ * a usage class other than its `usage-class` default (on-demand), or instance types outside its
+ * `allowed-instance-types` default (c*, m*, r*); provision puts such instances back in the queue
+ * and launches a new one.
+ */
+export function provisionMismatches(desired: DesiredWarmPool): string[] {
+  const found: string[] = [];
+  const outside = desired.instanceTypes.filter((t) => !/^[cmr]/.test(t));
+  for (const key of Object.keys(desired.minimum)) {
+    const { cls, usage } = warmKey(key, desired.usageClass);
+    if (usage !== PROVISION_USAGE_CLASS) {
+      found.push(
+        `${key}: warm instances are ${usage}, and provision claims only its usage-class ` +
+          `(default ${PROVISION_USAGE_CLASS}): workflows of class ${cls} must set usage-class: ` +
+          `${usage}, or keep ${cls}=N (on-demand)`,
+      );
+    }
+    if (outside.length > 0) {
+      found.push(
+        `${key}: warm instance types ${outside.join(", ")} are outside provision's default ` +
+          `allowed-instance-types (${PROVISION_INSTANCE_TYPES.join(", ")}): workflows must list ` +
+          "them in allowed-instance-types, or provision puts those instances back",
+      );
+    }
+  }
+  return found;
 }

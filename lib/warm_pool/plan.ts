@@ -1,11 +1,14 @@
 /**
- * Phase 2 of the warm pool: pure. Sorts each warm class's idle instances into ready, booting and
- * unable to serve, picks the ones to keep warm and renew, and the shortfall to launch.
+ * Phase 2 of the warm pool: pure. Sorts the idle instances of each warm pool key (a class, bought
+ * spot or on-demand) into ready, booting and unable to serve, picks the ones to keep warm and
+ * renew, and the shortfall to launch. An idle instance that withdrew on an interruption notice
+ * (its record's `interruption`) is counted as interrupted, never as warm.
  *
  * @module
  */
 import { isTimestamp, versionOf } from "../rollout.ts";
 import type { WarmState } from "./read.ts";
+import { type UsageClass, warmKey } from "./inputs.ts";
 
 /** A heartbeat at most this old counts as fresh (provision's claim accepts 15 s). */
 export const READY_HEARTBEAT_SEC = 15;
@@ -26,8 +29,12 @@ export interface ReadyInstance {
   usageClass: string;
 }
 
-/** One class of the plan: what was found and what this run does. */
+/** One warm pool key (a class, bought one way) of the plan: what was found and what this run does. */
 export interface WarmClass {
+  /** The resource class. */
+  cls: string;
+  /** How its warm instances are bought. */
+  usage: UsageClass;
   /** The minimum now (0 outside the schedule). */
   minimum: number;
   /** Ready idle instances found (kept or not). */
@@ -47,6 +54,15 @@ export interface WarmClass {
   launch: number;
   /** Instances launched (and recorded) this run. */
   launched: number;
+  /**
+   * Spot capacity is short (remembered from an earlier run, or met by this one): the shortfall
+   * is launched on-demand, and on-demand instances launched in its place count as warm.
+   */
+  short: boolean;
+  /** Instances launched on-demand this run in place of spot ones, and why. */
+  fellBack: { count: number; why: string } | null;
+  /** Idle instances of the class that withdrew on an interruption notice, not reaped yet. */
+  interrupted: number;
 }
 
 export interface WarmPlan {
@@ -54,8 +70,12 @@ export interface WarmPlan {
   warnings: string[];
 }
 
-export interface PlanInput extends Omit<WarmState, "classConfig" | "subnetIds"> {
+export interface PlanInput extends Omit<WarmState, "classConfig" | "subnetIds" | "shortages"> {
   minimum: Record<string, number>;
+  /** The usage class of a key without one (`--warm-pool-usage-class`). */
+  usageClass: UsageClass;
+  /** Keys whose spot capacity is short now (a remembered shortage not yet over). */
+  short: Set<string>;
   now: Date;
   holdMs: number;
   bootGraceMin: number;
@@ -66,8 +86,19 @@ export function planWarmPool(input: PlanInput): WarmPlan {
   const { now } = input;
   const classes: Record<string, WarmClass> = {};
   const ready = new Map<string, ReadyInstance[]>();
-  for (const [cls, minimum] of Object.entries(input.minimum)) {
-    classes[cls] = {
+  /** Key by `<class>:<usage>`, and by `<class>:fallback` for a short spot key. */
+  const keys = new Map<string, string>();
+  for (const [key, minimum] of Object.entries(input.minimum)) {
+    const { cls, usage } = warmKey(key, input.usageClass);
+    const short = usage === "spot" && input.short.has(key);
+    keys.set(`${cls}:${usage}`, key);
+    if (short) keys.set(`${cls}:fallback`, key);
+    classes[key] = {
+      cls,
+      usage,
+      short,
+      fellBack: null,
+      interrupted: 0,
       minimum,
       ready: 0,
       booting: 0,
@@ -79,13 +110,20 @@ export function planWarmPool(input: PlanInput): WarmPlan {
       launch: 0,
       launched: 0,
     };
-    ready.set(cls, []);
+    ready.set(key, []);
   }
   const warnings: string[] = [];
   for (const r of input.records) {
-    const cls = typeof r.resourceClass === "string" ? r.resourceClass : undefined;
-    const view = cls !== undefined ? classes[cls] : undefined;
+    // On-demand instances launched in place of spot ones count for their spot key while the
+    // shortage lasts; after it, they are left to expire and spot ones launched again.
+    const usage = r.fallbackFrom === "spot" ? "fallback" : r.usageClass;
+    const key = keys.get(`${r.resourceClass}:${usage}`);
+    const view = key !== undefined ? classes[key] : undefined;
     if (!view || r.state !== "idle" || r.runId !== "") continue;
+    if (typeof r.interruption === "string") {
+      view.interrupted++;
+      continue;
+    }
     if (!isTimestamp(r.threshold) || Date.parse(r.threshold) <= now.getTime()) continue;
     const instance = input.instances.get(r.id);
     if (!instance) continue; // gone, or not proven the pool's: the reaper's to judge
@@ -99,9 +137,9 @@ export function planWarmPool(input: PlanInput): WarmPlan {
       Date.parse(beat) >= now.getTime() - READY_HEARTBEAT_SEC * 1000;
     if (fresh && typeof signal === "string" && READY_SIGNALS.has(signal)) {
       const version = input.template ? versionOf({ id: r.id, ...instance }, input.template) : null;
-      ready.get(cls!)!.push({
+      ready.get(key!)!.push({
         id: r.id,
-        resourceClass: cls!,
+        resourceClass: view.cls,
         threshold: r.threshold,
         updatedAt: typeof r.updatedAt === "string" ? r.updatedAt : undefined,
         advertised: r.advertisedThreshold === r.threshold,
@@ -118,8 +156,8 @@ export function planWarmPool(input: PlanInput): WarmPlan {
     if (fresh || !(launched < now.getTime() - input.bootGraceMin * 60_000)) view.booting++;
     else view.unhealthy++;
   }
-  for (const [cls, view] of Object.entries(classes)) {
-    const list = ready.get(cls)!;
+  for (const [key, view] of Object.entries(classes)) {
+    const list = ready.get(key)!;
     // Current versions first, then the newest launches (they live longest), the id breaking ties.
     list.sort((a, b) =>
       Number(a.outdated) - Number(b.outdated) || b.launchTime.localeCompare(a.launchTime) ||

@@ -1,7 +1,7 @@
 /**
  * Phase 1 of the warm pool: reads what provision reads (`resource_class_config`, `subnet_ids`),
  * every instance record, heartbeat and worker signal, the pool's launch template and its live
- * instances. Writes nothing.
+ * instances, and the spot capacity shortages earlier runs remembered. Writes nothing.
  *
  * @module
  */
@@ -11,7 +11,11 @@ import {
   type Instance,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { ResourceNotFoundException } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
-import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import {
+  type DynamoDBDocumentClient,
+  GetCommand,
+  QueryCommand,
+} from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { type Entity, idOf, METADATA, OWNER_TAG, pk, timestamp } from "../contract.ts";
 import { readMetadata } from "../metadata.ts";
 import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
@@ -29,6 +33,10 @@ export interface WarmRecord {
   usageClass: unknown;
   updatedAt: unknown;
   advertisedThreshold: unknown;
+  /** "spot" on an on-demand instance launched in place of a spot one (capacity was short). */
+  fallbackFrom: unknown;
+  /** Set by an instance that withdrew itself on an interruption notice (why, and when). */
+  interruption: unknown;
 }
 
 /** What the warm pool reads. */
@@ -45,7 +53,12 @@ export interface WarmState {
   template: TemplateDefault | null;
   /** Live instances tagged for this table: launch time and tags. */
   instances: Map<string, { launchTime?: string; imageId?: string; tags: Record<string, string> }>;
+  /** Spot capacity shortages remembered by earlier runs, by warm pool key. */
+  shortages: Shortages;
 }
+
+/** Remembered spot capacity shortages by warm pool key: until when, and what EC2 said. */
+export type Shortages = Record<string, { until: string; why: string }>;
 
 /** Phase 1: see the module documentation. */
 export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
@@ -61,10 +74,11 @@ export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
   const heartbeats = new Map<string, unknown>();
   const signals = new Map<string, unknown>();
   // Side by side: the table's reads, and EC2's (the instances once the template is known).
-  const [config, subnets, template] = await Promise.all([
+  const [config, subnets, template, shortages] = await Promise.all([
     table$(readMetadata(ddb, table, METADATA.resourceClassConfig), undefined),
     table$(readMetadata(ddb, table, METADATA.subnetIds), undefined),
     readTemplate(ec2, table, ctx.desired.launchTemplate.name),
+    table$(readShortages(ddb, table), {}),
     table$(
       queryAll(ddb, table, "INSTANCE", (i) =>
         records.push({
@@ -77,6 +91,8 @@ export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
           usageClass: i.usageClass,
           updatedAt: i.updatedAt,
           advertisedThreshold: i.advertisedThreshold,
+          fallbackFrom: i.fallbackFrom,
+          interruption: i.interruption,
         })),
       undefined,
     ),
@@ -102,7 +118,25 @@ export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
     signals,
     template,
     instances: await readInstances(ec2, table, template),
+    shortages,
   };
+}
+
+/** Where the remembered shortages are: an item only refresh reads (see the data contract). */
+export const SHORTAGES_KEY = { PK: "TYPE#REFRESH", SK: "ID#capacity_shortages" } as const;
+
+async function readShortages(ddb: DynamoDBDocumentClient, table: string): Promise<Shortages> {
+  const out = await ddb.send(new GetCommand({ TableName: table, Key: SHORTAGES_KEY }));
+  const value = out.Item?.value;
+  const shortages: Shortages = {};
+  if (typeof value !== "object" || value === null) return shortages;
+  for (const [key, entry] of Object.entries(value as Record<string, unknown>)) {
+    const { until, why } = (entry ?? {}) as { until?: unknown; why?: unknown };
+    if (typeof until === "string") {
+      shortages[key] = { until, why: typeof why === "string" ? why : "" };
+    }
+  }
+  return shortages;
 }
 
 async function queryAll(

@@ -10,8 +10,12 @@ import { instanceHoursPerDay } from "./inputs.ts";
 import type { Progress, WarmContext } from "./context.ts";
 import type { WarmPlan } from "./plan.ts";
 
-/** One class as the reports show it. */
+/** One warm pool key (a class, bought one way) as the reports show it. */
 export interface WarmClassView {
+  /** The resource class. */
+  resourceClass: string;
+  /** spot or on-demand: how its warm instances are bought (provision's usage-class). */
+  usageClass: string;
   minimum: number;
   ready: number;
   booting: number;
@@ -21,6 +25,14 @@ export interface WarmClassView {
   extra: number;
   /** The configured minimum's instance-hours per day (averaged over a week), for the cost. */
   instanceHoursPerDay: number;
+  /** Idle instances that withdrew on a spot interruption notice or rebalance recommendation. */
+  interrupted: number;
+  /** Launched on-demand this run in place of spot (capacity short), and EC2's reason. */
+  fellBack: { count: number; why: string } | null;
+  /** Whether spot capacity is short (remembered): the shortfall goes on-demand. */
+  capacityShort: boolean;
+  /** Whether ready, booting and launched together are fewer than the minimum. */
+  belowMinimum: boolean;
 }
 
 /** The warm pool view (`found.warm`). */
@@ -41,7 +53,9 @@ export function finish(
     schedule: desired.schedule?.text ?? null,
     inSchedule: desired.schedule === null || isWithin(desired.schedule, now),
     classes: Object.fromEntries(
-      Object.entries(plan.classes).map(([cls, c]) => [cls, {
+      Object.entries(plan.classes).map(([key, c]) => [key, {
+        resourceClass: c.cls,
+        usageClass: c.usage,
         minimum: c.minimum,
         ready: c.ready,
         booting: c.booting,
@@ -49,7 +63,12 @@ export function finish(
         outdated: c.outdated,
         unhealthy: c.unhealthy,
         extra: c.extra,
-        instanceHoursPerDay: instanceHoursPerDay(desired.minimum[cls], desired.schedule),
+        instanceHoursPerDay: instanceHoursPerDay(desired.minimum[key], desired.schedule),
+        interrupted: c.interrupted,
+        fellBack: c.fellBack,
+        capacityShort: c.short || c.fellBack !== null,
+        belowMinimum: Math.min(c.kept.length, c.minimum) + c.booting +
+            (ctx.dryRun ? c.launch : c.launched) < c.minimum,
       }]),
     ),
   };
@@ -84,14 +103,26 @@ export function isWarmView(value: unknown): value is WarmView {
 
 /** The warm pool view as table rows: a header, then one row per class. */
 export function warmTable(view: WarmView): string[][] {
-  const header = ["class", "minimum", "ready", "booting", "launched", "outdated", "h/day"];
+  const header = [
+    "class",
+    "usage",
+    "minimum",
+    "ready",
+    "booting",
+    "launched",
+    "outdated",
+    "interrupted",
+    "h/day",
+  ];
   const rows = Object.entries(view.classes).map(([name, c]) => [
-    name,
+    name + (c.belowMinimum ? " (below minimum)" : ""),
+    c.usageClass + (c.fellBack ? ` (${c.fellBack.count} on-demand: capacity short)` : ""),
     String(c.minimum),
     String(c.ready),
     String(c.booting),
     String(c.launched),
     String(c.outdated),
+    String(c.interrupted),
     String(c.instanceHoursPerDay),
   ]);
   return [header, ...rows];

@@ -66,8 +66,10 @@ export const PINNED_RUNNER_ARGS: readonly string[] = [
 export const TEMPLATE_ARGS: readonly string[] = [
   "--root-volume-size",
   "20",
+  // A type fleet-actions' provision's default allowed-instance-types (c*, m*, r*) claims, with
+  // the large class's 2 vCPUs: moto launches the template's type where EC2 would pick one.
   "--instance-type",
-  "t3.micro",
+  "m5.large",
   ...PINNED_RUNNER_ARGS,
 ];
 

@@ -367,3 +367,48 @@ export class ControlPlane {
     }
   }
 }
+
+/**
+ * fleet-actions' provision's verdict on a pool message (PoolPickUpManager.classifyMessage, read
+ * from its source): `delete` when the class is unknown, cpu differs from the class's, mmem is
+ * lower, the threshold has passed or the usage class is missing; `requeue` when the instance type
+ * matches none of `allowedInstanceTypes` (`*` any run of characters, case-insensitive) or the
+ * usage class is not `usageClass`; else `ok`.
+ */
+export function classifyPoolMessage(
+  message: Record<string, unknown>,
+  config: Record<string, { cpu: number; mmem: number }>,
+  asked: { usageClass: string; allowedInstanceTypes: string[] },
+  now = new Date(),
+): { status: "ok" | "delete" | "requeue"; reason: string } {
+  const rc = config[String(message.resourceClass)];
+  if (!rc) return { status: "delete", reason: `invalid resource class ${message.resourceClass}` };
+  if (message.cpu !== rc.cpu) {
+    return { status: "delete", reason: `cpu ${message.cpu} is not the spec's ${rc.cpu}` };
+  }
+  if (Number(message.mmem) < rc.mmem) {
+    return { status: "delete", reason: `mmem ${message.mmem} is below the spec's ${rc.mmem}` };
+  }
+  if (new Date(String(message.threshold)) < now) {
+    return { status: "delete", reason: `expired at ${message.threshold}` };
+  }
+  const type = String(message.instanceType);
+  const allowed = asked.allowedInstanceTypes.some((pattern) =>
+    new RegExp(`^${pattern.replace(/[.+?^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*")}$`, "i")
+      .test(type)
+  );
+  if (!allowed) {
+    return {
+      status: "requeue",
+      reason: `instance type ${type} does not match ${asked.allowedInstanceTypes.join(",")}`,
+    };
+  }
+  if (!message.usageClass) return { status: "delete", reason: "no usage class" };
+  if (message.usageClass !== asked.usageClass) {
+    return {
+      status: "requeue",
+      reason: `usage class ${message.usageClass} is not ${asked.usageClass}`,
+    };
+  }
+  return { status: "ok", reason: "" };
+}

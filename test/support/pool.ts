@@ -137,8 +137,9 @@ export function harnessArgs(network: Network, release: FakeRunnerRelease): strin
     // moto, unlike EC2, wants a size on a root volume mapping that overrides only its type.
     "--root-volume-size",
     "30",
+    // A type provision's default allowed-instance-types (c*, m*, r*) claims (see TEMPLATE_ARGS).
     "--instance-type",
-    "t3.micro",
+    "m5.large",
     "--runner-download-url",
     release.runnerPackage.downloadUrl,
   ];
@@ -179,7 +180,7 @@ export async function launchAsProvision(
       Type: "instant",
       LaunchTemplateConfigs: [{
         LaunchTemplateSpecification: { LaunchTemplateName: TEMPLATE, Version: "$Default" },
-        Overrides: [{ InstanceType: "t3.micro", SubnetId: options.subnetId }],
+        Overrides: [{ InstanceType: "m5.large", SubnetId: options.subnetId }],
       }],
       TargetCapacitySpecification: {
         TotalTargetCapacity: options.count ?? 1,

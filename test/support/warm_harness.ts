@@ -10,12 +10,13 @@ import { DescribeInstancesCommand, type EC2Client } from "npm:@aws-sdk/client-ec
 import {
   DeleteMessageCommand,
   ReceiveMessageCommand,
+  SendMessageCommand,
   type SQSClient,
 } from "npm:@aws-sdk/client-sqs@3.1169.0";
 import { type DynamoDBDocumentClient, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import type { RunReport } from "../../lib/report.ts";
 import { runUserData, type UserDataRun } from "./bootstrap_instance.ts";
-import { ControlPlane } from "./control_plane.ts";
+import { classifyPoolMessage, ControlPlane } from "./control_plane.ts";
 import { type FakeImds, startFakeImds } from "./imds.ts";
 import { MOTO_URL, resetMoto } from "./moto.ts";
 import {
@@ -49,8 +50,21 @@ export interface WarmHarness extends AsyncDisposable {
   provisionFleet(runId: string, count?: number): Promise<string[]>;
   /** Instance ids alive in moto carrying `InitialRunId` matching `pattern`. */
   instancesTagged(pattern: RegExp): Promise<string[]>;
-  /** Receives (and deletes) the next pool message of a class, as provision picks up. */
-  pickUp(cls: string): Promise<Record<string, unknown> | undefined>;
+  /**
+   * Picks up a class's next instance as fleet-actions' provision does (PoolPickUpManager, read
+   * from its source): receives and deletes a message; discards it when its class is unknown, its
+   * cpu differs from the class's or its mmem is lower, its threshold has passed or it has no
+   * usage class; puts it back (and takes the next) when its instance type matches none of the
+   * allowed patterns or its usage class is not the one asked for; gives up on an instance seen 5
+   * times. `options` are provision's inputs, its defaults by default (usage-class on-demand,
+   * allowed-instance-types c*, m*, r*). Every verdict is kept in `pickups`.
+   */
+  pickUp(
+    cls: string,
+    options?: { usageClass?: string; allowedInstanceTypes?: string[] },
+  ): Promise<Record<string, unknown> | undefined>;
+  /** What each pick-up did with each message: ok, delete or requeue, and why. */
+  pickups: { id: string; status: "ok" | "delete" | "requeue"; reason: string }[];
   /** Waits until instance `id` is ready (UD_OK and a heartbeat); ms waited. */
   waitReady(id: string, timeoutMs?: number): Promise<number>;
 }
@@ -93,6 +107,7 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
       script,
       imdsUrl: imds.url,
       awsEndpoint: MOTO_URL,
+      instanceId: id,
     });
     runs.push(run);
     return run;
@@ -114,23 +129,46 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     ).map((i) => i.InstanceId!).sort();
   };
 
-  const pickUp = async (cls: string) => {
+  const pickups: WarmHarness["pickups"] = [];
+  const pickUp = async (
+    cls: string,
+    options: { usageClass?: string; allowedInstanceTypes?: string[] } = {},
+  ) => {
     const { Item } = await ddb.send(
       new GetCommand({
         TableName: TABLE,
         Key: { PK: "TYPE#METADATA", SK: "ID#resource_class_config" },
       }),
     );
-    const url = Item!.value[cls].queueUrl as string;
-    const out = await sqs.send(
-      new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 1 }),
-    );
-    const message = out.Messages?.[0];
-    if (!message) return undefined;
-    await sqs.send(
-      new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: message.ReceiptHandle! }),
-    );
-    return JSON.parse(message.Body!);
+    const config = Item!.value as Record<string, { cpu: number; mmem: number; queueUrl: string }>;
+    const url = config[cls].queueUrl;
+    const seen = new Map<string, number>();
+    while (true) {
+      const out = await sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 1 }),
+      );
+      const message = out.Messages?.[0];
+      if (!message) return undefined;
+      await sqs.send(
+        new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: message.ReceiptHandle! }),
+      );
+      const body = JSON.parse(message.Body!);
+      const count = (seen.get(body.id) ?? 0) + 1;
+      seen.set(body.id, count);
+      if (count > 5) {
+        await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: message.Body! }));
+        return undefined;
+      }
+      const verdict = classifyPoolMessage(body, config, {
+        usageClass: options.usageClass ?? "on-demand",
+        allowedInstanceTypes: options.allowedInstanceTypes ?? ["c*", "m*", "r*"],
+      });
+      pickups.push({ id: String(body.id), ...verdict });
+      if (verdict.status === "ok") return body;
+      if (verdict.status === "requeue") {
+        await sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: message.Body! }));
+      }
+    }
   };
 
   const waitReady = async (id: string, timeoutMs = 90_000) => {
@@ -160,6 +198,7 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     provisionFleet,
     instancesTagged,
     pickUp,
+    pickups,
     waitReady,
     [Symbol.asyncDispose]: async () => {
       for (const run of runs) await run.kill();

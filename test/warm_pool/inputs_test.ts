@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseSchedule, type Schedule } from "../../lib/schedule.ts";
-import { instanceHoursPerDay } from "../../lib/warm_pool/inputs.ts";
+import { instanceHoursPerDay, provisionMismatches, warmKey } from "../../lib/warm_pool/inputs.ts";
 import { BASE_ARGS, desiredFrom, TEST_PAT } from "../support/aws.ts";
 import { checkRefused, type InvalidInput } from "../support/refused.ts";
 
@@ -21,7 +21,17 @@ Deno.test("warm pool inputs parse from flags and from the config file", () => {
   assert.deepEqual(flags.minimum, { large: 2, xlarge: 0 });
   assert.equal(flags.schedule!.text, "Mon-Fri 08:00-19:00 Europe/Berlin");
   assert.equal(flags.holdMin, 30);
-  assert.equal(flags.usageClass, "spot");
+  // provision's defaults: usage-class on-demand, allowed-instance-types c*, m*, r*.
+  assert.equal(flags.usageClass, "on-demand");
+  assert.deepEqual(flags.instanceTypes, ["c*", "m*", "r*"]);
+  assert.equal(flags.spotFallback, true);
+  const both =
+    desiredFrom(["--warm-pool", "large=2,large:spot=1", "--warm-pool-spot-fallback", "off"])
+      .warmPool;
+  assert.deepEqual(both.minimum, { large: 2, "large:spot": 1 });
+  assert.deepEqual(warmKey("large:spot", both.usageClass), { cls: "large", usage: "spot" });
+  assert.deepEqual(warmKey("large", both.usageClass), { cls: "large", usage: "on-demand" });
+  assert.equal(both.spotFallback, false);
   const file = desiredFrom(["--config", "/pool.json"], { GITHUB_TOKEN: TEST_PAT }, {
     "/pool.json": JSON.stringify({
       "warm-pool": { large: 1, "2xlarge": 3 },
@@ -35,7 +45,46 @@ Deno.test("warm pool inputs parse from flags and from the config file", () => {
   assert.equal(file.schedule, null);
 });
 
+Deno.test("warm pool inputs: a warm pool provision's defaults cannot claim is named, with the inputs to change", () => {
+  assert.deepEqual(provisionMismatches(desiredFrom(["--warm-pool", "large=2"]).warmPool), []);
+  const spot = desiredFrom([
+    "--warm-pool",
+    "large=1,xlarge:spot=1",
+    "--warm-pool-instance-types",
+    "c6i.*,t3.*",
+  ]).warmPool;
+  assert.deepEqual(provisionMismatches(spot), [
+    "large: warm instance types t3.* are outside provision's default allowed-instance-types " +
+    "(c*, m*, r*): workflows must list them in allowed-instance-types, or provision puts " +
+    "those instances back",
+    "xlarge:spot: warm instances are spot, and provision claims only its usage-class (default " +
+    "on-demand): workflows of class xlarge must set usage-class: spot, or keep xlarge=N " +
+    "(on-demand)",
+    "xlarge:spot: warm instance types t3.* are outside provision's default " +
+    "allowed-instance-types (c*, m*, r*): workflows must list them in allowed-instance-types, " +
+    "or provision puts those instances back",
+  ]);
+});
+
 const INVALID: InvalidInput[] = [
+  [
+    "unknown usage class in a key",
+    [...BASE_ARGS, "--warm-pool", "large:reserved=2"],
+    undefined,
+    /warm-pool: "large:reserved" is not CLASS or CLASS:USAGE with USAGE spot or on-demand/,
+  ],
+  [
+    "a key given twice, once by the default usage class",
+    [...BASE_ARGS, "--warm-pool", "large=1,large:on-demand=2"],
+    undefined,
+    /warm-pool: large and large:on-demand both keep on-demand large instances; give one of them/,
+  ],
+  [
+    "bad spot fallback",
+    [...BASE_ARGS, "--warm-pool", "large=1", "--warm-pool-spot-fallback", "maybe"],
+    undefined,
+    /warm-pool-spot-fallback: expected on or off, got "maybe"/,
+  ],
   [
     "unknown class",
     [...BASE_ARGS, "--warm-pool", "huge=2"],

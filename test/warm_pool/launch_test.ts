@@ -40,8 +40,9 @@ Deno.test("warm pool launch asks as provision does: CreateFleet instant, $Defaul
   });
   assert.deepEqual(input.TargetCapacitySpecification, {
     TotalTargetCapacity: 3,
-    DefaultTargetCapacityType: "spot",
+    DefaultTargetCapacityType: "on-demand",
   });
+  assert.deepEqual(input.OnDemandOptions, { AllocationStrategy: "lowest-price" });
   assert.deepEqual(input.TagSpecifications, [{
     ResourceType: "instance",
     Tags: [
@@ -53,4 +54,30 @@ Deno.test("warm pool launch asks as provision does: CreateFleet instant, $Defaul
   }]);
   // Not a workflow run id, and one the bootstrap accepts (letters, digits, . _ -).
   assert.match(input.TagSpecifications![0].Tags![1].Value!, /^(?!\d+$)[A-Za-z0-9._-]{1,128}$/);
+});
+
+Deno.test("warm pool launch by default asks for what provision's defaults claim: on-demand, c*, m*, r*; spot when asked, capacity-optimized", () => {
+  const ctx = { desired: desiredFrom(["--warm-pool", "large=1"]) };
+  const template = { id: "lt-0123456789abcdef0", version: 3, ami: "" };
+  const now = new Date("2026-01-15T12:00:00Z");
+  const input = fleetRequest(ctx, template, ["subnet-1"], "large", { cpu: 2, mmem: 4096 }, 1, now);
+  assert.equal(input.TargetCapacitySpecification!.DefaultTargetCapacityType, "on-demand");
+  assert.deepEqual(
+    input.LaunchTemplateConfigs![0].Overrides![0].InstanceRequirements!.AllowedInstanceTypes,
+    ["c*", "m*", "r*"],
+  );
+  const spot = fleetRequest(
+    ctx,
+    template,
+    ["subnet-1", "subnet-2"],
+    "large",
+    { cpu: 2, mmem: 4096 },
+    1,
+    now,
+    "spot",
+  );
+  assert.equal(spot.TargetCapacitySpecification!.DefaultTargetCapacityType, "spot");
+  assert.deepEqual(spot.SpotOptions, { AllocationStrategy: "price-capacity-optimized" });
+  assert.equal(spot.LaunchTemplateConfigs![0].Overrides!.length, 2, "one request, every subnet");
+  assert.notEqual(spot.ClientToken, input.ClientToken);
 });
