@@ -16,8 +16,10 @@
  * long-running commands of this one program with a kept-alive connection, not a process per poll:
  * that keeps an idle instance's CPU use far below 2% of one vCPU.
  *
- * Writes only what its commands say: the heartbeat item, the worker signal item, and
- * nothing else (the instance ends itself by powering off, which needs no AWS call).
+ * Writes only what its commands say: the heartbeat item, the worker signal item, its own
+ * record's threshold (an idle instance withdrawing on a spot interruption notice or rebalance
+ * recommendation: conditional on the threshold it read), and nothing else (the instance ends
+ * itself by powering off, which needs no AWS call).
  *
  * @module
  */
@@ -33,7 +35,8 @@ export const AWS_CLIENT_PY = String
 # Usage: aws.py REGION TABLE CREDENTIALS_CACHE IMDS_URL COMMAND ARGS...
 #   get ENTITY ID PATH                 print attribute PATH (like runId.S) of TYPE#ENTITY/ID#ID
 #   put-signal INSTANCE STATE RUN_ID   write this instance's worker signal item
-#   wait-run-id INSTANCE PERIOD        poll the instance record until it has a runId; print it
+#   wait-run-id INSTANCE PERIOD        poll the instance record until it has a runId; print it;
+#                                      withdraw from the pool on an interruption notice
 #   heartbeat INSTANCE PERIOD          put the heartbeat item every PERIOD seconds, forever
 #   self-terminate INSTANCE PERIOD     return once the instance's threshold + 1 min has passed
 import calendar, datetime, hashlib, hmac, http.client, json, os, sys, time, urllib.parse
@@ -247,12 +250,19 @@ def key(entity, ident):
     return {"PK": {"S": "TYPE#" + entity}, "SK": {"S": "ID#" + ident}}
 
 
-def get(entity, ident, path):
-    value = dynamodb("GetItem", {"TableName": TABLE, "Key": key(entity, ident),
-                                 "ConsistentRead": True}).get("Item", {})
+def get_item(entity, ident):
+    return dynamodb("GetItem", {"TableName": TABLE, "Key": key(entity, ident),
+                                "ConsistentRead": True}).get("Item", {})
+
+
+def attribute(value, path):
     for part in path.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value if isinstance(value, str) else ""
+
+
+def get(entity, ident, path):
+    return attribute(get_item(entity, ident), path)
 
 
 def put(entity, ident, fields):
@@ -260,6 +270,55 @@ def put(entity, ident, fields):
     item = dict(key(entity, ident), entityType={"S": entity}, identifier={"S": ident},
                 updatedAt={"S": now}, **fields)
     dynamodb("PutItem", {"TableName": TABLE, "Item": item})
+
+
+def update(entity, ident, values, expected):
+    # SET each of values, only while each of expected still holds (string attributes).
+    names, attrs = {}, {}
+    for i, (name, value) in enumerate(list(values.items()) + list(expected.items())):
+        names["#a%d" % i], attrs[":v%d" % i] = name, {"S": value}
+    sets = ", ".join("#a%d = :v%d" % (i, i) for i in range(len(values)))
+    conds = " AND ".join("#a%d = :v%d" % (i, i) for i in range(len(values), len(names)))
+    dynamodb("UpdateItem", {"TableName": TABLE, "Key": key(entity, ident),
+                            "UpdateExpression": "SET " + sets, "ConditionExpression": conds,
+                            "ExpressionAttributeNames": names, "ExpressionAttributeValues": attrs})
+
+
+# ---- Interruption notices (spot interruption, rebalance recommendation) ----
+NOTICES = (("spot/instance-action", "spot-interruption"),
+           ("events/recommendations/rebalance", "rebalance-recommendation"))
+NOTICE_EVERY = 2  # seconds between checks while the instance waits for a claim
+SESSION = {}
+
+
+def notice():
+    # The first notice instance metadata holds, as (kind, its text), or None. 404: none.
+    for path, kind in NOTICES:
+        if "token" not in SESSION:
+            SESSION["token"] = metadata("/latest/api/token")
+        status, data = request(IMDS + "/latest/meta-data/" + path, "GET",
+                               {"X-aws-ec2-metadata-token": SESSION["token"]}, b"")
+        if status == 200:
+            return kind, data.decode(errors="replace")[:200]
+        if status == 401:
+            SESSION.pop("token")
+    return None
+
+
+def withdraw(instance, item, kind, text):
+    # An idle, unclaimed instance takes itself out of the pool: its record expires now, so every
+    # claim's condition (idle, no run id, unexpired) fails at once; a claim that came first wins
+    # (the condition on the threshold read), and the instance serves it.
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        update("INSTANCE", instance, {"threshold": now, "updatedAt": now,
+                                      "interruption": "%s at %s" % (kind, now)},
+               {"threshold": attribute(item, "threshold.S")})
+        log("%s (%s): withdrew from the pool, its record expired" % (kind, text))
+    except Failure as error:
+        if "ConditionalCheckFailed" not in str(error):
+            raise
+        log("%s: claimed meanwhile; serving that claim" % kind)
 
 
 # ---- Commands ----
@@ -274,11 +333,20 @@ def check_parent():
 
 
 def wait_run_id(instance, period):
-    failures = 0
+    # Also watches for an interruption notice while idle and unclaimed (withdraw).
+    failures, withdrawn, next_check = 0, False, 0.0
     while True:
         check_parent()
         try:
-            run_id = get("INSTANCE", instance, "runId.S")
+            item = get_item("INSTANCE", instance)
+            run_id = attribute(item, "runId.S")
+            if (not run_id and not withdrawn and time.time() >= next_check and
+                    attribute(item, "state.S") == "idle"):
+                next_check = time.time() + NOTICE_EVERY
+                found = notice()
+                if found:
+                    withdraw(instance, item, *found)
+                    withdrawn = True
         except Failure as error:
             failures += 1
             log("reading the instance record failed (%d in a row): %s" % (failures, error))

@@ -242,7 +242,60 @@ Deno.test("bootstrap after day one", async (t) => {
     },
   });
 
-  await Promise.all([setup, hostile, timing, retry]);
+  const interruption = t.step({
+    name: "an idle instance withdraws within one check of a spot interruption notice (a claim " +
+      "then fails at once); a busy one finishes its job and withdraws after its release on a " +
+      "rebalance recommendation",
+    ...concurrent,
+    fn: async () => {
+      await using idle = await bootInstance({
+        subnetId,
+        name: "notice",
+        runId: "8401",
+        timings: TIMINGS,
+      });
+      await using busy = await bootInstance({
+        subnetId,
+        name: "rebalance",
+        runId: "8501",
+        timings: TIMINGS,
+      });
+      // The idle one: in the pool, waiting for a claim, when EC2 announces the interruption.
+      await idle.plane.pool(idle.instanceId);
+      await waitingForClaim(idle);
+      idle.imds.announce("spot-interruption");
+      const announced = Date.now();
+      const withdrawn = await until("the record's interruption", 10_000, async () => {
+        const record = await idle.plane.record(idle.instanceId);
+        return typeof record?.interruption === "string" && record;
+      });
+      const withdrewMs = Date.now() - announced;
+      assert.match(String(withdrawn.interruption), /^spot-interruption at \d{4}-/);
+      assert.equal(withdrawn.state, "idle");
+      assert.ok(Date.parse(String(withdrawn.threshold)) <= Date.now(), "its record expired");
+      const claim = await idle.plane.claim(idle.instanceId, "8402");
+      assert.deepEqual(claim.ok ? "claimed" : claim.reason, "the claim's condition failed");
+      assert.ok(claim.elapsedMs < 1_000, `the claim took ${claim.elapsedMs} ms to fail`);
+      assert.match(await idle.log(), /spot-interruption \(\{"action": ?"terminate"/);
+
+      // The busy one: running a job when EC2 recommends a rebalance; nothing changes until its
+      // release, then it withdraws instead of waiting for a claim.
+      await expectOk(busy, await busy.plane.provision(busy.instanceId, "8501"), "provision");
+      busy.imds.announce("rebalance-recommendation");
+      await new Promise((resolve) => setTimeout(resolve, 4_000));
+      const running = await busy.plane.record(busy.instanceId);
+      assert.deepEqual([running?.state, running?.interruption], ["running", undefined]);
+      await expectOk(busy, await busy.plane.release(busy.instanceId, "8501"), "release");
+      const after = await until("the released instance's withdrawal", 15_000, async () => {
+        const record = await busy.plane.record(busy.instanceId);
+        return typeof record?.interruption === "string" && record;
+      });
+      assert.match(String(after.interruption), /^rebalance-recommendation at /);
+      console.log(`spot interruption notice -> withdrawn: ${withdrewMs} ms`);
+    },
+  });
+
+  await Promise.all([setup, hostile, timing, retry, interruption]);
 });
 
 Deno.test("the AWS client names each partition's endpoints as the AWS SDK does", async () => {

@@ -93,6 +93,25 @@ function items(script: string): Record<string, unknown>[] {
   }));
 }
 
+/**
+ * The conditional updates the script makes: each `update("ENTITY", id, {values}, {expected})` of
+ * its AWS client, as the partition and every attribute named (set or compared), PK and SK too.
+ */
+function updates(script: string): { partition: string; attributes: string[] }[] {
+  return [
+    ...code(script).matchAll(
+      /(?<![.\w])update\("([A-Z]+)", \w+, \{([^}]*)\},\s*\{([^}]*)\}\)/g,
+    ),
+  ].map(([, entity, values, expected]) => ({
+    partition: `TYPE#${entity}`,
+    attributes: [
+      "PK",
+      "SK",
+      ...[...`${values} ${expected}`.matchAll(/"(\w+)":/g)].map((m) => m[1]),
+    ],
+  }));
+}
+
 // ---- The policy, judged by the IAM model in test/support/iam.ts ----
 
 function allows(request: Request): string[] {
@@ -119,7 +138,16 @@ function dynamo(action: string, partition: string, attributes?: string[]): Reque
 Deno.test("the bootstrap's AWS calls are read from its script", () => {
   const calls = awsCalls(SCRIPT);
   // No EC2 call: the instance ends itself by powering off (shutdown behaviour terminate).
-  assert.deepEqual([...calls.keys()].sort(), ["dynamodb:GetItem", "dynamodb:PutItem"]);
+  assert.deepEqual([...calls.keys()].sort(), [
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+  ]);
+  // One conditional update: an idle instance's own record, withdrawn on an interruption notice.
+  assert.deepEqual(updates(SCRIPT), [{
+    partition: "TYPE#INSTANCE",
+    attributes: ["PK", "SK", "threshold", "updatedAt", "interruption", "threshold"],
+  }]);
   // Keys go only to reads, items only to writes.
   assert.ok(calls.get("dynamodb:GetItem")!.every((l) => l.includes('"Key"')));
   assert.ok(calls.get("dynamodb:PutItem")!.every((l) => l.includes('"Item"')));
@@ -152,6 +180,9 @@ Deno.test("the calls read from the script are BOOTSTRAP_AWS_ACTIONS, which a rea
     ...(action === "dynamodb:PutItem"
       ? { partitions: [...new Set(items(SCRIPT).map((i) => (i.PK as { S: string }).S))].sort() }
       : {}),
+    ...(action === "dynamodb:UpdateItem"
+      ? { partitions: [...new Set(updates(SCRIPT).map((u) => u.partition))].sort() }
+      : {}),
   }));
   const declared = [...BOOTSTRAP_AWS_ACTIONS].map((a) => ({
     ...a,
@@ -173,6 +204,12 @@ Deno.test("iam-instance-policy.json allows every call the bootstrap makes", () =
       missing.push(`dynamodb:PutItem of ${partition} items (${Object.keys(item).join(", ")})`);
     }
   }
+  for (const u of updates(SCRIPT)) {
+    const request = dynamo("dynamodb:UpdateItem", u.partition, [...new Set(u.attributes)]);
+    if (allows(request).length === 0) {
+      missing.push(`dynamodb:UpdateItem of ${u.partition} (${u.attributes.join(", ")})`);
+    }
+  }
   assert.deepEqual(missing, []);
 });
 
@@ -185,6 +222,7 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
     const touched: Record<string, Set<string>> = {
       "dynamodb:GetItem": keyPartitions(SCRIPT),
       "dynamodb:PutItem": new Set(items(SCRIPT).map((i) => (i.PK as { S: string }).S)),
+      "dynamodb:UpdateItem": new Set(updates(SCRIPT).map((u) => u.partition)),
     };
     const attributes = new Set(items(SCRIPT).flatMap((i) => Object.keys(i)));
     for (const s of policy().Statement.filter((s) => list(s.Action)[0].startsWith("dynamodb:"))) {
@@ -199,6 +237,12 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
       if (list(s.Action).includes("dynamodb:PutItem")) {
         assert.deepEqual(new Set(list(keys["dynamodb:Attributes"] ?? [])), attributes);
       }
+      if (list(s.Action).includes("dynamodb:UpdateItem")) {
+        assert.deepEqual(
+          new Set(list(keys["dynamodb:Attributes"] ?? [])),
+          new Set(updates(SCRIPT).flatMap((u) => u.attributes)),
+        );
+      }
     }
   });
 
@@ -211,7 +255,14 @@ Deno.test("iam-instance-policy.json allows nothing the bootstrap does not do", a
       dynamo("dynamodb:PutItem", "TYPE#WS", ["PK", "SK", "value", "state"]),
     ],
     ["deleting an item", dynamo("dynamodb:DeleteItem", "TYPE#WS")],
-    ["updating an item", dynamo("dynamodb:UpdateItem", "TYPE#INSTANCE")],
+    [
+      "updating an instance record's state or run id",
+      dynamo("dynamodb:UpdateItem", "TYPE#INSTANCE", ["PK", "SK", "state", "runId"]),
+    ],
+    [
+      "updating a metadata record",
+      dynamo("dynamodb:UpdateItem", "TYPE#METADATA", ["PK", "SK", "threshold"]),
+    ],
     ["reading another table", {
       ...dynamo("dynamodb:GetItem", "TYPE#INSTANCE"),
       resource: "arn:aws:dynamodb:us-east-1:123456789012:table/payroll",

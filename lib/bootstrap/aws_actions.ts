@@ -17,4 +17,6 @@ export const BOOTSTRAP_AWS_ACTIONS: readonly {
 }[] = [
   { action: "dynamodb:GetItem", partitions: ["TYPE#INSTANCE", "TYPE#METADATA"] },
   { action: "dynamodb:PutItem", partitions: ["TYPE#HEARTBEAT", "TYPE#WS"] },
+  // An idle instance withdrawing on an interruption notice: its record's threshold.
+  { action: "dynamodb:UpdateItem", partitions: ["TYPE#INSTANCE"] },
 ];

@@ -120,8 +120,9 @@ export function planWarmPool(input: PlanInput): WarmPlan {
     const key = keys.get(`${r.resourceClass}:${usage}`);
     const view = key !== undefined ? classes[key] : undefined;
     if (!view || r.state !== "idle" || r.runId !== "") continue;
+    // Withdrawn (its record expired at once): interrupted until the reaper ends it.
     if (typeof r.interruption === "string") {
-      view.interrupted++;
+      if (input.instances.has(r.id)) view.interrupted++;
       continue;
     }
     if (!isTimestamp(r.threshold) || Date.parse(r.threshold) <= now.getTime()) continue;

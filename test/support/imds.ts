@@ -10,7 +10,8 @@
  * InstanceMetadataTags=enabled and the tag missing), and the instance role's credentials as EC2
  * does: `meta-data/iam/security-credentials/` lists the role, `.../<role>` answers
  * `{Code, LastUpdated, Type, AccessKeyId, SecretAccessKey, Token, Expiration}` (fresh random
- * test values per server, {@link FakeImds.credentials}). Every request is recorded.
+ * test values per server, {@link FakeImds.credentials}), and, once {@link FakeImds.announce}d,
+ * a spot interruption notice or a rebalance recommendation. Every request is recorded.
  *
  *     await using imds = startFakeImds({ instanceId, region: "us-east-1", tags: { InitialRunId: "7" } });
  */
@@ -39,6 +40,12 @@ export interface FakeImds extends AsyncDisposable {
   /** The credentials currently served. */
   credentials: ImdsCredentials;
   requests: ImdsRequest[];
+  /**
+   * Announces what EC2 announces in metadata: a spot interruption (`spot/instance-action`:
+   * `{"action": "terminate", "time": …}`, two minutes ahead) or a rebalance recommendation
+   * (`events/recommendations/rebalance`: `{"noticeTime": …}`). Until then both answer 404.
+   */
+  announce(notice: "spot-interruption" | "rebalance-recommendation", at?: Date): void;
   close(): Promise<void>;
 }
 
@@ -62,6 +69,8 @@ export function startFakeImds(options: {
       .replace(/\.\d{3}Z$/, "Z"),
   };
   const sessions = new Set<string>();
+  const notices = new Map<string, string>();
+  const iso = (date: Date) => date.toISOString().replace(/\.\d{3}Z$/, "Z");
   const requests: ImdsRequest[] = [];
   const text = (status: number, body = "") =>
     new Response(body, { status, headers: { "content-type": "text/plain" } });
@@ -92,6 +101,8 @@ export function startFakeImds(options: {
         }),
       );
     }
+    const notice = notices.get(path);
+    if (notice !== undefined) return text(200, notice);
     if (path === "/latest/meta-data/tags/instance") {
       return text(200, Object.keys(options.tags).join("\n"));
     }
@@ -121,6 +132,19 @@ export function startFakeImds(options: {
     role,
     credentials,
     requests,
+    announce(notice, at = new Date()) {
+      if (notice === "spot-interruption") {
+        notices.set(
+          "/latest/meta-data/spot/instance-action",
+          JSON.stringify({ action: "terminate", time: iso(new Date(at.getTime() + 120_000)) }),
+        );
+      } else {
+        notices.set(
+          "/latest/meta-data/events/recommendations/rebalance",
+          JSON.stringify({ noticeTime: iso(at) }),
+        );
+      }
+    },
     close,
     [Symbol.asyncDispose]: close,
   };
