@@ -1,7 +1,8 @@
 /**
- * The compact form of the generated bootstrap's parts, for EC2's 16 KB user-data limit: full-line
- * comments and blank lines removed, by language, from code refresh itself wrote (lib/bootstrap.ts
- * and lib/bootstrap_aws_client.ts hold the commented sources). Content that is data and not code
+ * The compact form of the generated bootstrap's parts, for EC2's 16 KB user-data limit: comments,
+ * blank lines and indentation removed (Python's four-space levels become one space), by language,
+ * from code refresh itself wrote (lib/bootstrap.ts and lib/bootstrap_aws_client.ts hold the
+ * commented sources). Content that is data and not code
  * is never touched: bash here-document bodies (the operator's setup script, the systemd unit, the
  * AWS client) and Python triple-quoted strings are kept byte for byte. Comments after code on the
  * same line are kept; so are the first line (`#!` or the Python client's header) and shellcheck
@@ -45,7 +46,8 @@ export function compactShell(script: string): string {
     }
     const trimmed = line.trim();
     if (trimmed === "" || (trimmed.startsWith("#") && !SHELLCHECK_DIRECTIVE.test(line))) return;
-    out.push(withoutShellComment(line));
+    // Indentation means nothing to bash outside here-documents.
+    out.push(withoutShellComment(line).trimStart());
     for (const match of line.matchAll(HEREDOC_OPENER)) {
       pending.push({ delimiter: match[3], tabs: match[1] === "-" });
     }
@@ -87,7 +89,7 @@ export function compactPython(source: string): string {
     }
     const code = (scan.comment === undefined ? line : line.slice(0, scan.comment)).trimEnd();
     if (code.trim() === "") return;
-    out.push(code);
+    out.push(code.replace(/^((?: {4})+)/, (indent) => " ".repeat(indent.length / 4)));
   });
   if (lines.at(-1) === "" && out.at(-1) !== "") out.push("");
   return out.join("\n");

@@ -288,7 +288,7 @@ Deno.test("bootstrap run for real", async (t) => {
         region: "us-east-1",
         credentials: () => roleCredentials,
       });
-      // A setup script of about 2.8 KB compressed, the room the compact bootstrap leaves.
+      // A setup script of about 2.6 KB compressed, the room the compact bootstrap leaves.
       const setup = await bulkySetupScript();
       await using instance = await bootInstance({
         subnetId,
