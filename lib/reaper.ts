@@ -38,7 +38,13 @@
 import { timestamp } from "./contract.ts";
 import type { Drain } from "./rollout.ts";
 import type { TaskOutcome } from "./task.ts";
-import { classify, parseTimestamp, type Plan, unrecordedYoung } from "./reaper/classify.ts";
+import {
+  classify,
+  parseTimestamp,
+  type Plan,
+  unlistedYoungRecords,
+  unrecordedYoung,
+} from "./reaper/classify.ts";
 import { deadline, type ReaperContext, type ReaperOptions } from "./reaper/context.ts";
 import { drainPhase } from "./reaper/drain.ts";
 import { readEnded } from "./reaper/ended.ts";
@@ -80,9 +86,10 @@ export async function reapInstances(
     graceMs: ctx.desired.reaper.orphanGraceMin * 60_000,
   };
   // Items without a record of instances EC2 reports terminated go now, not after the grace.
+  // So do the records of young instances EC2 ended (a reclaimed spot instance).
   const ended = await readEnded(
     ctx.clients.ec2,
-    unrecordedYoung(judged),
+    [...unrecordedYoung(judged), ...unlistedYoungRecords(judged)],
     ctx.desired.table,
     pool.templateIds,
   );

@@ -44,8 +44,9 @@ export interface ClassifyInput {
   graceMs: number;
   /**
    * Instances EC2 reports terminated (lib/reaper/ended.ts), among those heartbeats and worker
-   * signals without a record name: their items are strays at once, whatever their age (a
-   * terminated instance's last heartbeat can land after the reaper deleted its items).
+   * signals without a record name, and young records the listing does not hold: their items are
+   * strays at once, whatever their age (a terminated instance's last heartbeat can land after the
+   * reaper deleted its items), and their records lost at once (no grace for what EC2 ended).
    */
   ended?: ReadonlySet<string>;
 }
@@ -91,6 +92,25 @@ export function unrecordedYoung(
     return updated === undefined || updated >= grace;
   }).map((key) => key.id);
   return [...new Set(ids)];
+}
+
+/**
+ * The instances of live, unexpired records younger than the grace that the pool listing does not
+ * hold: a just-launched instance EC2 does not list yet, or one EC2 has ended (a spot instance it
+ * reclaimed). Only EC2's word tells them apart; with it, an ended one's record goes at once.
+ */
+export function unlistedYoungRecords(
+  input: Pick<ClassifyInput, "records" | "pool" | "now" | "graceMs">,
+): string[] {
+  const grace = input.now - input.graceMs;
+  return input.records.filter((r) => {
+    if (input.pool.alive.has(r.id) || input.pool.foreign.has(r.id)) return false;
+    if (typeof r.state !== "string" || !LIVE_STATES.has(r.state)) return false;
+    const threshold = parseTimestamp(r.threshold);
+    if (threshold !== undefined && threshold < input.now) return false;
+    const updated = parseTimestamp(r.updatedAt);
+    return updated === undefined || updated > grace;
+  }).map((r) => r.id);
 }
 
 /**
@@ -161,9 +181,13 @@ export function classify(input: ClassifyInput): Plan {
         `expired ${r.state} (threshold ${r.threshold})${inPool ? "" : ", instance gone from EC2"}`,
       );
     } else if (!inPool) {
-      // A record just written may name an instance EC2 does not list yet: give it the grace.
+      // A record just written may name an instance EC2 does not list yet: give it the grace,
+      // unless EC2 says the instance ended (a reclaimed spot instance, busy or idle).
       const updated = parseTimestamp(r.updatedAt);
-      if (updated !== undefined && updated <= grace) {
+      if (input.ended?.has(r.id)) {
+        plan.lost.push(r.id);
+        why(r.id, `record ${r.state} but EC2 reports the instance terminated`);
+      } else if (updated !== undefined && updated <= grace) {
         plan.lost.push(r.id);
         why(r.id, `record ${r.state} but instance gone from EC2`);
       }

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { UpdateCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { reapInstances } from "../../lib/reaper.ts";
-import { classify, unrecordedYoung } from "../../lib/reaper/classify.ts";
+import { classify, unlistedYoungRecords, unrecordedYoung } from "../../lib/reaper/classify.ts";
 import type { ArtifactKey, Pool } from "../../lib/reaper/reads.ts";
 import { startFakeGithub } from "../support/github.ts";
 import { TEST_PAT } from "../support/aws.ts";
@@ -225,5 +225,57 @@ Deno.test("unrecordedYoung asks nothing about items that have a record", () => {
       graceMs: 15 * MIN,
     }),
     [],
+  );
+});
+
+Deno.test("reaper clears at once the records, heartbeats and signals of instances EC2 reclaimed, busy or idle, with no grace", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--orphan-grace-min", "20"]);
+  const [busy, idle, alive] = await launch(ctx, 3);
+  // Records written a minute ago (well inside the grace), unexpired: one running a job, one idle.
+  await seed(ctx, busy, "running", 30, "4242", -1);
+  await seed(ctx, idle, "idle", 10, "", -1);
+  await seed(ctx, alive, "idle", 10, "", -1);
+  // EC2 reclaims both spot instances.
+  await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [busy, idle] }));
+  const outcome = await reapInstances(ctx);
+  assert.equal(counts(outcome.found).lost, 2, outcome.summary);
+  assert.deepEqual(sorted(await stored(ctx, "INSTANCE")), [alive]);
+  assert.deepEqual(sorted(await stored(ctx, "HEARTBEAT")), [alive]);
+  assert.deepEqual(sorted(await stored(ctx, "WS")), [alive]);
+  assert.ok(
+    outcome.changes.some((c) => /EC2 reports the instance terminated/.test(c.detail ?? "")),
+    JSON.stringify(outcome.changes),
+  );
+});
+
+Deno.test("unlistedYoungRecords asks EC2 only about young live records the listing does not hold", () => {
+  const now = Date.parse("2026-01-15T12:00:00Z");
+  const young = "2026-01-15T11:59:00Z";
+  const later = "2026-01-15T12:30:00Z";
+  assert.deepEqual(
+    unlistedYoungRecords({
+      records: [
+        { id: "i-0aaaaaaaaaaaaaaaa", state: "running", threshold: later, updatedAt: young },
+        { id: "i-0bbbbbbbbbbbbbbbb", state: "idle", threshold: later, updatedAt: young },
+        {
+          id: "i-0cccccccccccccccc",
+          state: "idle",
+          threshold: later,
+          updatedAt: "2026-01-15T11:00:00Z",
+        },
+        { id: "i-0dddddddddddddddd", state: "terminated", threshold: later, updatedAt: young },
+        {
+          id: "i-0eeeeeeeeeeeeeeee",
+          state: "idle",
+          threshold: "2026-01-15T11:00:00Z",
+          updatedAt: young,
+        },
+      ],
+      pool: poolOf(["i-0bbbbbbbbbbbbbbbb"]),
+      now,
+      graceMs: 15 * MIN,
+    }),
+    ["i-0aaaaaaaaaaaaaaaa"],
   );
 });
