@@ -27,7 +27,27 @@ import {
 import { startFaultProxy } from "./support/fault_proxy.ts";
 import { startFakeGithub } from "./support/github.ts";
 import { AWS_ENV, resetMoto } from "./support/moto.ts";
-import { refreshJson } from "./support/pool.ts";
+import { motoClients, refreshJson } from "./support/pool.ts";
+import { type DynamoDBDocumentClient, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+
+async function instanceIds(ddb: DynamoDBDocumentClient): Promise<string[]> {
+  const out = await ddb.send(
+    new QueryCommand({
+      TableName: TABLE,
+      KeyConditionExpression: "PK = :pk",
+      ExpressionAttributeValues: { ":pk": "TYPE#INSTANCE" },
+      ConsistentRead: true,
+    }),
+  );
+  return (out.Items ?? []).map((i) => String(i.identifier)).sort();
+}
+
+async function recordOf(ddb: DynamoDBDocumentClient, id: string) {
+  const { Item } = await ddb.send(
+    new GetCommand({ TableName: TABLE, Key: { PK: "TYPE#INSTANCE", SK: `ID#${id}` } }),
+  );
+  return Item!;
+}
 
 const TABLE = "acme-widgets-ci-table";
 const MIN = 60_000;
@@ -548,6 +568,105 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
   const warm = second.report.results.find((r) => r.task === "warm-pool")!;
   assert.equal((warm.found.warm as WarmView).classes.large.launched, 1);
 });
+
+/** CreateFleet's answer when EC2 has no capacity for the request: no instance, one error. */
+function noCapacity(code: string, lifecycle: string) {
+  return {
+    status: 200,
+    headers: { "content-type": "text/xml;charset=UTF-8" },
+    body: `<?xml version="1.0" encoding="UTF-8"?>
+<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
+  <requestId>5a3f9a4e-0000-4000-8000-000000000001</requestId>
+  <fleetId>fleet-0123456789abcdef1</fleetId>
+  <errorSet><item>
+    <errorCode>${code}</errorCode>
+    <errorMessage>There is no Spot capacity available that matches your request.</errorMessage>
+    <lifecycle>${lifecycle}</lifecycle>
+  </item></errorSet>
+  <fleetInstanceSet/>
+</CreateFleetResponse>`,
+  };
+}
+
+for (
+  const code of [
+    "InsufficientInstanceCapacity",
+    "MaxSpotInstanceCountExceeded",
+    "UnfulfillableCapacity",
+  ]
+) {
+  Deno.test(`warm pool: a spot launch meeting ${code} falls back to on-demand in the same run, says so, and asks no spot again until the shortage has passed`, async () => {
+    const network = await resetMoto();
+    await using proxy = startFaultProxy({ target: AWS_ENV.AWS_ENDPOINT_URL });
+    await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+    const { ddb, destroy } = motoClients();
+    try {
+      proxy.respond("EC2.CreateFleet", noCapacity(code, "spot"));
+      const args = [
+        ...baseArgs(network),
+        ...TEMPLATE_ARGS,
+        "--only",
+        "table,launch-template,resource-pools,parameters,warm-pool",
+        "--warm-pool",
+        "large:spot=1",
+        "--github-api-url",
+        gh.url,
+      ];
+      const first = await refreshJson(args, { AWS_ENDPOINT_URL: proxy.url });
+      assert.equal(first.code, 0, JSON.stringify(first.report.results, null, 1));
+      assert.equal(first.report.calls["EC2.CreateFleet"], 2, "spot, then on-demand");
+      const warm = first.report.results.find((r) => r.task === "warm-pool")!;
+      const large = (warm.found.warm as WarmView).classes["large:spot"];
+      assert.equal(large.launched, 1);
+      assert.equal(large.belowMinimum, false, "at its minimum, on-demand");
+      assert.equal(large.fellBack?.count, 1);
+      assert.match(large.fellBack!.why, new RegExp(`^${code}: `));
+      assert.match(
+        warm.warnings!.join("\n"),
+        new RegExp(
+          `large:spot: spot capacity is short \\(${code}: .*\\): 1 launched on-demand instead; spot is asked for again after \\d{4}-`,
+        ),
+      );
+      const [id] = await instanceIds(ddb);
+      const record = await recordOf(ddb, id);
+      assert.deepEqual([record.usageClass, record.fallbackFrom], ["on-demand", "spot"]);
+      const { Item: memory } = await ddb.send(
+        new GetCommand({
+          TableName: TABLE,
+          Key: { PK: "TYPE#REFRESH", SK: "ID#capacity_shortages" },
+        }),
+      );
+      const until = Date.parse(memory!.value["large:spot"].until);
+      assert.ok(until > Date.now() + 25 * MIN && until < Date.now() + 31 * MIN, String(until));
+
+      // The fallback instance fails: the next run launches in its place, on-demand at once (no
+      // spot request while the shortage lasts: moto would have launched spot).
+      await ddb.send(
+        new PutCommand({
+          TableName: TABLE,
+          Item: item("WS", id, new Date(), { value: { state: "UD_FAILED", runId: "warm-x" } }),
+        }),
+      );
+      await ddb.send(
+        new UpdateCommand({
+          TableName: TABLE,
+          Key: { PK: "TYPE#INSTANCE", SK: `ID#${id}` },
+          UpdateExpression: "SET updatedAt = :old",
+          ExpressionAttributeValues: { ":old": "2020-01-01T00:00:00Z" },
+        }),
+      );
+      const second = await refreshJson(args, { AWS_ENDPOINT_URL: proxy.url });
+      assert.equal(second.code, 0, JSON.stringify(second.report.results, null, 1));
+      assert.equal(second.report.calls["EC2.CreateFleet"], 1);
+      const fresh = (await instanceIds(ddb)).filter((other) => other !== id);
+      assert.equal(fresh.length, 1);
+      const replacement = await recordOf(ddb, fresh[0]);
+      assert.deepEqual([replacement.usageClass, replacement.fallbackFrom], ["on-demand", "spot"]);
+    } finally {
+      destroy();
+    }
+  });
+}
 
 Deno.test("warm pool under --dry-run on a new account plans its launch and fails nothing", async () => {
   const network = await resetMoto();
