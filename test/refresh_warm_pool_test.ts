@@ -6,6 +6,7 @@
  * launch, and it registers for the claiming run; the next refresh run launches a replacement.
  */
 import assert from "node:assert/strict";
+import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { poolRunnerLabel } from "../lib/contract.ts";
 import type { WarmView } from "../lib/warm_pool.ts";
 import { readGithubSide } from "./support/runner_package.ts";
@@ -74,4 +75,52 @@ Deno.test("a warm instance launched by refresh boots, is advertised once ready, 
   assert.equal(warmOf(next.report).classes.large.launched, 1);
   assert.equal((await pool.instancesTagged(/^warm-large-/)).length, 2);
   assert.equal((await pool.plane.record(warm))?.state, "running");
+});
+
+Deno.test("a spot warm instance EC2 is about to reclaim is never claimed: provision takes the healthy one at once; after EC2 reclaims it, refresh leaves only its terminated record and refills the pool", async () => {
+  await using pool = await startWarmHarness(["--warm-pool", "large:spot=2"]);
+  const built = await pool.refresh();
+  assert.equal(built.code, 0, JSON.stringify(built.report.results, null, 1));
+  const ids = await pool.instancesTagged(/^warm-large-/);
+  assert.equal(ids.length, 2);
+  for (const id of ids) await pool.boot(id);
+  for (const id of ids) await pool.waitReady(id);
+  const advertised = await pool.refresh(["--only", "warm-pool"]);
+  assert.equal(advertised.code, 0, JSON.stringify(advertised.report.results, null, 1));
+  assert.equal(warmOf(advertised.report).classes["large:spot"].ready, 2);
+
+  // EC2 announces the interruption of one; it withdraws (its record expires at once).
+  const [doomed, healthy] = ids;
+  pool.imds(doomed).announce("spot-interruption");
+  await new Promise((resolve) => setTimeout(resolve, 5_000));
+  assert.match(String((await pool.plane.record(doomed))?.interruption), /^spot-interruption/);
+
+  // provision (asking for spot) twice in turn: the doomed one's claim fails at once, the
+  // healthy one is claimed; the second finds the queue empty (and would launch).
+  const first = await pool.provisionClaim("large", "7001", {
+    usageClass: "spot",
+    timeoutMs: 60_000,
+  });
+  assert.equal(first.claimed, healthy, JSON.stringify(first));
+  for (const attempt of first.attempts.filter((a) => a.id === doomed)) {
+    assert.deepEqual([attempt.ok, attempt.ms < 1_000], [false, true], JSON.stringify(attempt));
+  }
+  const second = await pool.provisionClaim("large", "7002", { usageClass: "spot" });
+  assert.equal(second.claimed, undefined, JSON.stringify(second));
+  assert.equal((await pool.plane.record(doomed))?.state, "idle", "never claimed");
+
+  // EC2 reclaims it. Two refresh runs: nothing of it left but a terminated record; the warm
+  // pool is back to two (launched in its place and the claimed one's).
+  await pool.ec2.send(new TerminateInstancesCommand({ InstanceIds: [doomed] }));
+  const reaped = await pool.refresh();
+  assert.equal(reaped.code, 0, JSON.stringify(reaped.report.results, null, 1));
+  const refilled = await pool.refresh();
+  assert.equal(refilled.code, 0, JSON.stringify(refilled.report.results, null, 1));
+  // No live record: the reaper locks it (terminated) and, its instance gone, expunges it.
+  const record = await pool.plane.record(doomed);
+  assert.ok(record === undefined || record.state === "terminated", JSON.stringify(record));
+  assert.equal(await pool.plane.heartbeat(doomed), undefined);
+  assert.equal(await pool.plane.signal(doomed), undefined);
+  const view = warmOf(refilled.report).classes["large:spot"];
+  assert.equal(view.ready + view.booting + view.launched, 2, JSON.stringify(view));
 });

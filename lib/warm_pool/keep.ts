@@ -35,18 +35,18 @@ export async function keepWarm(
   progress: Progress,
 ): Promise<void> {
   const threshold = timestamp(new Date(now.getTime() + ctx.desired.warmPool.holdMin * 60_000));
-  for (const [cls, view] of Object.entries(plan.classes)) {
+  for (const [key, view] of Object.entries(plan.classes)) {
     if (view.renew.length === 0) continue;
-    const spec = classSpec(ctx, read, cls);
+    const spec = classSpec(ctx, read, view.cls);
     if (typeof spec === "string") {
-      progress.errors.push(`${cls}: ${spec}`);
+      progress.errors.push(`${key}: ${spec}`);
       continue;
     }
     const messages: PoolMessage[] = [];
     for (const instance of view.renew) {
       const message: PoolMessage = {
         id: instance.id,
-        resourceClass: cls,
+        resourceClass: view.cls,
         instanceType: instance.instanceType,
         cpu: spec.cpu,
         mmem: spec.mmem,

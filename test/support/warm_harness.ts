@@ -63,6 +63,19 @@ export interface WarmHarness extends AsyncDisposable {
     cls: string,
     options?: { usageClass?: string; allowedInstanceTypes?: string[] },
   ): Promise<Record<string, unknown> | undefined>;
+  /**
+   * fleet-actions' provision's claim worker: picks up (see {@link pickUp}) and claims, moving on
+   * to the next message when the claim's condition fails or the heartbeat is stale; the id
+   * claimed (UD_REG_OK within its window) and every attempt, or undefined once the queue is
+   * empty (provision then launches).
+   */
+  provisionClaim(
+    cls: string,
+    runId: string,
+    options?: { usageClass?: string; allowedInstanceTypes?: string[]; timeoutMs?: number },
+  ): Promise<{ claimed?: string; attempts: { id: string; ok: boolean; ms: number }[] }>;
+  /** The fake instance-metadata server of a booted instance. */
+  imds(id: string): FakeImds;
   /** What each pick-up did with each message: ok, delete or requeue, and why. */
   pickups: { id: string; status: "ok" | "delete" | "requeue"; reason: string }[];
   /** Waits until instance `id` is ready (UD_OK and a heartbeat); ms waited. */
@@ -100,6 +113,7 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
       tags: await instanceTags(ec2, id),
     });
     imdses.push(imds);
+    byInstance.set(id, imds);
     const instanceDir = join(dir, id);
     await Deno.mkdir(instanceDir, { recursive: true });
     const run = await runUserData({
@@ -171,6 +185,20 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     }
   };
 
+  const provisionClaim: WarmHarness["provisionClaim"] = async (cls, runId, options = {}) => {
+    const attempts: { id: string; ok: boolean; ms: number }[] = [];
+    while (true) {
+      const message = await pickUp(cls, options);
+      if (!message) return { attempts };
+      const id = String(message.id);
+      const outcome = await plane.claim(id, runId, { timeoutMs: options.timeoutMs ?? 10_000 });
+      attempts.push({ id, ok: outcome.ok, ms: outcome.elapsedMs });
+      if (outcome.ok) return { claimed: id, attempts };
+    }
+  };
+
+  const byInstance = new Map<string, FakeImds>();
+
   const waitReady = async (id: string, timeoutMs = 90_000) => {
     const started = Date.now();
     while (Date.now() - started < timeoutMs) {
@@ -199,6 +227,8 @@ export async function startWarmHarness(args: string[]): Promise<WarmHarness> {
     instancesTagged,
     pickUp,
     pickups,
+    provisionClaim,
+    imds: (id: string) => byInstance.get(id)!,
     waitReady,
     [Symbol.asyncDispose]: async () => {
       for (const run of runs) await run.kill();
