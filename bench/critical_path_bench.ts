@@ -9,9 +9,11 @@
  * The pool, the same before every measured run: moto (test/support/moto.ts) reset with the test
  * network, the fake GitHub (test/support/github.ts), and everything a steady state has (refresh is
  * run once first, so the table, launch template, queues, parameters and registration token exist);
- * then `--instances` instance records of which `--expired` are expired (idle past their
- * threshold), each a real moto instance launched from the pool's launch template, with a heartbeat
- * and a worker signal (seeded by bench/support/seed.ts, as bench/reaper_bench.ts seeds them).
+ * then `--instances` instance records, each a real moto instance launched from the pool's launch
+ * template, with a heartbeat and a worker signal (seeded by bench/support/seed.ts, as
+ * bench/reaper_bench.ts seeds them); refresh sweeps that pool once (`--sweep always`, as its
+ * last sweep would have), then `--expired` of the records expire (idle past their threshold): the
+ * measured run is a steady-state one, which describes by id only what it acts on.
  * refresh gets a 300 s request timeout: moto's DescribeInstances over thousands of instances can
  * take longer than the default 20 s.
  *
@@ -124,8 +126,9 @@ async function spawn(command: string, args: string[], env: Record<string, string
 }
 
 /** refresh, every task, as a user runs it. */
-function runRefresh(awsUrl: string): Promise<Ran> {
-  return spawn(Deno.execPath(), ["run", "--quiet", ...PERMISSIONS, REFRESH, ...args(), "--json"], {
+function runRefresh(awsUrl: string, extra: string[] = []): Promise<Ran> {
+  const all = [...args(), ...extra, "--json"];
+  return spawn(Deno.execPath(), ["run", "--quiet", ...PERMISSIONS, REFRESH, ...all], {
     AWS_ENDPOINT_URL: awsUrl,
     GITHUB_TOKEN: TEST_PAT,
   });
@@ -190,6 +193,11 @@ async function seed(): Promise<void> {
     throw new Error(`the converging run failed:\n${first.stdout}${first.stderr}`);
   }
   const ids = await launch(total);
+  // Steady state: refresh has swept the pool as it is (lib/reaper/sweep.ts), then `expired` of
+  // its records expire. A pool seeded from nothing would make the measured run a sweep.
+  await putItems(ddb, TABLE, instanceRecords(ids, 0, new Date()));
+  const swept = await runRefresh(MOTO_URL, ["--sweep", "always"]);
+  if (swept.code !== 0) throw new Error(`the sweeping run failed:\n${swept.stdout}${swept.stderr}`);
   const now = new Date();
   await putItems(ddb, TABLE, instanceRecords(ids, expired, now));
   console.error(

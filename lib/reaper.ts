@@ -37,7 +37,7 @@
  */
 import { timestamp } from "./contract.ts";
 import type { Drain } from "./rollout.ts";
-import type { TaskOutcome } from "./task.ts";
+import { describeError, type TaskOutcome } from "./task.ts";
 import {
   classify,
   parseTimestamp,
@@ -55,6 +55,7 @@ import {
   type Pool,
   readPool,
   readTableIfAny,
+  readTargets,
   readTemplateDefault,
   readTemplates,
   type Row,
@@ -62,6 +63,7 @@ import {
 import { change, finish, newReport, outcome, type Report, strayChange } from "./reaper/report.ts";
 import { type GithubRunner, listRunners, reconcileRunners } from "./reaper/runners.ts";
 import type { Terminated } from "./reaper/terminate.ts";
+import { readSweep, sweepDue, sweepIntervalMin, targetIds, writeSweep } from "./reaper/sweep.ts";
 
 export { type DesiredReaper, INPUTS, parseReaper } from "./reaper/inputs.ts";
 export type { ReaperContext, ReaperOptions } from "./reaper/context.ts";
@@ -73,7 +75,7 @@ export async function reapInstances(
   options: ReaperOptions = {},
 ): Promise<TaskOutcome> {
   const now = timestamp(ctx.now());
-  const { read, pool, template, runners } = await readPhase(ctx, options);
+  const { read, pool, template, runners, sweep } = await readPhase(ctx, options);
   ctx.log.info(
     `reaper: ${read.records.length} instance records, ${pool.alive.size} pool instances alive`,
   );
@@ -102,7 +104,32 @@ export async function reapInstances(
   }
   const terminated = await reapPhase(ctx, read.records, pool, plan, drains, now, report, options);
   await runnerPhase(ctx, pool, terminated, report, { ...options, records }, runners);
+  if (sweep.due !== undefined && ctx.desired.reaper.sweep === "auto") {
+    await rememberSweep(ctx, read, pool, report, sweep.version);
+  }
   return finish(report);
+}
+
+/** After a sweep: what it saw, for the targeted runs until the next one (one PutItem). */
+async function rememberSweep(
+  ctx: ReaperContext,
+  read: { records: { state: unknown }[] },
+  pool: Pool,
+  report: Report,
+  templateVersion: number,
+): Promise<void> {
+  try {
+    await writeSweep(ctx.clients.ddb, ctx.desired.table, {
+      at: timestamp(ctx.now()),
+      alive: pool.alive.size,
+      records: read.records.filter((r) => r.state !== "terminated").length,
+      templateVersion,
+      outdatedIdle: report.counts.outdated + report.counts.outdatedLeft,
+    }, ctx.now());
+  } catch (error) {
+    // The next run sweeps again: nothing lost but its time.
+    report.warnings.push(`could not remember this sweep: ${describeError(error)}`);
+  }
 }
 
 /**
@@ -122,12 +149,41 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   for (const later of [runners, template]) later?.catch(() => {});
   // Under dry-run on a new account the table does not exist yet: then nothing is in it.
   const reading = readTableIfAny(ddb, table, options.pageSize, ctx.log, ctx.dryRun);
-  const records = reading.then((r) => r.records);
-  const [read, pool] = await Promise.all([
+  // `--sweep always` needs no memory of the last sweep: none is read, none written.
+  const remembered = reading.then((r) =>
+    r.missing || reaper.sweep === "always" ? undefined : readSweep(ddb, table)
+  );
+  const [read, memory, known, version] = await Promise.all([
     reading,
-    readPool(ec2, table, templates, records, ctx.log),
+    remembered,
+    templates,
+    template.then((t) => t?.version ?? 0, () => 0),
   ]);
-  return { read, pool, template, runners };
+  const now = ctx.now();
+  const due = sweepDue({
+    mode: reaper.sweep,
+    memory,
+    now,
+    intervalMin: sweepIntervalMin(reaper.orphanGraceMin),
+    templateVersion: version,
+    liveRecords: read.records.filter((r) => r.state !== "terminated").length,
+  });
+  if (due !== undefined) {
+    ctx.log.info(`reaper: sweeping the whole pool (${due})`);
+    const pool = await readPool(ec2, table, known, read.records, ctx.log);
+    return { read, pool, template, runners, sweep: { due, memory, version } };
+  }
+  const ids = targetIds({
+    records: read.records,
+    artifacts: read.artifacts,
+    now: now.getTime(),
+    rolloutInProgress: (memory?.outdatedIdle ?? 0) > 0,
+  });
+  ctx.log.info(
+    `reaper: targeted run, ${ids.length} instances described by id (last sweep ${memory!.at})`,
+  );
+  const pool = await readTargets(ec2, table, known, ids);
+  return { read, pool, template, runners, sweep: { due, memory, version } };
 }
 
 /** Under dry-run: what would be terminated, drained, expunged and deleted; nothing is written. */

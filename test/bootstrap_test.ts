@@ -462,10 +462,11 @@ Deno.test("bootstrap run for real", async (t) => {
       );
       // The calls the instance profile must allow (BOOTSTRAP_AWS_ACTIONS), and no other.
       const operations = [...new Set(observer.requests.map((r) => r.operation))].sort();
+      // (UpdateItem is for an interruption notice: test/bootstrap_trust_test.ts.)
       assert.deepEqual(operations, ["DynamoDB.GetItem", "DynamoDB.PutItem"]);
       assert.deepEqual(
         BOOTSTRAP_AWS_ACTIONS.map((a) => a.action).sort(),
-        ["dynamodb:GetItem", "dynamodb:PutItem"],
+        ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"],
       );
 
       // IMDSv2 only: a token first, every request with it.

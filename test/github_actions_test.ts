@@ -408,6 +408,8 @@ Deno.test("jobSummary shows the warm pool as a table of its own, one row per cla
           inSchedule: true,
           classes: {
             large: {
+              resourceClass: "large",
+              usageClass: "on-demand",
               minimum: 2,
               ready: 1,
               booting: 0,
@@ -416,6 +418,10 @@ Deno.test("jobSummary shows the warm pool as a table of its own, one row per cla
               unhealthy: 0,
               extra: 0,
               instanceHoursPerDay: 48,
+              interrupted: 0,
+              fellBack: null,
+              capacityShort: false,
+              belowMinimum: false,
             },
           },
         },
@@ -427,9 +433,9 @@ Deno.test("jobSummary shows the warm pool as a table of its own, one row per cla
   assert.match(md, /^Warm pool, always kept\.$/m);
   assert.match(
     md,
-    /^\| class \| minimum \| ready \| booting \| launched \| outdated \| h\/day \|$/m,
+    /^\| class \| usage \| minimum \| ready \| booting \| launched \| outdated \| interrupted \| h\/day \|$/m,
   );
-  assert.match(md, /^\| large \| 2 \| 1 \| 0 \| 1 \| 0 \| 48 \|$/m);
+  assert.match(md, /^\| large \| on-demand \| 2 \| 1 \| 0 \| 1 \| 0 \| 0 \| 48 \|$/m);
   // The task's row does not flatten the view into its Found cell.
   assert.deepEqual(rows(md)[0].slice(0, 3), ["warm-pool", "🔧 changed", "1 launched"]);
 });

@@ -76,7 +76,10 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
     const setupFile = join(dir, "pre-runner.sh");
     await Deno.writeTextFile(
       setupFile,
-      '#!/bin/bash\nset -eu\necho "pool setup for $(id -un)" >"$HOME/pre-runner-ran"\n',
+      // Written where the harness reads it: the bootstrap's directory's parent, which the
+      // setup script learns from REFRESH_RUNNER_DIR (<harness>/boot/actions-runner).
+      '#!/bin/bash\nset -eu\necho "pool setup for $(id -un), HOME $HOME, user $REFRESH_JOB_USER" ' +
+        '>"$(dirname "$(dirname "$REFRESH_RUNNER_DIR")")/pre-runner-ran"\n',
     );
 
     // 1. refresh builds the pool: every task, the generated bootstrap (no --user-data).
@@ -132,7 +135,10 @@ Deno.test("a pool built by refresh runs a job: provision's instance registers fo
     expectOk(provisioned, "provision", await instance.log());
     const seen = plane.seen.get(instanceId)!.map((s) => `${s.state}/${s.runId}`);
     assert.deepEqual(seen.slice(-2), [`UD_OK/${RUN_ID}`, `UD_REG_OK/${RUN_ID}`], seen.join(", "));
-    assert.match(await Deno.readTextFile(join(dir, "pre-runner-ran")), /^pool setup for /);
+    assert.match(
+      await Deno.readTextFile(join(dir, "pre-runner-ran")),
+      /^pool setup for root, HOME \/root, user refresh-test-runner\n$/,
+    );
     assert.deepEqual(runnerPackage.requests, [
       `/v${DEFAULT_RUNNER_VERSION}/actions-runner-linux-x64-${DEFAULT_RUNNER_VERSION}.tar.gz`,
     ]);

@@ -406,11 +406,14 @@ const MIN = 60_000;
 
 /** The reaper's context on a fresh account: table, launch template version 1, fake GitHub. */
 async function pool(gh: FakeGithub, args: string[] = []): Promise<TestContext> {
+  // Every run lists the whole pool: the rollout is judged on a complete pool view.
   const ctx = await testContext([
     "--only",
     "reaper",
     "--github-api-url",
     gh.url,
+    "--sweep",
+    "always",
     ...TEMPLATE_ARGS,
     ...args,
   ]);
@@ -778,6 +781,9 @@ Deno.test("refresh --only reaper prints the pool view as a table, and --json hol
         "reaper",
         "--github-api-url",
         gh.url,
+        // The pool view is complete on a sweep.
+        "--sweep",
+        "always",
         ...flags,
       ],
       { ...AWS_ENV, GITHUB_TOKEN: TEST_PAT },

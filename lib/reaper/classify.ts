@@ -105,6 +105,7 @@ export function unlistedYoungRecords(
   const grace = input.now - input.graceMs;
   return input.records.filter((r) => {
     if (input.pool.alive.has(r.id) || input.pool.foreign.has(r.id)) return false;
+    if (input.pool.checked && !input.pool.checked.has(r.id)) return false;
     if (typeof r.state !== "string" || !LIVE_STATES.has(r.state)) return false;
     const threshold = parseTimestamp(r.threshold);
     if (threshold !== undefined && threshold < input.now) return false;
@@ -137,6 +138,8 @@ export function classify(input: ClassifyInput): Plan {
   const why = (id: string, reason: string) => plan.reasons.set(id, reason);
   const show = JSON.stringify;
   for (const r of records) {
+    // A targeted run asked EC2 about some instances only: the others are not judged this run.
+    if (pool.checked && !pool.checked.has(r.id)) continue;
     const inPool = pool.alive.has(r.id);
     if (!inPool && pool.foreign.has(r.id)) {
       plan.foreign.push(r.id);

@@ -29,6 +29,14 @@ export const INPUTS: InputSpec[] = [
       `minutes a pool instance without a record, a record of an unlisted instance, or a heartbeat or worker signal without a record may exist before it is reaped; at least ${MIN_CONSISTENCY_GRACE_MIN}, as EC2 may list a just-launched instance only minutes later`,
   },
   {
+    name: "sweep",
+    env: ["REFRESH_SWEEP"],
+    kind: "string",
+    default: "auto",
+    help:
+      "auto or always: when the reaper lists the whole pool (orphans, the full pool view); auto: when due (every half orphan grace, at least 5 min, or when the table or template says so), other runs describe by id only the instances they act on",
+  },
+  {
     name: "reap-concurrency",
     env: ["REFRESH_REAP_CONCURRENCY"],
     kind: "int",
@@ -93,6 +101,8 @@ export const INPUTS: InputSpec[] = [
 /** The reaper's section of the desired state. */
 export interface DesiredReaper {
   orphanGraceMin: number;
+  /** When the whole pool is listed (lib/reaper/sweep.ts). */
+  sweep: "auto" | "always";
   /** DynamoDB writes in flight at once, per kind (locks, delete requests). */
   concurrency: number;
   /** DynamoDB writes per second per partition key at most. */
@@ -112,8 +122,13 @@ const LAUNCH_TEMPLATE_ID = /^lt-(?:[0-9a-f]{8}|[0-9a-f]{17})$/;
 /** Reads the reaper's inputs, recording problems on the reader. */
 export function parseReaper(r: Reader): DesiredReaper {
   const legacy = r.list("legacy-launch-template-ids") ?? [];
+  const sweep = r.string("sweep") ?? "auto";
+  if (sweep !== "auto" && sweep !== "always") {
+    r.problems.push(`sweep: expected auto or always, got ${JSON.stringify(sweep)}`);
+  }
   return {
     orphanGraceMin: r.int("orphan-grace-min", MIN_CONSISTENCY_GRACE_MIN)!,
+    sweep: sweep === "always" ? "always" : "auto",
     concurrency: r.int("reap-concurrency", 1, 256)!,
     writeRate: r.int("reap-write-rate", 1, 1000)!,
     terminatedRetentionHours: r.int("terminated-retention-hours", 1, 24 * 365)!,

@@ -87,6 +87,11 @@ export interface Pool {
   alive: Map<string, LiveInstance>;
   /** Instances alive in EC2 that a record names but that are not proven the pool's. */
   foreign: Map<string, LiveInstance>;
+  /**
+   * A targeted read (lib/reaper/sweep.ts): the only instances EC2 was asked about. Absent: the
+   * whole pool was listed (a sweep), so an instance missing from `alive` is not alive.
+   */
+  checked?: ReadonlySet<string>;
 }
 
 export interface TableRead {
@@ -302,16 +307,40 @@ export async function readPool(
   const foreign = new Map<string, LiveInstance>();
   for (const instance of [...listed, ...looked]) {
     if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) continue;
-    const live: LiveInstance = {
-      id: instance.InstanceId!,
-      launched: instance.LaunchTime && timestamp(instance.LaunchTime),
-      proof: ownership(instance, table, known.templateIds),
-      imageId: instance.ImageId,
-      tags: Object.fromEntries((instance.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""])),
-    };
+    const live = liveInstance(instance, table, known.templateIds);
     (live.proof ? alive : foreign).set(live.id, live);
   }
   return { ...known, alive, foreign };
+}
+
+/**
+ * The pool as EC2 sees the instances `ids` name, described by id only (a targeted run: no
+ * listing of the pool): `checked` holds exactly those ids.
+ */
+export async function readTargets(
+  ec2: EC2Client,
+  table: string,
+  templates: Templates,
+  ids: string[],
+): Promise<Pool> {
+  const alive = new Map<string, LiveInstance>();
+  const foreign = new Map<string, LiveInstance>();
+  for (const instance of await describeIds(ec2, ids)) {
+    if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) continue;
+    const live = liveInstance(instance, table, templates.templateIds);
+    (live.proof ? alive : foreign).set(live.id, live);
+  }
+  return { ...templates, alive, foreign, checked: new Set(ids) };
+}
+
+function liveInstance(instance: Instance, table: string, templateIds: Set<string>): LiveInstance {
+  return {
+    id: instance.InstanceId!,
+    launched: instance.LaunchTime && timestamp(instance.LaunchTime),
+    proof: ownership(instance, table, templateIds),
+    imageId: instance.ImageId,
+    tags: Object.fromEntries((instance.Tags ?? []).map((t) => [t.Key ?? "", t.Value ?? ""])),
+  };
 }
 
 async function list(instances: AsyncIterable<Instance>): Promise<Instance[]> {

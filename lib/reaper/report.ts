@@ -18,8 +18,12 @@ export interface ReaperCounts {
   pages: number;
   /** Launch templates whose instances count as the pool's. */
   templates: number;
-  /** Pool instances alive in EC2 (proven by tag or template). */
+  /** Pool instances alive in EC2 (proven by tag or template); a targeted run: of those described. */
   alive: number;
+  /** 1 when this run listed the whole pool (a sweep, lib/reaper/sweep.ts), else 0. */
+  swept: number;
+  /** Instances a targeted run described by id (0 on a sweep). */
+  described: number;
   expired: number;
   locked: number;
   lostRace: number;
@@ -125,6 +129,8 @@ export function strayChange(key: ArtifactKey): Change {
 
 export function countsOf(read: TableRead, pool: Pool, plan: Plan): ReaperCounts {
   return {
+    swept: pool.checked ? 0 : 1,
+    described: pool.checked?.size ?? 0,
     records: read.records.length,
     itemsRead: read.scanned,
     pages: read.pages,
@@ -187,6 +193,8 @@ export function outcome(
     ? `${changes.length} changes ${would}made: ${parts.join(", ")}`
     : parts.length
     ? parts.join(", ")
-    : `nothing to reap (${counts.records} records, ${counts.alive} instances alive)`;
+    : counts.swept
+    ? `nothing to reap (${counts.records} records, ${counts.alive} instances alive)`
+    : `nothing to reap (${counts.records} records; ${counts.described} instances described by id, ${counts.alive} alive; no sweep due)`;
   return { summary, found: { ...counts, pool }, changes, warnings };
 }

@@ -1,7 +1,8 @@
 /**
  * Phase 1 of the warm pool: reads what provision reads (`resource_class_config`, `subnet_ids`),
- * every instance record, heartbeat and worker signal, the pool's launch template and its live
- * instances, and the spot capacity shortages earlier runs remembered. Writes nothing.
+ * every instance record, heartbeat and worker signal, the pool's launch template, the live
+ * instances of the idle records (by id: never a listing of the pool), and the spot capacity
+ * shortages earlier runs remembered. Writes nothing.
  *
  * @module
  */
@@ -18,8 +19,8 @@ import {
 } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { type Entity, idOf, METADATA, OWNER_TAG, pk, timestamp } from "../contract.ts";
 import { readMetadata } from "../metadata.ts";
-import { TEMPLATE_ID_TAG, type TemplateDefault } from "../rollout.ts";
-import { describe, ownership } from "../reaper/reads.ts";
+import type { TemplateDefault } from "../rollout.ts";
+import { describeIds, ownership } from "../reaper/reads.ts";
 import type { WarmContext } from "./context.ts";
 
 /** An instance record, as read: nothing but the id is trusted to have the contract's types. */
@@ -117,9 +118,20 @@ export async function readWarmState(ctx: WarmContext): Promise<WarmState> {
     heartbeats,
     signals,
     template,
-    instances: await readInstances(ec2, table, template),
+    instances: await readInstances(ec2, table, template, candidates(records, ctx.now())),
     shortages,
   };
+}
+
+/**
+ * The records whose instance can count as warm (idle, unclaimed, unexpired) or as interrupted
+ * (withdrawn on a notice, its record expired at once).
+ */
+function candidates(records: WarmRecord[], now: Date): string[] {
+  return records.filter((r) =>
+    r.state === "idle" && r.runId === "" && typeof r.threshold === "string" &&
+    (Date.parse(r.threshold) > now.getTime() - 1000 || typeof r.interruption === "string")
+  ).map((r) => r.id);
 }
 
 /** Where the remembered shortages are: an item only refresh reads (see the data contract). */
@@ -182,25 +194,23 @@ async function readTemplate(
 }
 
 /**
- * Live instances proven the pool's as the reaper proves them: the ownership tag naming this
- * table, or EC2's own template tag naming the pool's template (provision's own instance tags can
- * replace the template's, ownership tag included).
+ * The live instances among `ids` (described by id, never a listing of the pool), proven the
+ * pool's as the reaper proves them: the ownership tag naming this table, or EC2's own template
+ * tag naming the pool's template (provision's own instance tags can replace the template's,
+ * ownership tag included).
  */
 async function readInstances(
   ec2: EC2Client,
   table: string,
   template: TemplateDefault | null,
+  ids: string[],
 ): Promise<WarmState["instances"]> {
   const instances: WarmState["instances"] = new Map();
   const templateIds = new Set(template ? [template.id] : []);
-  const proofs = [{ Name: `tag:${OWNER_TAG}`, Values: [table] }];
-  if (template) proofs.push({ Name: `tag:${TEMPLATE_ID_TAG}`, Values: [template.id] });
-  const live = { Name: "instance-state-name", Values: ["pending", "running"] };
-  await Promise.all(proofs.map(async (proof) => {
-    for await (const i of describe(ec2, [proof, live])) {
-      if (ownership(i, table, templateIds)) instances.set(i.InstanceId!, describeInstance(i));
-    }
-  }));
+  for (const i of await describeIds(ec2, ids)) {
+    if (!["pending", "running"].includes(i.State?.Name ?? "")) continue;
+    if (ownership(i, table, templateIds)) instances.set(i.InstanceId!, describeInstance(i));
+  }
   return instances;
 }
 

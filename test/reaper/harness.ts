@@ -30,8 +30,21 @@ export const MIN = 60_000;
  * A context for the reaper on a fresh table, with GitHub pointed at the fake server; the clock is
  * an hour past the real one (moto stamps launch times with the real clock).
  */
+/**
+ * A reaper context on a fresh table, its clock an hour ahead. The reaper lists the whole pool
+ * every run (`--sweep always`) unless `args` say otherwise: these tests judge what a listing
+ * finds; test/reaper/sweep_test.ts judges the targeted runs between sweeps.
+ */
 export async function setup(gh: FakeGithub, args: string[] = []): Promise<TestContext> {
-  const ctx = await testContext(["--only", "reaper", "--github-api-url", gh.url, ...args]);
+  const sweep = args.includes("--sweep") ? [] : ["--sweep", "always"];
+  const ctx = await testContext([
+    "--only",
+    "reaper",
+    "--github-api-url",
+    gh.url,
+    ...sweep,
+    ...args,
+  ]);
   await reconcileTable({ ...ctx, dryRun: false });
   ctx.setNow(new Date(Date.now() + 60 * MIN));
   ctx.counter.reset();
