@@ -134,11 +134,37 @@ function runRefresh(awsUrl: string, extra: string[] = []): Promise<Ran> {
   });
 }
 
+/**
+ * A Node preload for fleet-actions' bundle: its DynamoDB client names its endpoint itself
+ * (`https://dynamodb.<region>.amazonaws.com`, src/services/dynamodb/dynamo-db-client.ts), which
+ * AWS_ENDPOINT_URL does not override, so every HTTPS request to an amazonaws.com host goes to
+ * `REFRESH_BENCH_AWS_URL` (the proxy in front of moto) over plain HTTP instead. Nothing leaves
+ * 127.0.0.1.
+ */
+const REDIRECT = `
+const http = require("node:http"), https = require("node:https"), { syncBuiltinESMExports } = require("node:module");
+const target = new URL(process.env.REFRESH_BENCH_AWS_URL);
+const original = https.request;
+https.request = function (url, options, callback) {
+  const opts = typeof url === "object" && !(url instanceof URL) ? url : options;
+  const host = (opts && (opts.hostname || opts.host)) || (url instanceof URL ? url.hostname : "");
+  if (!/\\.amazonaws\\.com$/.test(String(host).replace(/:\\d+$/, ""))) return original.apply(this, arguments);
+  const cb = typeof options === "function" ? options : callback;
+  const headers = { ...(opts.headers || {}) };
+  return http.request({ ...opts, protocol: "http:", hostname: target.hostname, host: target.hostname,
+    port: target.port, agent: undefined, headers }, cb);
+};
+syncBuiltinESMExports();
+`;
+const redirectFile = Deno.makeTempFileSync({ suffix: ".cjs" });
+Deno.writeTextFileSync(redirectFile, REDIRECT);
+
 /** fleet-actions' refresh, as its action runs it (inputs from action.yml as INPUT_* variables). */
 function runFleetActions(bundle: string, awsUrl: string): Promise<Ran> {
   const ami = desired.launchTemplate.ami;
   const input = (name: string, value: string) => [`INPUT_${name.toUpperCase()}`, value];
-  return spawn("node", [bundle], {
+  return spawn("node", ["--require", redirectFile, bundle], {
+    REFRESH_BENCH_AWS_URL: awsUrl,
     AWS_ENDPOINT_URL: awsUrl,
     GITHUB_API_URL: github.url,
     GITHUB_REPOSITORY: REPO,

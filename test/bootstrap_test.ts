@@ -5,6 +5,7 @@
  * claim and release as PROTOCOL.md describes.
  */
 import assert from "node:assert/strict";
+import { readDocs } from "./support/docs.ts";
 import {
   AWS_CLIENT_PY_COMPACT,
   BOOTSTRAP_AWS_ACTIONS,
@@ -94,7 +95,7 @@ Deno.test("bootstrapScript calls AWS only as BOOTSTRAP_AWS_ACTIONS says", () => 
   assert.deepEqual([...written].sort(), partitions("dynamodb:PutItem"));
 });
 
-Deno.test("bootstrapScript reads only the test overrides BOOTSTRAP_TEST_OVERRIDES lists, each in the README", async () => {
+Deno.test("bootstrapScript reads only the test overrides BOOTSTRAP_TEST_OVERRIDES lists, each documented", () => {
   const script = bootstrapScript({ ...SPEC, preRunnerScript: "#!/bin/sh\ntrue\n" });
   const delimiters = ["REFRESH_AWS_CLIENT", "REFRESH_PRE_RUNNER_SCRIPT"];
   // What the setup script is told (run_setup), not read.
@@ -111,7 +112,7 @@ Deno.test("bootstrapScript reads only the test overrides BOOTSTRAP_TEST_OVERRIDE
     ),
   );
   assert.deepEqual([...read].sort(), Object.values(BOOTSTRAP_TEST_OVERRIDES).sort());
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+  const readme = readDocs();
   for (const name of read) {
     if (name !== "REFRESH_TEST_MARKER") assert.ok(readme.includes(`\`${name}\``), name);
   }

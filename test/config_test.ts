@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readDocs } from "./support/docs.ts";
 import { type DesiredState, INPUTS, parseDesiredState } from "../lib/config.ts";
 import { DEFAULT_RESOURCE_CLASSES } from "../lib/resource_pools.ts";
 import { BASE_ARGS, EXAMPLE_NETWORK, TEST_PAT } from "./support/aws.ts";
@@ -356,8 +357,8 @@ Deno.test("help lists every input with its environment variable and default", as
   }
 });
 
-Deno.test("README documents every input", async () => {
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+Deno.test("the documentation names every input", () => {
+  const readme = readDocs();
   for (const input of INPUTS) {
     const name = input.secret ? input.env![0] : `--${input.name}`;
     assert.ok(readme.includes(`\`${name}\``), `README does not document ${name}`);

