@@ -48,6 +48,16 @@ import {
 import { exitCodeOf, renderJson, renderText, type RunReport } from "./lib/report.ts";
 import { reconcileTable } from "./lib/table.ts";
 import { reconcileWarmPool } from "./lib/warm_pool.ts";
+import { CloudWatchClient } from "npm:@aws-sdk/client-cloudwatch@3.1164.0";
+import { Lease } from "./lib/operations/lease.ts";
+import { publishMetrics, runMetrics } from "./lib/operations/metrics.ts";
+import { desiredAlarm, reconcileAlarm } from "./lib/operations/alarm.ts";
+import {
+  dashboardBody,
+  dashboardName,
+  dashboardUrl,
+  reconcileDashboard,
+} from "./lib/operations/dashboard.ts";
 import {
   type Clients,
   describeError,
@@ -252,38 +262,282 @@ async function run(
     return 0;
   }
 
+  if (desired.operations.everySec !== null) {
+    return await loop(desired, env, io, redactor, gha, desired.operations.everySec);
+  }
+  const lease = desired.dryRun ? undefined : newLease(desired, env);
+  if (lease) {
+    const taken = await takeLease(lease, io, redactor);
+    if (taken === "held elsewhere") return 0;
+  }
+  try {
+    return await cycle(desired, env, io, redactor, gha, lease?.lease);
+  } finally {
+    await lease?.close();
+  }
+}
+
+/** The lease of a run, on a DynamoDB client of its own (its calls are not the tasks'). */
+function newLease(desired: DesiredState, env: Record<string, string | undefined>) {
+  const url = env.AWS_ENDPOINT_URL_DYNAMODB ?? env.AWS_ENDPOINT_URL;
+  const dynamo = new DynamoDBClient({
+    region: desired.region,
+    maxAttempts: AWS_MAX_ATTEMPTS,
+    requestHandler: awsRequestHandler(desired.requestTimeoutSec * 1000),
+    ...(url ? { endpoint: url } : {}),
+  });
+  const ddb = DynamoDBDocumentClient.from(dynamo);
+  // Who holds it, for the others' messages: a workflow run, else the host (no extra permission).
+  const where = env.GITHUB_RUN_ID
+    ? `github-run-${env.GITHUB_RUN_ID}`
+    : env.HOSTNAME ?? env.COMPUTERNAME ?? "host";
+  const holder = `${where}:${Deno.pid}:${crypto.randomUUID().slice(0, 8)}`;
+  const lease = new Lease(
+    ddb,
+    desired.table,
+    holder,
+    desired.operations.leaseSec,
+    () => new Date(),
+  );
+  return {
+    lease,
+    close: async () => {
+      await lease.release().catch(() => {});
+      dynamo.destroy();
+    },
+  };
+}
+
+/**
+ * Takes the lease for a one-shot run: "taken", "no table" (a new account: the table task makes
+ * it, so there is nothing another run could be reconciling; or the lease could not be read or
+ * written: then the run goes on without it, with a warning), or "held elsewhere" (said on
+ * stdout: who holds it until when; the run writes nothing).
+ */
+async function takeLease(
+  lease: { lease: Lease },
+  io: Io,
+  redactor: Redactor,
+): Promise<"taken" | "no table" | "held elsewhere"> {
+  try {
+    const attempt = await lease.lease.take();
+    if (attempt.held) return "taken";
+    io.stdout(redactor.redact(
+      `lease held by ${attempt.by.holder} until ${attempt.by.until}: another refresh is ` +
+        "reconciling this pool; this run writes nothing",
+    ));
+    return "held elsewhere";
+  } catch (error) {
+    if ((error as Error).name === "ResourceNotFoundException") return "no table";
+    // Every write of the tasks is conditional anyway: a lease that cannot be read or written
+    // (DynamoDB failing) does not stop the run, which reports what failed.
+    io.stderr(redactor.redact(
+      `warning: the lease on the pool could not be taken (${
+        describeError(error)
+      }); running without it`,
+    ));
+    return "no table";
+  }
+}
+
+/**
+ * One reconciliation: the tasks, the report, the operations (metrics, alarm, dashboard), the exit
+ * code. While it runs, `lease` (when held) is renewed every third of its length.
+ */
+async function cycle(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  io: Io,
+  redactor: Redactor,
+  gha: ReturnType<typeof actionsOutput>,
+  lease?: Lease,
+): Promise<number> {
+  const started = performance.now();
   // Counted from here: flags and files are read, the first request is about to go.
   const budget = runBudget(desired.deadlineMin * 60_000, io.monotonic);
   const counter = new CallCounter();
   const breaker = new EndpointBreaker();
   const clients = buildClients(desired, env, counter, undefined, breaker);
   const log = makeLogger(io, redactor, desired.json);
-  const results = await runTasks(
-    desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t])]),
-    {
-      desired,
-      clients,
-      now: () => new Date(),
-      log,
+  const renewing = lease?.current
+    ? setInterval(() => lease.renew().catch(() => false), desired.operations.leaseSec * 1000 / 3)
+    : undefined;
+  try {
+    const results = await runTasks(
+      desired.tasks.map((t) => [t, gha.grouped(t, IMPLEMENTATIONS[t])]),
+      {
+        desired,
+        clients,
+        now: () => new Date(),
+        log,
+        dryRun: desired.dryRun,
+        secret: gha.secret,
+        budget,
+      },
+    );
+    const report: RunReport = {
+      version: 1,
       dryRun: desired.dryRun,
-      secret: gha.secret,
-      budget,
-    },
-  );
-  const report: RunReport = {
-    version: 1,
-    dryRun: desired.dryRun,
+      region: desired.region,
+      table: desired.table,
+      results,
+      calls: counter.toJSON(),
+      writeCalls: counter.writes(),
+      unreachable: breaker.failures(),
+      exitCode: exitCodeOf(results),
+    };
+    const operations = await runOperations(desired, env, report, started, counter);
+    if (lease?.current) {
+      operations.unshift(`lease held by ${lease.holder} until ${lease.current.until}`);
+    }
+    if (operations.length) report.operations = operations;
+    gha.finish(report);
+    io.stdout(redactor.redact(desired.json ? renderJson(report) : renderText(report)));
+    return report.exitCode;
+  } finally {
+    clearInterval(renewing);
+    clients.ec2.destroy();
+    clients.sqs.destroy();
+    clients.ddb.destroy();
+  }
+}
+
+/**
+ * After the tasks: the alarm (with `--alarm-topic-arn`), and with `--metrics cloudwatch` the
+ * dashboard and the run's metrics (RunSucceeded last known: this run's exit code). None of them
+ * changes the exit code; a failure is a line of the report. Lines for the report.
+ */
+async function runOperations(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  report: RunReport,
+  started: number,
+  counter: CallCounter,
+): Promise<string[]> {
+  const ops = desired.operations;
+  if (ops.metrics === "off" && ops.alarm === null) return [];
+  const lines: string[] = [];
+  const cloudwatch = buildCloudWatch(desired, env, counter);
+  try {
+    if (ops.alarm) {
+      const want = desiredAlarm({ namespace: ops.namespace, table: desired.table, ...ops.alarm });
+      lines.push(
+        await reconcileAlarm(cloudwatch, want, desired.dryRun).catch((error) =>
+          `alarm: failed: ${describeError(error)}`
+        ),
+      );
+    }
+    if (ops.metrics === "cloudwatch") {
+      const name = dashboardName(ops.namespace, desired.table);
+      const body = dashboardBody({
+        namespace: ops.namespace,
+        table: desired.table,
+        region: desired.region,
+        classes: Object.keys(desired.pools.classes).sort(),
+      });
+      const done = await reconcileDashboard(cloudwatch, name, body, desired.dryRun).catch((
+        error,
+      ) => `dashboard: failed: ${describeError(error)}`);
+      lines.push(`${done}: ${dashboardUrl(desired.region, name)}`);
+      if (!desired.dryRun) {
+        const data = runMetrics(
+          report,
+          (performance.now() - started) / 1000,
+          new Date(),
+          counter.githubRateLimitRemaining,
+        );
+        lines.push(
+          await publishMetrics(cloudwatch, ops.namespace, data).then(
+            (calls) => `metrics: ${data.length} values published (${calls} PutMetricData)`,
+            (error) => `metrics: failed: ${describeError(error)}`,
+          ),
+        );
+      }
+    }
+  } finally {
+    cloudwatch.destroy();
+  }
+  report.calls = counter.toJSON();
+  return lines;
+}
+
+/** The CloudWatch client, with the same endpoint rules, timeouts and counting as the others. */
+function buildCloudWatch(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  counter: CallCounter,
+): CloudWatchClient {
+  const url = env.AWS_ENDPOINT_URL_CLOUDWATCH ?? env.AWS_ENDPOINT_URL;
+  const client = new CloudWatchClient({
     region: desired.region,
-    table: desired.table,
-    results,
-    calls: counter.toJSON(),
-    writeCalls: counter.writes(),
-    unreachable: breaker.failures(),
-    exitCode: exitCodeOf(results),
+    maxAttempts: AWS_MAX_ATTEMPTS,
+    requestHandler: awsRequestHandler(desired.requestTimeoutSec * 1000),
+    ...(url ? { endpoint: url } : {}),
+  });
+  countAwsCalls(client, "CloudWatch", counter);
+  return client;
+}
+
+/**
+ * `--every`: a cycle every `everySec` while this process holds the lease, a standby while another
+ * does (it takes over once that one's lease has lapsed). SIGTERM and SIGINT end it after the
+ * cycle in flight, releasing the lease; exit 0.
+ */
+async function loop(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  io: Io,
+  redactor: Redactor,
+  gha: ReturnType<typeof actionsOutput>,
+  everySec: number,
+): Promise<number> {
+  const stop = Promise.withResolvers<void>();
+  let stopping = false;
+  const onSignal = () => {
+    stopping = true;
+    stop.resolve();
   };
-  gha.finish(report);
-  io.stdout(redactor.redact(desired.json ? renderJson(report) : renderText(report)));
-  return report.exitCode;
+  for (const signal of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(signal, onSignal);
+  const { lease, close } = newLease(desired, env);
+  let standby = "";
+  try {
+    while (!stopping) {
+      const next = Date.now() + everySec * 1000;
+      const taken = lease.current ? await lease.renew() : false;
+      const held = taken || (await takeLease({ lease }, quiet(io), redactor)) !== "held elsewhere";
+      if (held) {
+        standby = "";
+        await cycle(desired, env, io, redactor, gha, lease.current ? lease : undefined);
+      } else {
+        const by = await lease.read();
+        const line = `standby: lease held by ${by?.holder ?? "another run"} until ${
+          by?.until ?? "now"
+        }`;
+        if (line !== standby) io.stderr(redactor.redact(line));
+        standby = line;
+      }
+      await Promise.race([stop.promise, sleep(Math.max(0, next - Date.now()))]);
+    }
+  } finally {
+    for (const signal of ["SIGTERM", "SIGINT"] as const) {
+      Deno.removeSignalListener(signal, onSignal);
+    }
+    await close();
+  }
+  io.stderr("refresh: stopped by a signal after its cycle; lease released");
+  return 0;
+}
+
+/** `io` without stdout (the standby's lease notice goes to stderr once, not every cycle). */
+function quiet(io: Io): Io {
+  return { ...io, stdout: () => {} };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    Deno.unrefTimer(timer);
+  });
 }
 
 if (import.meta.main) {

@@ -153,6 +153,10 @@ export function jobSummary(report: RunReport): string {
       ...rows.map((row) => `| ${row.map((v) => cell([v])).join(" | ")} |`),
     );
   }
+  if (report.operations?.length) {
+    // The lease, metrics, alarm and dashboard: the dashboard's line carries its link.
+    lines.push("", "### Operations", "", ...report.operations.map((o) => `- ${text(o)}`));
+  }
   const details: string[] = [];
   for (const r of report.results) {
     for (const c of r.changes) {

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { CloudWatchClient } from "npm:@aws-sdk/client-cloudwatch@3.1164.0";
 import type { DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import type { EC2Client } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import type { SQSClient } from "npm:@aws-sdk/client-sqs@3.1169.0";
@@ -21,6 +22,8 @@ export function isWrite(operation: string): boolean {
 /** Calls by operation. */
 export class CallCounter {
   readonly counts = new Map<string, number>();
+  /** GitHub's `x-ratelimit-remaining` on its last answer, when one came. */
+  githubRateLimitRemaining: number | undefined;
 
   add(operation: string): void {
     this.counts.set(operation, (this.counts.get(operation) ?? 0) + 1);
@@ -46,7 +49,7 @@ export class CallCounter {
   }
 }
 
-type AwsClient = EC2Client | SQSClient | DynamoDBClient;
+type AwsClient = EC2Client | SQSClient | DynamoDBClient | CloudWatchClient;
 
 /** Counts every command an AWS SDK v3 client sends, as `<service>.<Operation>`. */
 export function countAwsCalls(client: AwsClient, service: string, counter: CallCounter): void {
@@ -61,8 +64,11 @@ export function countAwsCalls(client: AwsClient, service: string, counter: CallC
 
 /** Counts every request an Octokit client sends, as `GitHub.<METHOD> <route>`. */
 export function countGithubCalls(octokit: Octokit, counter: CallCounter): void {
-  octokit.hook.wrap("request", (request, options) => {
+  octokit.hook.wrap("request", async (request, options) => {
     counter.add(`GitHub.${options.method} ${options.url}`);
-    return request(options);
+    const response = await request(options);
+    const remaining = Number(response.headers?.["x-ratelimit-remaining"]);
+    if (Number.isFinite(remaining)) counter.githubRateLimitRemaining = remaining;
+    return response;
   });
 }

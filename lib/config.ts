@@ -36,6 +36,7 @@ import * as parameters from "./parameters.ts";
 import * as reaper from "./reaper/inputs.ts";
 import * as pools from "./resource_pools.ts";
 import * as warmPool from "./warm_pool.ts";
+import * as operations from "./operations/inputs.ts";
 import { type SharedDesired, type TaskName, TASKS } from "./task.ts";
 
 export { ConfigError, type InputSpec, type Names, type TaskName, TASKS };
@@ -122,6 +123,7 @@ export const INPUTS: InputSpec[] = [
   ...github.INPUTS,
   ...reaper.INPUTS,
   ...warmPool.INPUTS,
+  ...operations.INPUTS,
 ];
 
 /** Which inputs each task cannot run without, declared by the task. */
@@ -139,6 +141,7 @@ export interface DesiredState extends SharedDesired {
   github: github.DesiredGithub;
   reaper: reaper.DesiredReaper;
   warmPool: warmPool.DesiredWarmPool;
+  operations: operations.DesiredOperations;
 }
 
 /** What the parser reads; the entry passes the real ones, tests pass their own. */
@@ -304,6 +307,7 @@ export function parseDesiredState(sources: ConfigSources): DesiredState | "help"
     github: github.parseGithub(r, names),
     reaper: reaper.parseReaper(r),
     warmPool: warmPool.parseWarmPool(r, poolsSection.classes),
+    operations: operations.parseOperations(r),
   };
   if (problems.length > 0) throw new ConfigError(problems);
   return desired;

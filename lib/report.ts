@@ -28,6 +28,11 @@ export interface RunReport {
     attempts: number;
   }[];
   exitCode: number;
+  /**
+   * What the run did beside its tasks (lib/operations/): the lease on the pool, metrics, the
+   * alarm and the dashboard; absent when it did none of them.
+   */
+  operations?: string[];
 }
 
 /** 0 when every task succeeded, 1 when any failed or was skipped (the run's deadline passed). */
@@ -80,6 +85,7 @@ export function renderText(report: RunReport): string {
     count("planned") && `${count("planned")} with planned changes`,
     count("unchanged") && `${count("unchanged")} unchanged`,
   ].filter(Boolean);
+  for (const line of report.operations ?? []) lines.push(`operations: ${line}`);
   for (const u of report.unreachable ?? []) {
     lines.push(
       `unreachable: ${u.endpoint} did not answer ${u.call} within ${

@@ -9,6 +9,7 @@ const SERVICES: Record<string, string> = {
   "@aws-sdk/client-sqs": "sqs",
   "@aws-sdk/client-dynamodb": "dynamodb",
   "@aws-sdk/lib-dynamodb": "dynamodb",
+  "@aws-sdk/client-cloudwatch": "cloudwatch",
 };
 
 /** lib-dynamodb's document commands and the DynamoDB operations they send. */
@@ -160,7 +161,7 @@ Deno.test("iam-policy.json is a valid allow-only policy without wildcard actions
     assert.equal(s.Effect, "Allow");
     assert.ok(s.Resource && s.Resource.length > 0, `statement ${s.Sid} has a resource`);
   }
-  for (const a of actions) assert.match(a, /^(ec2|sqs|dynamodb|iam):[A-Z][A-Za-z]+$/);
+  for (const a of actions) assert.match(a, /^(ec2|sqs|dynamodb|iam|cloudwatch):[A-Z][A-Za-z]+$/);
 });
 
 Deno.test("the action scan maps commands, document commands, paginators and waiters", () => {
