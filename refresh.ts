@@ -268,7 +268,23 @@ async function run(
   const lease = desired.dryRun ? undefined : newLease(desired, env);
   if (lease) {
     const taken = await takeLease(lease, io, redactor);
-    if (taken === "held elsewhere") return 0;
+    if (taken !== "taken" && taken !== "no table") {
+      // Another run reconciles the pool: this one says who, until when, and writes nothing.
+      await lease.close();
+      const report: RunReport = {
+        version: 1,
+        dryRun: false,
+        region: desired.region,
+        table: desired.table,
+        results: [],
+        calls: {},
+        writeCalls: 0,
+        exitCode: 0,
+        operations: [taken],
+      };
+      io.stdout(redactor.redact(desired.json ? renderJson(report) : renderText(report)));
+      return 0;
+    }
   }
   try {
     return await cycle(desired, env, io, redactor, gha, lease?.lease);
@@ -309,24 +325,20 @@ function newLease(desired: DesiredState, env: Record<string, string | undefined>
 }
 
 /**
- * Takes the lease for a one-shot run: "taken", "no table" (a new account: the table task makes
- * it, so there is nothing another run could be reconciling; or the lease could not be read or
- * written: then the run goes on without it, with a warning), or "held elsewhere" (said on
- * stdout: who holds it until when; the run writes nothing).
+ * Takes the lease: "taken", "no table" (a new account: the table task makes it, so there is
+ * nothing another run could be reconciling; or the lease could not be read or written: then the
+ * run goes on without it, with a warning), or else the sentence saying who holds it until when.
  */
 async function takeLease(
   lease: { lease: Lease },
   io: Io,
   redactor: Redactor,
-): Promise<"taken" | "no table" | "held elsewhere"> {
+): Promise<string> {
   try {
     const attempt = await lease.lease.take();
     if (attempt.held) return "taken";
-    io.stdout(redactor.redact(
-      `lease held by ${attempt.by.holder} until ${attempt.by.until}: another refresh is ` +
-        "reconciling this pool; this run writes nothing",
-    ));
-    return "held elsewhere";
+    return `lease held by ${attempt.by.holder} until ${attempt.by.until}: another refresh is ` +
+      "reconciling this pool; this run writes nothing";
   } catch (error) {
     if ((error as Error).name === "ResourceNotFoundException") return "no table";
     // Every write of the tasks is conditional anyway: a lease that cannot be read or written
@@ -504,7 +516,8 @@ async function loop(
     while (!stopping) {
       const next = Date.now() + everySec * 1000;
       const taken = lease.current ? await lease.renew() : false;
-      const held = taken || (await takeLease({ lease }, quiet(io), redactor)) !== "held elsewhere";
+      const attempt = taken ? "taken" : await takeLease({ lease }, io, redactor);
+      const held = attempt === "taken" || attempt === "no table";
       if (held) {
         standby = "";
         await cycle(desired, env, io, redactor, gha, lease.current ? lease : undefined);
@@ -526,11 +539,6 @@ async function loop(
   }
   io.stderr("refresh: stopped by a signal after its cycle; lease released");
   return 0;
-}
-
-/** `io` without stdout (the standby's lease notice goes to stderr once, not every cycle). */
-function quiet(io: Io): Io {
-  return { ...io, stdout: () => {} };
 }
 
 function sleep(ms: number): Promise<void> {

@@ -8,6 +8,8 @@
  * third run writes nothing.
  */
 import assert from "node:assert/strict";
+import { DeleteCommand, GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { LEASE_KEY } from "../lib/operations/lease.ts";
 import { DescribeInstancesCommand, RunInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { BatchWriteCommand, QueryCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { item, OWNER_TAG, timestamp } from "../lib/contract.ts";
@@ -160,6 +162,13 @@ async function killAndRecover(operation: string, k: number, when: "before" | "af
     proxy.describe(),
   );
 
+  // The killed run's lease on the pool lapses by itself (--lease-sec, 80 s, plus 30 s): the
+  // test takes that time away instead of waiting it out.
+  const lease = await ctx.clients.ddb.send(
+    new GetCommand({ TableName: TABLE, Key: LEASE_KEY, ConsistentRead: true }),
+  );
+  assert.ok(lease.Item, "the killed run held the lease");
+  await ctx.clients.ddb.send(new DeleteCommand({ TableName: TABLE, Key: LEASE_KEY }));
   const second = await runToEnd();
   const third = await runToEnd();
 

@@ -89,7 +89,7 @@ Deno.test("two --every loops on one pool: one reconciles, the other stands by wi
     assert.equal(once.code, 0, once.stderr);
     assert.match(
       once.stdout,
-      /^lease held by .* until .*: another refresh is reconciling this pool; this run writes nothing$/m,
+      /^operations: lease held by .* until .*: another refresh is reconciling this pool; this run writes nothing$/m,
     );
     assert.deepEqual(
       proxyC.timeline.map((t) => t.operation).filter((o) => !o.endsWith("GetItem")),
