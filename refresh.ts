@@ -295,13 +295,7 @@ async function run(
 
 /** The lease of a run, on a DynamoDB client of its own (its calls are not the tasks'). */
 function newLease(desired: DesiredState, env: Record<string, string | undefined>) {
-  const url = env.AWS_ENDPOINT_URL_DYNAMODB ?? env.AWS_ENDPOINT_URL;
-  const dynamo = new DynamoDBClient({
-    region: desired.region,
-    maxAttempts: AWS_MAX_ATTEMPTS,
-    requestHandler: awsRequestHandler(desired.requestTimeoutSec * 1000),
-    ...(url ? { endpoint: url } : {}),
-  });
+  const dynamo = new DynamoDBClient(awsOptions(desired, env, "DynamoDB"));
   const ddb = DynamoDBDocumentClient.from(dynamo);
   // Who holds it, for the others' messages: a workflow run, else the host (no extra permission).
   const where = env.GITHUB_RUN_ID
@@ -473,19 +467,31 @@ async function runOperations(
   return lines;
 }
 
+/**
+ * An AWS client's options beside the tasks' (the lease's, CloudWatch's): the region, retries, a
+ * request timeout, and the endpoint override for `service` when one is set.
+ */
+function awsOptions(
+  desired: DesiredState,
+  env: Record<string, string | undefined>,
+  service: string,
+) {
+  const url = env[`AWS_ENDPOINT_URL_${service.toUpperCase()}`] ?? env.AWS_ENDPOINT_URL;
+  return {
+    region: desired.region,
+    maxAttempts: AWS_MAX_ATTEMPTS,
+    requestHandler: awsRequestHandler(desired.requestTimeoutSec * 1000),
+    ...(url ? { endpoint: url } : {}),
+  };
+}
+
 /** The CloudWatch client, with the same endpoint rules, timeouts and counting as the others. */
 function buildCloudWatch(
   desired: DesiredState,
   env: Record<string, string | undefined>,
   counter: CallCounter,
 ): CloudWatchClient {
-  const url = env.AWS_ENDPOINT_URL_CLOUDWATCH ?? env.AWS_ENDPOINT_URL;
-  const client = new CloudWatchClient({
-    region: desired.region,
-    maxAttempts: AWS_MAX_ATTEMPTS,
-    requestHandler: awsRequestHandler(desired.requestTimeoutSec * 1000),
-    ...(url ? { endpoint: url } : {}),
-  });
+  const client = new CloudWatchClient(awsOptions(desired, env, "CloudWatch"));
   countAwsCalls(client, "CloudWatch", counter);
   return client;
 }

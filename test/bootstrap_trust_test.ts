@@ -10,6 +10,7 @@ import { bootInstance, type BootstrapInstance } from "./support/bootstrap_instan
 import type { Outcome } from "./support/control_plane.ts";
 import { resetMoto } from "./support/moto.ts";
 import { AWS_CLIENT_PY } from "../lib/bootstrap_aws_client.ts";
+import { hostileJobLines, makeLoot, stolen } from "./support/hostile_job.ts";
 
 const TIMINGS = { heartbeatSec: 5, selfTerminateCheckSec: 60, claimPollSec: 0.25, jobPollSec: 1 };
 const concurrent = { sanitizeOps: false, sanitizeResources: false, sanitizeExit: false };
@@ -112,30 +113,13 @@ Deno.test("bootstrap after day one", async (t) => {
         jobSudo: false,
       });
       const { dir, plane, instanceId, token } = instance;
-      const loot = join(dir, "github", "loot");
-      await Deno.mkdir(loot, { mode: 0o777 });
-      await Deno.chmod(loot, 0o777);
-      // The job rewrites every runner file it can (in place, or by replacing it), with a script
-      // that saves its environment and input; leaves a daemon that reads every process's
-      // environment it can; tries sudo and a copy of the bootstrap's own AWS client.
-      const thief = `#!/bin/bash\nenv >>'${loot}/env-'$$; cat >>'${loot}/stdin-'$$ </dev/null\n`;
-      const client = join(dir, "github", "aws.py");
-      await Deno.writeTextFile(client, AWS_CLIENT_PY, { mode: 0o644 });
+      const loot = await makeLoot(join(dir, "github"));
+      // The job: rewrites every runner file it can, leaves a daemon reading every process
+      // environment it can (test/support/hostile_job.ts); tries sudo and the credentials cache.
       await Deno.writeTextFile(
         join(dir, "github", "job-step"),
         [
-          `thief='${thief.replaceAll("'", "'\\''")}'`,
-          "rewritten=0",
-          "for f in config.sh run.sh env.sh run-helper.sh.template bin/Runner.Listener " +
-          "bin/installdependencies.sh .env .path; do",
-          '  if printf "%s" "$thief" >"$f" 2>/dev/null || ' +
-          '{ rm -f "$f" 2>/dev/null && printf "%s" "$thief" >"$f" && chmod +x "$f"; }; then',
-          "    rewritten=$((rewritten + 1))",
-          "  fi",
-          "done",
-          'echo "rewritten $rewritten"',
-          `(setsid bash -c 'while true; do cat /proc/[0-9]*/environ >>"${loot}/environ" 2>/dev/null; ` +
-          "sleep 0.2; done' </dev/null >/dev/null 2>&1 &)",
+          ...hostileJobLines(loot),
           'sudo -n true 2>/dev/null; echo "sudo exit $?"',
           `cat '${dir}/boot/private/credentials.json' 2>/dev/null; echo "cache exit $?"`,
         ].join("\n"),
@@ -177,12 +161,7 @@ Deno.test("bootstrap after day one", async (t) => {
         ["config", "valid"],
         ["remove", "valid"],
       ]);
-      const stolen: string[] = [];
-      for await (const entry of Deno.readDir(loot)) {
-        const text = await Deno.readTextFile(join(loot, entry.name));
-        if (text.includes(token)) stolen.push(entry.name);
-      }
-      assert.deepEqual(stolen, [], "files of the job's holding the token");
+      assert.deepEqual(await stolen(loot, token), [], "files of the job's holding the token");
       assert.ok(!(await instance.log()).includes(token));
     },
   });

@@ -18,6 +18,7 @@ import { bootInstance, type BootstrapInstance } from "./support/bootstrap_instan
 import type { Outcome } from "./support/control_plane.ts";
 import { resetMoto } from "./support/moto.ts";
 import { type RootfsRun, stockRootfs, stockUserland } from "./support/stock_rootfs.ts";
+import { hostileJobLines, makeLoot, stolen } from "./support/hostile_job.ts";
 
 /** `dpkg-query` arguments listing the libicu packages and their state. */
 const LIBICU_QUERY = ["--show", "--showformat=${Package} ${db:Status-Status}\\n", "libicu[0-9]*"];
@@ -109,30 +110,6 @@ usermod -aG tools "$REFRESH_JOB_USER"
 echo "$(id -u) $(umask) $HOME $REFRESH_JOB_USER" >/opt/tools/setup-env
 `;
 
-/**
- * A hostile job: uses the setup's tool and group, then rewrites every runner file it can with a
- * script that saves its environment (where the registration token would be) into `loot`, and
- * leaves a daemon reading every process's environment it can.
- */
-function hostileJob(loot: string): string {
-  const thief = `#!/bin/bash\nenv >>'${loot}/env-'$$\n`;
-  return [
-    "/opt/tools/mytool",
-    "id -nG | tr ' ' '\\n' | grep -x tools",
-    `thief='${thief.replaceAll("'", "'\\''")}'`,
-    "rewritten=0",
-    "for f in config.sh run.sh env.sh run-helper.sh.template bin/Runner.Listener .env .path; do",
-    '  if printf "%s" "$thief" >"$f" 2>/dev/null || ' +
-    '{ rm -f "$f" 2>/dev/null && printf "%s" "$thief" >"$f" && chmod +x "$f"; }; then',
-    "    rewritten=$((rewritten + 1))",
-    "  fi",
-    "done",
-    'echo "rewritten $rewritten"',
-    `(setsid bash -c 'while true; do cat /proc/[0-9]*/environ >>"${loot}/environ" 2>/dev/null; ` +
-    "sleep 0.2; done' </dev/null >/dev/null 2>&1 &)",
-  ].join("\n");
-}
-
 Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no AWS CLI and no libicu", async () => {
   const rootfs = stockRootfs();
 
@@ -153,10 +130,14 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
   const inside: RootfsRun = stock.last!;
   const { plane, instanceId } = instance;
   // The first job is hostile; the second only looks.
-  const loot = `${instance.dir}/github/loot`;
-  await Deno.mkdir(loot, { mode: 0o777 });
-  await Deno.chmod(loot, 0o777);
-  await Deno.writeTextFile(`${instance.dir}/github/job-step`, hostileJob(loot), { mode: 0o644 });
+  const loot = await makeLoot(`${instance.dir}/github`);
+  // It uses the setup's tool and group, then goes after the token (test/support/hostile_job.ts).
+  const job = [
+    "/opt/tools/mytool",
+    "id -nG | tr ' ' '\\n' | grep -x tools",
+    ...hostileJobLines(loot),
+  ];
+  await Deno.writeTextFile(`${instance.dir}/github/job-step`, job.join("\n"), { mode: 0o644 });
   const name1 = `${instanceId}-1`;
   const name2 = `${instanceId}-2`;
 
@@ -262,13 +243,7 @@ Deno.test("bootstrap runs a job's full cycle on a stock Debian userland with no 
     ["config", "valid"],
     ["remove", "valid"],
   ]);
-  const stolen: string[] = [];
-  for await (const entry of Deno.readDir(loot)) {
-    if ((await Deno.readTextFile(`${loot}/${entry.name}`)).includes(instance.token)) {
-      stolen.push(entry.name);
-    }
-  }
-  assert.deepEqual(stolen, [], "the job's files holding the token");
+  assert.deepEqual(await stolen(loot, instance.token), [], "the job's files holding the token");
 
   // Idle in the pool, waiting to be claimed: what its processes cost (a figure, not a limit;
   // bench/bootstrap_bench.ts measures it on the harness).

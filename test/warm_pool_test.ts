@@ -525,21 +525,8 @@ Deno.test("warm pool: a failing launch is reported, the other tasks still run, t
   await using proxy = startFaultProxy({ target: AWS_ENV.AWS_ENDPOINT_URL });
   // The reaper lists the pool's runners: on 127.0.0.1 too.
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
-  proxy.respond("EC2.CreateFleet", {
-    status: 200,
-    headers: { "content-type": "text/xml;charset=UTF-8" },
-    body: `<?xml version="1.0" encoding="UTF-8"?>
-<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">
-  <requestId>5a3f9a4e-0000-4000-8000-000000000000</requestId>
-  <fleetId>fleet-0123456789abcdef0</fleetId>
-  <errorSet><item>
-    <errorCode>InsufficientInstanceCapacity</errorCode>
-    <errorMessage>We currently do not have sufficient capacity in the Availability Zone you requested.</errorMessage>
-    <lifecycle>spot</lifecycle>
-  </item></errorSet>
-  <fleetInstanceSet/>
-</CreateFleetResponse>`,
-  });
+  // An on-demand class meeting no capacity: no fallback for it, the run fails, the next one works.
+  proxy.respond("EC2.CreateFleet", noCapacity("InsufficientInstanceCapacity", "on-demand"));
   const args = [
     ...baseArgs(network),
     ...TEMPLATE_ARGS,
@@ -580,7 +567,7 @@ function noCapacity(code: string, lifecycle: string) {
   <fleetId>fleet-0123456789abcdef1</fleetId>
   <errorSet><item>
     <errorCode>${code}</errorCode>
-    <errorMessage>There is no Spot capacity available that matches your request.</errorMessage>
+    <errorMessage>We currently do not have sufficient capacity in the Availability Zone you requested.</errorMessage>
     <lifecycle>${lifecycle}</lifecycle>
   </item></errorSet>
   <fleetInstanceSet/>

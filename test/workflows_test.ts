@@ -239,6 +239,7 @@ Deno.test("refresh.yml allows the region's AWS endpoints and the GitHub API host
       "dynamodb.eu-west-1.amazonaws.com",
       "ec2.eu-west-1.amazonaws.com",
       "sqs.eu-west-1.amazonaws.com",
+      "monitoring.eu-west-1.amazonaws.com",
       "api.github.com",
     ],
   );
@@ -289,6 +290,9 @@ Deno.test("refresh reaches only AWS hosts that refresh.yml allows", async () => 
       ...BASE_ARGS,
       "--region",
       "eu-west-1",
+      // CloudWatch too: the dashboard's read.
+      "--metrics",
+      "cloudwatch",
       "--json",
     ],
     clearEnv: true,
@@ -307,11 +311,17 @@ Deno.test("refresh reaches only AWS hosts that refresh.yml allows", async () => 
   assert.equal(output.code, 1, new TextDecoder().decode(output.stderr));
   const report = JSON.parse(new TextDecoder().decode(output.stdout));
   const hosts = new Set<string>();
-  for (const r of report.results) {
-    const m = /getaddrinfo EPERM (\S+)|net access to "([^":]+)/.exec(r.error ?? "");
+  for (
+    const text of [
+      ...report.results.map((r: { error?: string }) => r.error ?? ""),
+      ...(report.operations ?? []),
+    ]
+  ) {
+    const m = /getaddrinfo EPERM (\S+)|net access to "([^":]+)/.exec(text);
     if (m) hosts.add(m[1] ?? m[2]);
   }
   assert.ok(hosts.has("dynamodb.eu-west-1.amazonaws.com"), JSON.stringify(report.results));
+  assert.ok(hosts.has("monitoring.eu-west-1.amazonaws.com"), JSON.stringify(report.operations));
   assert.deepEqual([...hosts].filter((h) => !allowed.includes(h)), []);
 });
 

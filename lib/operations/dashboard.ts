@@ -47,6 +47,12 @@ export function dashboardBody(input: {
     properties: { title, region, view: "timeSeries", stacked: false, period: 300, metrics },
   });
   const pool = (metric: string, stat: string) => [namespace, metric, "Pool", table, { stat }];
+  // The warm pool's metrics carry a UsageClass too: one line per class and usage class.
+  const warm = (metric: string, stat: string, label: string) => [{
+    expression:
+      `SEARCH('{${namespace},Pool,ResourceClass,UsageClass} Pool="${table}" MetricName="${metric}"', '${stat}', 300)`,
+    label,
+  }];
   return JSON.stringify({
     widgets: [
       widget("Idle instances", perClass("IdleInstances"), 0, 0),
@@ -55,16 +61,8 @@ export function dashboardBody(input: {
       widget(
         "Warm pool: ready and minimum",
         [
-          [{
-            expression:
-              `SEARCH('{${namespace},Pool,ResourceClass,UsageClass} Pool="${table}" MetricName="WarmReady"', 'Maximum', 300)`,
-            label: "ready",
-          }],
-          [{
-            expression:
-              `SEARCH('{${namespace},Pool,ResourceClass,UsageClass} Pool="${table}" MetricName="WarmMinimum"', 'Maximum', 300)`,
-            label: "minimum",
-          }],
+          warm("WarmReady", "Maximum", "ready"),
+          warm("WarmMinimum", "Maximum", "minimum"),
         ],
         12,
         6,
@@ -72,16 +70,8 @@ export function dashboardBody(input: {
       widget(
         "Spot: interruptions and fallbacks to on-demand",
         [
-          [{
-            expression:
-              `SEARCH('{${namespace},Pool,ResourceClass,UsageClass} Pool="${table}" MetricName="Interruptions"', 'Sum', 300)`,
-            label: "interrupted",
-          }],
-          [{
-            expression:
-              `SEARCH('{${namespace},Pool,ResourceClass,UsageClass} Pool="${table}" MetricName="SpotFallbacks"', 'Sum', 300)`,
-            label: "fell back",
-          }],
+          warm("Interruptions", "Sum", "interrupted"),
+          warm("SpotFallbacks", "Sum", "fell back"),
         ],
         0,
         12,
