@@ -257,6 +257,8 @@ interface Measured {
   inFlight: number[];
   /** Records left after the run, and how many there would be with every expired one reaped. */
   left: number;
+  /** refresh's tasks and how long each took, from its JSON report ("" for fleet-actions). */
+  tasks: string;
 }
 
 async function measure(
@@ -284,6 +286,7 @@ async function measure(
     upstreamMs,
     inFlight: inFlightPerSecond(proxy.timeline, started, ended),
     left: await countInstanceRecords(ddb, TABLE),
+    tasks: taskTimes(ran.stdout),
   };
 }
 
@@ -373,10 +376,19 @@ Deno.exit(0);
 /** One line as a measurement ends (the full report comes at the end). */
 function brief(r: Measured): string {
   const calls = [...r.calls.values()].reduce((a, b) => a + b, 0);
-  return `${r.label}: ${
-    (r.wallMs / 1000).toFixed(1)
-  } s wall, exit ${r.code}, ${calls} AWS calls, ` +
-    `${r.left} records left`;
+  const wall = (r.wallMs / 1000).toFixed(1);
+  return `${r.label}: ${wall} s wall, exit ${r.code}, ${calls} AWS calls, ${r.left} records left` +
+    (r.tasks ? `; ${r.tasks}` : "");
+}
+
+/** "task 1.2 s, …" from refresh's JSON report; "" when the output is not one. */
+function taskTimes(stdout: string): string {
+  try {
+    const report = JSON.parse(stdout) as { results: { task: string; durationMs: number }[] };
+    return report.results.map((t) => `${t.task} ${(t.durationMs / 1000).toFixed(1)} s`).join(", ");
+  } catch {
+    return "";
+  }
 }
 
 /** One bar per second, height by mean calls in flight (▁ to █, scaled to the peak). */
