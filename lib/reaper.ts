@@ -52,6 +52,7 @@ import type { Expunged } from "./reaper/expunge.ts";
 import { expiredCondition, type LockResult, unchangedCondition } from "./reaper/lock.ts";
 import { runPipeline } from "./reaper/pipeline.ts";
 import {
+  mergePools,
   type Pool,
   readPool,
   readTableIfAny,
@@ -63,7 +64,14 @@ import {
 import { change, finish, newReport, outcome, type Report, strayChange } from "./reaper/report.ts";
 import { type GithubRunner, listRunners, reconcileRunners } from "./reaper/runners.ts";
 import type { Terminated } from "./reaper/terminate.ts";
-import { readSweep, sweepDue, sweepIntervalMin, targetIds, writeSweep } from "./reaper/sweep.ts";
+import {
+  readSweep,
+  recordTargets,
+  sweepDue,
+  sweepIntervalMin,
+  targetIds,
+  writeSweep,
+} from "./reaper/sweep.ts";
 
 export { type DesiredReaper, INPUTS, parseReaper } from "./reaper/inputs.ts";
 export type { ReaperContext, ReaperOptions } from "./reaper/context.ts";
@@ -147,14 +155,28 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   const template = templates.then((t) => readTemplateDefault(ec2, t, launchTemplate.name));
   // Awaited later (or never, when the run fails first): no unhandled rejection meanwhile.
   for (const later of [runners, template]) later?.catch(() => {});
-  // Under dry-run on a new account the table does not exist yet: then nothing is in it.
-  const reading = readTableIfAny(ddb, table, options.pageSize, ctx.log, ctx.dryRun);
-  // `--sweep always` needs no memory of the last sweep: none is read, none written.
-  const remembered = reading.then((r) =>
-    r.missing || reaper.sweep === "always" ? undefined : readSweep(ddb, table)
+  // Under dry-run on a new account the table does not exist yet: then nothing is in it. The
+  // instance records are heard as soon as they are read: a targeted run describes the instances
+  // they name while the heartbeats and worker signals are still being read.
+  const records = Promise.withResolvers<Row[]>();
+  const reading = readTableIfAny(
+    ddb,
+    table,
+    options.pageSize,
+    ctx.log,
+    ctx.dryRun,
+    records.resolve,
   );
-  const [read, memory, known, version] = await Promise.all([
-    reading,
+  reading.catch(records.reject);
+  // `--sweep always` needs no memory of the last sweep: none is read, none written.
+  const remembered = reaper.sweep === "always" ? undefined : readSweep(ddb, table).catch(
+    (error) => {
+      if (ctx.dryRun && (error as Error).name === "ResourceNotFoundException") return undefined;
+      throw error;
+    },
+  );
+  const [rows, memory, known, version] = await Promise.all([
+    records.promise,
     remembered,
     templates,
     template.then((t) => t?.version ?? 0, () => 0),
@@ -166,23 +188,34 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
     now,
     intervalMin: sweepIntervalMin(reaper.orphanGraceMin),
     templateVersion: version,
-    liveRecords: read.records.filter((r) => r.state !== "terminated").length,
+    liveRecords: rows.filter((r) => r.state !== "terminated").length,
   });
   if (due !== undefined) {
     ctx.log.info(`reaper: sweeping the whole pool (${due})`);
-    const pool = await readPool(ec2, table, known, read.records, ctx.log);
+    const [read, pool] = await Promise.all([
+      reading,
+      readPool(ec2, table, known, rows, ctx.log),
+    ]);
     return { read, pool, template, runners, sweep: { due, memory, version } };
   }
+  const rolloutInProgress = (memory?.outdatedIdle ?? 0) > 0;
+  const first = recordTargets({ records: rows, now: now.getTime(), rolloutInProgress });
+  const described = readTargets(ec2, table, known, first);
+  described.catch(() => {});
+  const read = await reading;
+  const seen = new Set(first);
   const ids = targetIds({
     records: read.records,
     artifacts: read.artifacts,
     now: now.getTime(),
-    rolloutInProgress: (memory?.outdatedIdle ?? 0) > 0,
-  });
+    rolloutInProgress,
+  }).filter((id) => !seen.has(id));
   ctx.log.info(
-    `reaper: targeted run, ${ids.length} instances described by id (last sweep ${memory!.at})`,
+    `reaper: targeted run, ${first.length + ids.length} instances described by id (last sweep ${
+      memory!.at
+    })`,
   );
-  const pool = await readTargets(ec2, table, known, ids);
+  const pool = mergePools(await described, await readTargets(ec2, table, known, ids));
   return { read, pool, template, runners, sweep: { due, memory, version } };
 }
 

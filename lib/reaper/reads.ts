@@ -115,25 +115,29 @@ export async function readTableIfAny(
   pageSize: number | undefined,
   log: Logger,
   dryRun: boolean,
+  onRecords?: (records: Row[]) => void,
 ): Promise<TableRead> {
   try {
-    return await readTable(ddb, table, pageSize, log);
+    return await readTable(ddb, table, pageSize, log, onRecords);
   } catch (error) {
     if (!dryRun || !(error instanceof ResourceNotFoundException)) throw error;
     log.info(`reaper: table ${table} does not exist yet; under dry-run it reads as empty`);
+    onRecords?.([]);
     return { records: [], artifacts: [], scanned: 0, pages: 0, missing: true };
   }
 }
 
 /**
  * Every instance record, and every heartbeat's and worker signal's key and `updatedAt`: the three
- * partitions are read side by side, each page after page.
+ * partitions are read side by side, each page after page. `onRecords` hears the instance records
+ * as soon as they are all read, before the other partitions may be.
  */
 export async function readTable(
   ddb: DynamoDBDocumentClient,
   table: string,
   pageSize: number | undefined,
   log: Logger,
+  onRecords?: (records: Row[]) => void,
 ): Promise<TableRead> {
   const records: Row[] = [];
   const readRecords = queryAll(
@@ -153,7 +157,10 @@ export async function readTable(
       });
     },
     (pages) => log.info(`reaper: read ${records.length} instance records (${pages} pages)`),
-  );
+  ).then((done) => {
+    onRecords?.(records);
+    return done;
+  });
   const readArtifacts = (["HEARTBEAT", "WS"] as const).map(async (entity) => {
     const artifacts: ArtifactKey[] = [];
     // A worker signal's value (its state) is read too, for the health drains.
@@ -331,6 +338,17 @@ export async function readTargets(
     (live.proof ? alive : foreign).set(live.id, live);
   }
   return { ...templates, alive, foreign, checked: new Set(ids) };
+}
+
+/** Two targeted reads as one (their ids told apart by `checked`). */
+export function mergePools(a: Pool, b: Pool): Pool {
+  return {
+    templateIds: a.templateIds,
+    templatesByName: a.templatesByName,
+    alive: new Map([...a.alive, ...b.alive]),
+    foreign: new Map([...a.foreign, ...b.foreign]),
+    checked: new Set([...(a.checked ?? []), ...(b.checked ?? [])]),
+  };
 }
 
 function liveInstance(instance: Instance, table: string, templateIds: Set<string>): LiveInstance {

@@ -128,6 +128,18 @@ export async function writeSweep(
 }
 
 /**
+ * The targets the instance records alone name (past their threshold, terminated, idle during a
+ * rollout): described while the heartbeats and worker signals are still being read.
+ */
+export function recordTargets(input: {
+  records: { id: string; state: unknown; threshold?: unknown }[];
+  now: number;
+  rolloutInProgress: boolean;
+}): string[] {
+  return targetIds({ ...input, artifacts: [], silentToo: false });
+}
+
+/**
  * The instances a targeted run describes: records past their threshold, terminated records,
  * live records with no heartbeat for {@link SILENT_SEC} or a failed worker signal, and, while a rollout
  * is in progress, the idle records.
@@ -137,7 +149,10 @@ export function targetIds(input: {
   artifacts: { entity: string; id: string; updatedAt: unknown; value?: unknown }[];
   now: number;
   rolloutInProgress: boolean;
+  /** Whether silent and failed records count (default true; false: the records alone). */
+  silentToo?: boolean;
 }): string[] {
+  const silentToo = input.silentToo ?? true;
   const beats = new Map<string, number>();
   const failed = new Set<string>();
   for (const a of input.artifacts) {
@@ -155,9 +170,10 @@ export function targetIds(input: {
     if (typeof r.state !== "string") continue;
     const threshold = typeof r.threshold === "string" ? Date.parse(r.threshold) : NaN;
     const beat = beats.get(r.id);
+    const silent = failed.has(r.id) || beat === undefined || beat < stale;
     if (
-      r.state === "terminated" || threshold < input.now || failed.has(r.id) ||
-      beat === undefined || beat < stale || (input.rolloutInProgress && r.state === "idle")
+      r.state === "terminated" || threshold < input.now || (silentToo && silent) ||
+      (input.rolloutInProgress && r.state === "idle")
     ) {
       ids.push(r.id);
     }
