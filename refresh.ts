@@ -50,14 +50,8 @@ import { reconcileTable } from "./lib/table.ts";
 import { reconcileWarmPool } from "./lib/warm_pool.ts";
 import { CloudWatchClient } from "npm:@aws-sdk/client-cloudwatch@3.1164.0";
 import { Lease } from "./lib/operations/lease.ts";
-import { publishMetrics, runMetrics } from "./lib/operations/metrics.ts";
-import { desiredAlarm, reconcileAlarm } from "./lib/operations/alarm.ts";
-import {
-  dashboardBody,
-  dashboardName,
-  dashboardUrl,
-  reconcileDashboard,
-} from "./lib/operations/dashboard.ts";
+import { publishRun, wantsCloudWatch } from "./lib/operations/publish.ts";
+import { runLoop } from "./lib/operations/loop.ts";
 import {
   type Clients,
   describeError,
@@ -409,9 +403,8 @@ async function cycle(
 }
 
 /**
- * After the tasks: the alarm (with `--alarm-topic-arn`), and with `--metrics cloudwatch` the
- * dashboard and the run's metrics (RunSucceeded last known: this run's exit code). None of them
- * changes the exit code; a failure is a line of the report. Lines for the report.
+ * After the tasks, in CloudWatch (lib/operations/publish.ts): the alarm, the dashboard and the
+ * run's metrics, when asked for; none when not (no client built). Lines for the report.
  */
 async function runOperations(
   desired: DesiredState,
@@ -420,51 +413,23 @@ async function runOperations(
   started: number,
   counter: CallCounter,
 ): Promise<string[]> {
-  const ops = desired.operations;
-  if (ops.metrics === "off" && ops.alarm === null) return [];
-  const lines: string[] = [];
+  if (!wantsCloudWatch(desired.operations)) return [];
   const cloudwatch = buildCloudWatch(desired, env, counter);
   try {
-    if (ops.alarm) {
-      const want = desiredAlarm({ namespace: ops.namespace, table: desired.table, ...ops.alarm });
-      lines.push(
-        await reconcileAlarm(cloudwatch, want, desired.dryRun).catch((error) =>
-          `alarm: failed: ${describeError(error)}`
-        ),
-      );
-    }
-    if (ops.metrics === "cloudwatch") {
-      const name = dashboardName(ops.namespace, desired.table);
-      const body = dashboardBody({
-        namespace: ops.namespace,
-        table: desired.table,
-        region: desired.region,
-        classes: Object.keys(desired.pools.classes).sort(),
-      });
-      const done = await reconcileDashboard(cloudwatch, name, body, desired.dryRun).catch((
-        error,
-      ) => `dashboard: failed: ${describeError(error)}`);
-      lines.push(`${done}: ${dashboardUrl(desired.region, name)}`);
-      if (!desired.dryRun) {
-        const data = runMetrics(
-          report,
-          (performance.now() - started) / 1000,
-          new Date(),
-          counter.githubRateLimitRemaining,
-        );
-        lines.push(
-          await publishMetrics(cloudwatch, ops.namespace, data).then(
-            (calls) => `metrics: ${data.length} values published (${calls} PutMetricData)`,
-            (error) => `metrics: failed: ${describeError(error)}`,
-          ),
-        );
-      }
-    }
+    return await publishRun(cloudwatch, {
+      ops: desired.operations,
+      table: desired.table,
+      region: desired.region,
+      classes: Object.keys(desired.pools.classes).sort(),
+      dryRun: desired.dryRun,
+      report,
+      runSeconds: (performance.now() - started) / 1000,
+      rateLimitRemaining: counter.githubRateLimitRemaining,
+    });
   } finally {
     cloudwatch.destroy();
+    report.calls = counter.toJSON();
   }
-  report.calls = counter.toJSON();
-  return lines;
 }
 
 /**
@@ -497,9 +462,8 @@ function buildCloudWatch(
 }
 
 /**
- * `--every`: a cycle every `everySec` while this process holds the lease, a standby while another
- * does (it takes over once that one's lease has lapsed). SIGTERM and SIGINT end it after the
- * cycle in flight, releasing the lease; exit 0.
+ * `--every` (lib/operations/loop.ts): cycles while this process holds the lease, a standby while
+ * another does; SIGTERM and SIGINT end it after the cycle in flight, the lease released; exit 0.
  */
 async function loop(
   desired: DesiredState,
@@ -510,33 +474,18 @@ async function loop(
   everySec: number,
 ): Promise<number> {
   const stop = Promise.withResolvers<void>();
-  let stopping = false;
-  const onSignal = () => {
-    stopping = true;
-    stop.resolve();
-  };
+  const onSignal = () => stop.resolve();
   for (const signal of ["SIGTERM", "SIGINT"] as const) Deno.addSignalListener(signal, onSignal);
   const { lease, close } = newLease(desired, env);
-  let standby = "";
   try {
-    while (!stopping) {
-      const next = Date.now() + everySec * 1000;
-      const taken = lease.current ? await lease.renew() : false;
-      const attempt = taken ? "taken" : await takeLease({ lease }, io, redactor);
-      const held = attempt === "taken" || attempt === "no table";
-      if (held) {
-        standby = "";
-        await cycle(desired, env, io, redactor, gha, lease.current ? lease : undefined);
-      } else {
-        const by = await lease.read();
-        const line = `standby: lease held by ${by?.holder ?? "another run"} until ${
-          by?.until ?? "now"
-        }`;
-        if (line !== standby) io.stderr(redactor.redact(line));
-        standby = line;
-      }
-      await Promise.race([stop.promise, sleep(Math.max(0, next - Date.now()))]);
-    }
+    await runLoop({
+      everySec,
+      lease,
+      stop: stop.promise,
+      cycle: (held) => cycle(desired, env, io, redactor, gha, held),
+      take: () => takeLease({ lease }, io, redactor),
+      log: (line) => io.stderr(redactor.redact(line)),
+    });
   } finally {
     for (const signal of ["SIGTERM", "SIGINT"] as const) {
       Deno.removeSignalListener(signal, onSignal);
@@ -545,13 +494,6 @@ async function loop(
   }
   io.stderr("refresh: stopped by a signal after its cycle; lease released");
   return 0;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, ms);
-    Deno.unrefTimer(timer);
-  });
 }
 
 if (import.meta.main) {
