@@ -18,6 +18,7 @@ import {
 import type { RunReport } from "../report.ts";
 import type { PoolView } from "../rollout.ts";
 import type { WarmView } from "../warm_pool.ts";
+import type { LaunchToRunner } from "../reaper/drain.ts";
 
 /** PutMetricData takes at most 1,000 values a call. */
 const PER_CALL = 1000;
@@ -52,6 +53,23 @@ export function runMetrics(
   if (reaper) {
     data.push(datum("ReapedInstances", Number(reaper.terminated ?? 0)));
     data.push(datum("OrphansTerminated", Number(reaper.orphans ?? 0)));
+    // How long jobs waited for a cold instance: launch to first UD_REG_OK (sweep runs, where
+    // the launch times are known), as one statistic set.
+    const waits = reaper.launchToRunner as LaunchToRunner | undefined;
+    if (waits) {
+      data.push({
+        MetricName: "LaunchToRunnerSeconds",
+        Dimensions: pool,
+        Timestamp: at,
+        Unit: "Seconds",
+        StatisticValues: {
+          SampleCount: waits.count,
+          Sum: waits.sum,
+          Minimum: waits.min,
+          Maximum: waits.max,
+        },
+      });
+    }
     const view = reaper.pool as PoolView | undefined;
     for (const [cls, c] of Object.entries(view?.classes ?? {})) {
       const rc = [{ Name: "ResourceClass", Value: cls }];

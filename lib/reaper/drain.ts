@@ -53,6 +53,7 @@ export async function drainPhase(
   const judged = rolloutReading(read, pool, plan, template, new Date(parseTimestamp(now)!));
   const rollout = planRollout(judged, ctx.desired.reaper.rollout);
   report.pool = rollout.view;
+  report.launchToRunner = launchToRunner(judged);
   report.warnings.push(...rollout.warnings);
   for (const d of rollout.drains) report.reasons.set(d.id, drainReason(d));
   const counts = report.counts;
@@ -121,4 +122,39 @@ export function rolloutReading(
   }
   const taken = new Set([...plan.expired, ...plan.lost, ...plan.invalid, ...plan.foreign]);
   return { records, instances, heartbeats, signals, template, taken, now };
+}
+
+/** Seconds from launch to a first `UD_REG_OK`: how long a job waited for a cold instance. */
+export interface LaunchToRunner {
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+}
+
+/**
+ * From launch (EC2's launch time) to its first registration's `UD_REG_OK` (the worker signal's
+ * `updatedAt`, while the signal is still that one: its run id the instance's `InitialRunId`
+ * tag), over the instances the run described; undefined when there is none. A warm instance's
+ * first signal is not a job's wait, so warm launches (`InitialRunId` warm-…) are left out.
+ */
+export function launchToRunner(
+  reading: Pick<ReturnType<typeof rolloutReading>, "instances" | "signals">,
+): LaunchToRunner | undefined {
+  const waits: number[] = [];
+  for (const instance of reading.instances.values()) {
+    const initial = instance.tags.InitialRunId;
+    const signal = reading.signals.get(instance.id);
+    if (!initial || initial.startsWith("warm-") || signal?.state !== "UD_REG_OK") continue;
+    if (signal.runId !== initial || !signal.updatedAt || !instance.launchTime) continue;
+    const seconds = (Date.parse(signal.updatedAt) - Date.parse(instance.launchTime)) / 1000;
+    if (Number.isFinite(seconds) && seconds >= 0) waits.push(seconds);
+  }
+  if (waits.length === 0) return undefined;
+  return {
+    count: waits.length,
+    sum: waits.reduce((a, b) => a + b, 0),
+    min: Math.min(...waits),
+    max: Math.max(...waits),
+  };
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { PoolView } from "../rollout.ts";
+import type { LaunchToRunner } from "./drain.ts";
 import type { Change, TaskOutcome } from "../task.ts";
 import type { Plan } from "./classify.ts";
 import type { ArtifactKey, Pool, TableRead } from "./reads.ts";
@@ -72,6 +73,8 @@ export interface Report {
   reasons: Map<string, string>;
   /** The pool view per resource class (`found.pool`). */
   pool: PoolView;
+  /** Launch to first `UD_REG_OK` of the instances described (`found.launchToRunner`). */
+  launchToRunner?: LaunchToRunner;
   /** Under dry-run: the table does not exist yet (TableRead's `missing`). */
   tableMissing: boolean;
 }
@@ -98,6 +101,7 @@ export function finish(report: Report): TaskOutcome {
     );
   }
   const done = outcome(report.counts, report.changes, report.warnings, false, report.pool);
+  if (report.launchToRunner) done.found.launchToRunner = report.launchToRunner;
   if (errors.length) {
     const more = errors.length > 3 ? ` (and ${errors.length - 3} more)` : "";
     throw new Error(
