@@ -317,7 +317,7 @@ Deno.test("refresh reaches only AWS hosts that refresh.yml allows", async () => 
       ...(report.operations ?? []),
     ]
   ) {
-    const m = /getaddrinfo EPERM (\S+)|net access to "([^":]+)/.exec(text);
+    const m = /getaddrinfo EPERM ([^\s:]+)|net access to "([^":]+)/.exec(text);
     if (m) hosts.add(m[1] ?? m[2]);
   }
   assert.ok(hosts.has("dynamodb.eu-west-1.amazonaws.com"), JSON.stringify(report.results));

@@ -5,9 +5,10 @@
  * every taking and renewal.
  *
  * Every write is conditional, so two runs never both hold it: a run takes the lease when there is
- * none, when it is its own, or when the holder's `until` lies more than the skew allowance in the
- * past by the taker's clock (a holder that died, SIGKILL included, loses it within its lease time
- * plus that allowance: 80 + 30 s by default (`--lease-sec`), under 2 minutes); a renewal succeeds
+ * none, when it is its own, or when the holder's `until` lies more than the skew allowance (half
+ * the lease, at most 30 s) in the past by the taker's clock (a holder that died, SIGKILL
+ * included, loses it within its lease time plus that allowance: 80 + 30 s by default
+ * (`--lease-sec`), under 2 minutes); a renewal succeeds
  * only while the token is the one it last wrote. A holder whose renewal fails has lost the lease
  * and stops reconciling after the work in flight. Clocks that disagree by less than the allowance
  * never let two runs hold it at once.
@@ -28,8 +29,13 @@ import { timestamp } from "../contract.ts";
 /** The lease's item: refresh's own partition (see the data contract). */
 export const LEASE_KEY = { PK: "TYPE#REFRESH", SK: "ID#lease" } as const;
 
-/** How long past a holder's `until` (by the taker's clock) the lease is still left to it. */
-export const SKEW_ALLOWANCE_SEC = 30;
+/**
+ * How long past a holder's `until` (by the taker's clock) the lease is still left to it: half the
+ * lease, at most 30 s (the clocks' disagreement it tolerates).
+ */
+export function skewAllowanceSec(leaseSec: number): number {
+  return Math.min(30, Math.floor(leaseSec / 2));
+}
 
 /** Who holds the lease, until when (ISO-8601 UTC by the holder's clock). */
 export interface LeaseHolder {
@@ -66,7 +72,7 @@ export class Lease {
   async take(): Promise<LeaseAttempt> {
     const now = this.now();
     const lease = this.#next(now);
-    const stale = timestamp(new Date(now.getTime() - SKEW_ALLOWANCE_SEC * 1000));
+    const stale = timestamp(new Date(now.getTime() - skewAllowanceSec(this.seconds) * 1000));
     try {
       await this.ddb.send(
         new PutCommand({

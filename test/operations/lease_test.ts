@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { CreateTableCommand, DynamoDBClient } from "npm:@aws-sdk/client-dynamodb@3.1164.0";
 import { DynamoDBDocumentClient } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
-import { Lease, SKEW_ALLOWANCE_SEC } from "../../lib/operations/lease.ts";
+import { Lease, skewAllowanceSec } from "../../lib/operations/lease.ts";
 import { tableDefinition } from "../../lib/table.ts";
 import { MOTO_URL } from "../support/moto.ts";
 
@@ -58,7 +58,9 @@ Deno.test("lease: a holder that died loses it after its lease plus the skew allo
   assert.ok((await dead.lease.take()).held);
   const standby = contender(ddb, name, "standby", T);
   // Until 12:01:30, plus the allowance: not before 12:02:00 by the standby's clock.
-  standby.clock.now = T + (90 + SKEW_ALLOWANCE_SEC) * 1000;
+  assert.equal(skewAllowanceSec(90), 30);
+  assert.equal(skewAllowanceSec(10), 5, "half a short lease");
+  standby.clock.now = T + (90 + skewAllowanceSec(90)) * 1000;
   assert.equal((await standby.lease.take()).held, false);
   standby.clock.now += 1000;
   assert.ok((await standby.lease.take()).held);
