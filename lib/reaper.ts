@@ -38,13 +38,7 @@
 import { timestamp } from "./contract.ts";
 import type { Drain } from "./rollout.ts";
 import { describeError, type TaskOutcome } from "./task.ts";
-import {
-  classify,
-  parseTimestamp,
-  type Plan,
-  unlistedYoungRecords,
-  unrecordedYoung,
-} from "./reaper/classify.ts";
+import { classify, parseTimestamp, type Plan, unrecordedYoung } from "./reaper/classify.ts";
 import { deadline, type ReaperContext, type ReaperOptions } from "./reaper/context.ts";
 import { drainPhase } from "./reaper/drain.ts";
 import { readEnded } from "./reaper/ended.ts";
@@ -96,14 +90,15 @@ export async function reapInstances(
     graceMs: ctx.desired.reaper.orphanGraceMin * 60_000,
   };
   // Items without a record of instances EC2 reports terminated go now, not after the grace.
-  // So do the records of young instances EC2 ended (a reclaimed spot instance).
+  // So do the records of young instances EC2 ended (a reclaimed spot instance): every record's
+  // instance no listing held was described by id already, which `pool.ended` keeps.
   const ended = await readEnded(
     ctx.clients.ec2,
-    [...unrecordedYoung(judged), ...unlistedYoungRecords(judged)],
+    unrecordedYoung(judged),
     ctx.desired.table,
     pool.templateIds,
   );
-  const plan = classify({ ...judged, ended: new Set(ended.keys()) });
+  const plan = classify({ ...judged, ended: new Set([...pool.ended, ...ended.keys()]) });
   const records = new Set(read.records.map((r) => r.id));
   const report = newReport(read, pool, plan);
   const drains = await drainPhase(ctx, read, pool, plan, now, report, template);

@@ -43,8 +43,9 @@ export interface ClassifyInput {
   /** The grace period: young orphans, young records of unlisted instances, young strays. */
   graceMs: number;
   /**
-   * Instances EC2 reports terminated (lib/reaper/ended.ts), among those heartbeats and worker
-   * signals without a record name, and young records the listing does not hold: their items are
+   * Instances EC2 reports terminated (lib/reaper/ended.ts, and `Pool.ended`), among those
+   * heartbeats and worker signals without a record name, and records the listing did not hold:
+   * their items are
    * strays at once, whatever their age (a terminated instance's last heartbeat can land after the
    * reaper deleted its items), and their records lost at once (no grace for what EC2 ended).
    */
@@ -92,26 +93,6 @@ export function unrecordedYoung(
     return updated === undefined || updated >= grace;
   }).map((key) => key.id);
   return [...new Set(ids)];
-}
-
-/**
- * The instances of live, unexpired records younger than the grace that the pool listing does not
- * hold: a just-launched instance EC2 does not list yet, or one EC2 has ended (a spot instance it
- * reclaimed). Only EC2's word tells them apart; with it, an ended one's record goes at once.
- */
-export function unlistedYoungRecords(
-  input: Pick<ClassifyInput, "records" | "pool" | "now" | "graceMs">,
-): string[] {
-  const grace = input.now - input.graceMs;
-  return input.records.filter((r) => {
-    if (input.pool.alive.has(r.id) || input.pool.foreign.has(r.id)) return false;
-    if (input.pool.checked && !input.pool.checked.has(r.id)) return false;
-    if (typeof r.state !== "string" || !LIVE_STATES.has(r.state)) return false;
-    const threshold = parseTimestamp(r.threshold);
-    if (threshold !== undefined && threshold < input.now) return false;
-    const updated = parseTimestamp(r.updatedAt);
-    return updated === undefined || updated > grace;
-  }).map((r) => r.id);
 }
 
 /**

@@ -92,6 +92,11 @@ export interface Pool {
    * whole pool was listed (a sweep), so an instance missing from `alive` is not alive.
    */
   checked?: ReadonlySet<string>;
+  /**
+   * Of the instances described by id (a record's, which no listing held, or a targeted run's),
+   * those EC2 reports terminated: EC2's word that they ended, with no second look-up.
+   */
+  ended: Set<string>;
 }
 
 export interface TableRead {
@@ -312,12 +317,15 @@ export async function readPool(
   }
   const alive = new Map<string, LiveInstance>();
   const foreign = new Map<string, LiveInstance>();
+  const ended = new Set(
+    looked.filter((i) => i.State?.Name === "terminated").map((i) => i.InstanceId!),
+  );
   for (const instance of [...listed, ...looked]) {
     if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) continue;
     const live = liveInstance(instance, table, known.templateIds);
     (live.proof ? alive : foreign).set(live.id, live);
   }
-  return { ...known, alive, foreign };
+  return { ...known, alive, foreign, ended };
 }
 
 /**
@@ -332,12 +340,14 @@ export async function readTargets(
 ): Promise<Pool> {
   const alive = new Map<string, LiveInstance>();
   const foreign = new Map<string, LiveInstance>();
+  const ended = new Set<string>();
   for (const instance of await describeIds(ec2, ids)) {
+    if (instance.State?.Name === "terminated") ended.add(instance.InstanceId!);
     if (!ALIVE_EC2.includes(instance.State?.Name ?? "")) continue;
     const live = liveInstance(instance, table, templates.templateIds);
     (live.proof ? alive : foreign).set(live.id, live);
   }
-  return { ...templates, alive, foreign, checked: new Set(ids) };
+  return { ...templates, alive, foreign, checked: new Set(ids), ended };
 }
 
 /** Two targeted reads as one (their ids told apart by `checked`). */
@@ -348,6 +358,7 @@ export function mergePools(a: Pool, b: Pool): Pool {
     alive: new Map([...a.alive, ...b.alive]),
     foreign: new Map([...a.foreign, ...b.foreign]),
     checked: new Set([...(a.checked ?? []), ...(b.checked ?? [])]),
+    ended: new Set([...a.ended, ...b.ended]),
   };
 }
 

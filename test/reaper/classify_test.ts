@@ -6,7 +6,8 @@ import assert from "node:assert/strict";
 import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { UpdateCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
 import { reapInstances } from "../../lib/reaper.ts";
-import { classify, unlistedYoungRecords, unrecordedYoung } from "../../lib/reaper/classify.ts";
+import { classify, unrecordedYoung } from "../../lib/reaper/classify.ts";
+import { readTargets } from "../../lib/reaper/reads.ts";
 import type { ArtifactKey, Pool } from "../../lib/reaper/reads.ts";
 import { startFakeGithub } from "../support/github.ts";
 import { TEST_PAT } from "../support/aws.ts";
@@ -183,6 +184,7 @@ function poolOf(alive: string[] = []): Pool {
     templatesByName: new Map(),
     alive: new Map(alive.map((id) => [id, { id, proof: "tag" as const }])),
     foreign: new Map(),
+    ended: new Set(),
   };
 }
 
@@ -238,7 +240,10 @@ Deno.test("reaper clears at once the records, heartbeats and signals of instance
   await seed(ctx, alive, "idle", 10, "", -1);
   // EC2 reclaims both spot instances.
   await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [busy, idle] }));
+  ctx.counter.reset();
   const outcome = await reapInstances(ctx);
+  // The listing by tag, then the unlisted records' instances by id, once: nothing asks again.
+  assert.equal(ctx.counter.counts.get("EC2.DescribeInstances"), 2);
   assert.equal(counts(outcome.found).lost, 2, outcome.summary);
   assert.deepEqual(sorted(await stored(ctx, "INSTANCE")), [alive]);
   assert.deepEqual(sorted(await stored(ctx, "HEARTBEAT")), [alive]);
@@ -249,33 +254,20 @@ Deno.test("reaper clears at once the records, heartbeats and signals of instance
   );
 });
 
-Deno.test("unlistedYoungRecords asks EC2 only about young live records the listing does not hold", () => {
-  const now = Date.parse("2026-01-15T12:00:00Z");
-  const young = "2026-01-15T11:59:00Z";
-  const later = "2026-01-15T12:30:00Z";
-  assert.deepEqual(
-    unlistedYoungRecords({
-      records: [
-        { id: "i-0aaaaaaaaaaaaaaaa", state: "running", threshold: later, updatedAt: young },
-        { id: "i-0bbbbbbbbbbbbbbbb", state: "idle", threshold: later, updatedAt: young },
-        {
-          id: "i-0cccccccccccccccc",
-          state: "idle",
-          threshold: later,
-          updatedAt: "2026-01-15T11:00:00Z",
-        },
-        { id: "i-0dddddddddddddddd", state: "terminated", threshold: later, updatedAt: young },
-        {
-          id: "i-0eeeeeeeeeeeeeeee",
-          state: "idle",
-          threshold: "2026-01-15T11:00:00Z",
-          updatedAt: young,
-        },
-      ],
-      pool: poolOf(["i-0bbbbbbbbbbbbbbbb"]),
-      now,
-      graceMs: 15 * MIN,
-    }),
-    ["i-0aaaaaaaaaaaaaaaa"],
+Deno.test("readTargets keeps EC2's word that a described instance ended, so nothing asks again", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [gone, alive] = await launch(ctx, 2);
+  await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [gone] }));
+  ctx.counter.reset();
+  const pool = await readTargets(
+    ctx.clients.ec2,
+    TABLE,
+    { templateIds: new Set(), templatesByName: new Map() },
+    [gone, alive, "i-0dddddddddddddddd"],
   );
+  assert.deepEqual([...pool.ended], [gone]);
+  assert.deepEqual([...pool.alive.keys()], [alive]);
+  assert.deepEqual(sorted([...pool.checked!]), sorted([gone, alive, "i-0dddddddddddddddd"]));
+  assert.equal(ctx.counter.counts.get("EC2.DescribeInstances"), 1);
 });
