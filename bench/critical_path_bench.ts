@@ -235,7 +235,6 @@ async function seed(): Promise<void> {
   await writeSweep(ddb, TABLE, {
     at: timestamp(new Date(now.getTime() - 60_000)),
     alive: total,
-    records: total,
     templateVersion: templates.LaunchTemplates?.[0]?.DefaultVersionNumber ?? 0,
     outdatedIdle: 0,
   }, now);

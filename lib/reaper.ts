@@ -108,7 +108,7 @@ export async function reapInstances(
   const terminated = await reapPhase(ctx, read.records, pool, plan, drains, now, report, options);
   await runnerPhase(ctx, pool, terminated, report, { ...options, records }, runners);
   if (sweep.due !== undefined && ctx.desired.reaper.sweep === "auto") {
-    await rememberSweep(ctx, read, pool, report, sweep.version);
+    await rememberSweep(ctx, pool, report, sweep.version);
   }
   return finish(report);
 }
@@ -116,7 +116,6 @@ export async function reapInstances(
 /** After a sweep: what it saw, for the targeted runs until the next one (one PutItem). */
 async function rememberSweep(
   ctx: ReaperContext,
-  read: { records: { state: unknown }[] },
   pool: Pool,
   report: Report,
   templateVersion: number,
@@ -125,7 +124,6 @@ async function rememberSweep(
     await writeSweep(ctx.clients.ddb, ctx.desired.table, {
       at: timestamp(ctx.now()),
       alive: pool.alive.size,
-      records: read.records.filter((r) => r.state !== "terminated").length,
       templateVersion,
       outdatedIdle: report.counts.outdated + report.counts.outdatedLeft,
     }, ctx.now());

@@ -71,52 +71,60 @@ export class Lease {
   /** Takes the lease, unless another live run holds it (then says who, until when). */
   async take(): Promise<LeaseAttempt> {
     const now = this.now();
-    const lease = this.#next(now);
     const stale = timestamp(new Date(now.getTime() - skewAllowanceSec(this.seconds) * 1000));
-    try {
-      await this.ddb.send(
-        new PutCommand({
-          TableName: this.table,
-          Item: this.#item(lease, now),
-          ConditionExpression: "attribute_not_exists(PK) OR #v.holder = :me OR #v.#u < :stale",
-          ExpressionAttributeNames: { "#v": "value", "#u": "until" },
-          ExpressionAttributeValues: { ":me": this.holder, ":stale": stale },
-        }),
-      );
-    } catch (error) {
-      if (!(error instanceof ConditionalCheckFailedException)) throw error;
-      this.#current = undefined;
-      const by = await this.read();
-      // Gone between the write and the read: nobody holds it now; the next attempt takes it.
-      return { held: false, by: by ?? { holder: "(released)", until: timestamp(now), token: "" } };
-    }
-    this.#current = lease;
-    return { held: true, lease };
+    const lease = await this.#put(now, {
+      expression: "attribute_not_exists(PK) OR #v.holder = :me OR #v.#u < :stale",
+      names: { "#u": "until" },
+      values: { ":me": this.holder, ":stale": stale },
+    });
+    if (lease) return { held: true, lease };
+    const by = await this.read();
+    // Gone between the write and the read: nobody holds it now; the next attempt takes it.
+    return { held: false, by: by ?? { holder: "(released)", until: timestamp(now), token: "" } };
   }
 
   /** Renews the lease this run holds; false when it has lost it (another took it). */
   async renew(): Promise<boolean> {
     const held = this.#current;
     if (!held) return false;
-    const now = this.now();
+    const lease = await this.#put(this.now(), {
+      expression: "#v.#t = :token",
+      names: { "#t": "token" },
+      values: { ":token": held.token },
+    });
+    return lease !== undefined;
+  }
+
+  /**
+   * Writes a new lease (a new token, `until` the lease's length from now) under `condition`;
+   * it becomes this run's, or, when the condition fails, this run holds none.
+   */
+  async #put(
+    now: Date,
+    condition: {
+      expression: string;
+      names: Record<string, string>;
+      values: Record<string, string>;
+    },
+  ): Promise<LeaseHolder | undefined> {
     const lease = this.#next(now);
     try {
       await this.ddb.send(
         new PutCommand({
           TableName: this.table,
           Item: this.#item(lease, now),
-          ConditionExpression: "#v.#t = :token",
-          ExpressionAttributeNames: { "#v": "value", "#t": "token" },
-          ExpressionAttributeValues: { ":token": held.token },
+          ConditionExpression: condition.expression,
+          ExpressionAttributeNames: { "#v": "value", ...condition.names },
+          ExpressionAttributeValues: condition.values,
         }),
       );
     } catch (error) {
       if (!(error instanceof ConditionalCheckFailedException)) throw error;
       this.#current = undefined;
-      return false;
+      return undefined;
     }
     this.#current = lease;
-    return true;
+    return lease;
   }
 
   /** Gives the lease up (only if still this run's), so a standby takes it at once. */

@@ -45,8 +45,6 @@ export interface SweepMemory {
   at: string;
   /** Pool instances alive then. */
   alive: number;
-  /** Live instance records then. */
-  records: number;
   /** The template's default version then (0: none). */
   templateVersion: number;
   /** Idle instances of another template version then (a rollout in progress). */
@@ -100,7 +98,6 @@ export async function readSweep(
   return {
     at: value.at,
     alive: number(value.alive),
-    records: number(value.records),
     templateVersion: number(value.templateVersion),
     outdatedIdle: number(value.outdatedIdle),
   };

@@ -15,7 +15,6 @@ const NOW = new Date("2026-01-15T12:00:00Z");
 const MEMORY = {
   at: "2026-01-15T11:55:00Z",
   alive: 100,
-  records: 100,
   templateVersion: 3,
   outdatedIdle: 0,
 };

@@ -97,26 +97,15 @@ export class ControlPlane {
     usageClass?: string;
   } = {}): Promise<Outcome> {
     const started = Date.now();
-    const now = new Date();
-    await this.ddb.send(
-      new PutCommand({
-        TableName: this.table,
-        Item: {
-          PK: "TYPE#INSTANCE",
-          SK: `ID#${instanceId}`,
-          entityType: "INSTANCE",
-          identifier: instanceId,
-          state: "created",
-          runId,
-          threshold: isoSeconds(new Date(now.getTime() + 10 * 60_000)),
-          resourceClass: options.resourceClass ?? "large",
-          instanceType: options.instanceType ?? "c6i.large",
-          usageClass: options.usageClass ?? "on-demand",
-          updatedAt: isoSeconds(now),
-        },
-        ConditionExpression: "attribute_not_exists(PK)",
-      }),
-    );
+    await this.putRecord(instanceId, {
+      state: "created",
+      runId,
+      thresholdMs: 10 * 60_000,
+      resourceClass: options.resourceClass ?? "large",
+      instanceType: options.instanceType ?? "c6i.large",
+      usageClass: options.usageClass ?? "on-demand",
+      onlyNew: true,
+    });
     const outcome = await this.waitForSignal(instanceId, runId, "UD_REG_OK", {
       timeoutMs: options.timeoutMs ?? 180_000,
       heartbeat: true,
@@ -139,6 +128,24 @@ export class ControlPlane {
    * `idleTimeSec` ahead (default 420).
    */
   async pool(instanceId: string, options: { idleTimeSec?: number } = {}): Promise<void> {
+    await this.putRecord(instanceId, {
+      state: "idle",
+      runId: "",
+      thresholdMs: (options.idleTimeSec ?? 420) * 1000,
+    });
+  }
+
+  /** Writes an instance record as provision and the warm pool write it (threshold from now). */
+  private async putRecord(instanceId: string, record: {
+    state: string;
+    runId: string;
+    thresholdMs: number;
+    resourceClass?: string;
+    instanceType?: string;
+    usageClass?: string;
+    /** Only when there is no record yet (provision's condition). */
+    onlyNew?: boolean;
+  }): Promise<void> {
     const now = new Date();
     await this.ddb.send(
       new PutCommand({
@@ -148,14 +155,15 @@ export class ControlPlane {
           SK: `ID#${instanceId}`,
           entityType: "INSTANCE",
           identifier: instanceId,
-          state: "idle",
-          runId: "",
-          threshold: isoSeconds(new Date(now.getTime() + (options.idleTimeSec ?? 420) * 1000)),
-          resourceClass: "large",
-          instanceType: "c6i.large",
-          usageClass: "on-demand",
+          state: record.state,
+          runId: record.runId,
+          threshold: isoSeconds(new Date(now.getTime() + record.thresholdMs)),
+          resourceClass: record.resourceClass ?? "large",
+          instanceType: record.instanceType ?? "c6i.large",
+          usageClass: record.usageClass ?? "on-demand",
           updatedAt: isoSeconds(now),
         },
+        ...(record.onlyNew ? { ConditionExpression: "attribute_not_exists(PK)" } : {}),
       }),
     );
   }
