@@ -4,7 +4,8 @@
  *
  *     sh test/support/tools.sh deno run --allow-net=127.0.0.1 --allow-env --allow-read \
  *       --allow-write --allow-run --allow-sys=osRelease,homedir bench/critical_path_bench.ts \
- *       [--instances 1000] [--expired 500] [--rounds 1] [--fleet-actions <path/to/dist/index.js>]
+ *       [--instances 1000] [--expired 500] [--rounds 1] [--latency both|on|off]
+ *       [--fleet-actions <path/to/dist/index.js>]
  *
  * The pool, the same before every measured run: moto (test/support/moto.ts) reset with the test
  * network, the fake GitHub (test/support/github.ts), and everything a steady state has (refresh is
@@ -21,8 +22,8 @@
  * front of moto: without latency, and with DynamoDB and SQS 40 ms and EC2 150 ms added to each
  * request (requests on different connections wait side by side, as over the internet). The
  * proxy's timeline gives, per run: wall time (process start to exit), AWS calls per operation,
- * the upstream milliseconds per operation (where the time goes), and the calls in flight over
- * time (the mean per second, as a histogram).
+ * the upstream milliseconds per operation (where the time goes) and when its first call started
+ * and its last one ended, and the calls in flight over time (the mean per second, as a histogram).
  *
  * refresh runs as a user runs it: `deno run refresh.ts` in its own process, all tasks.
  * fleet-actions' refresh runs as its action does: `node <bundle>` with its inputs as `INPUT_*`
@@ -62,6 +63,7 @@ const { values } = parseArgs({
     expired: { type: "string" },
     rounds: { type: "string" },
     "fleet-actions": { type: "string" },
+    latency: { type: "string" },
   },
 });
 const total = Number(values.instances ?? 1000);
@@ -74,6 +76,10 @@ if (![total, expired, rounds].every(Number.isSafeInteger) || expired > total || 
     }`,
   );
 }
+const latencies = { both: ["no latency", "latency"], on: ["latency"], off: ["no latency"] }[
+  values.latency ?? "both"
+];
+if (!latencies) throw new RangeError(`expected --latency both, on or off, got ${values.latency}`);
 const fleetActions = values["fleet-actions"];
 if (fleetActions) Deno.statSync(fleetActions); // fails early, naming the path
 for (const [k, v] of Object.entries(AWS_ENV)) Deno.env.set(k, v);
@@ -252,6 +258,8 @@ interface Measured {
   code: number;
   calls: Map<string, number>;
   upstreamMs: Map<string, number>;
+  /** Per operation, when its first call started and its last one ended (ms from the start). */
+  spans: Map<string, [number, number]>;
   /** Mean calls in flight in each second of the run. */
   inFlight: number[];
   /** Records left after the run, and how many there would be with every expired one reaped. */
@@ -273,9 +281,12 @@ async function measure(
   if (ran.code !== 0) console.error(`${label}: exit ${ran.code}\n${ran.stdout}\n${ran.stderr}`);
   const calls = new Map<string, number>();
   const upstreamMs = new Map<string, number>();
+  const spans = new Map<string, [number, number]>();
   for (const t of proxy.timeline) {
     calls.set(t.operation, (calls.get(t.operation) ?? 0) + 1);
     upstreamMs.set(t.operation, (upstreamMs.get(t.operation) ?? 0) + t.end - t.start);
+    const [from, to] = spans.get(t.operation) ?? [Infinity, -Infinity];
+    spans.set(t.operation, [Math.min(from, t.start - started), Math.max(to, t.end - started)]);
   }
   return {
     label,
@@ -283,6 +294,7 @@ async function measure(
     code: ran.code,
     calls,
     upstreamMs,
+    spans,
     inFlight: inFlightPerSecond(proxy.timeline, started, ended),
     left: await countInstanceRecords(ddb, TABLE),
     tasks: taskTimes(ran.stdout),
@@ -307,7 +319,8 @@ function inFlightPerSecond(timeline: Timing[], from: number, to: number): number
 const results: Measured[] = [];
 for (let round = 1; round <= rounds; round++) {
   const suffix = rounds > 1 ? ` #${round}` : "";
-  for (const [latency, ms] of [["no latency", {}], ["latency", LATENCY]] as const) {
+  for (const latency of latencies) {
+    const ms = latency === "latency" ? LATENCY : {};
     results.push(await measure(`refresh, ${latency}${suffix}`, ms, runRefresh));
     console.error(brief(results.at(-1)!));
     if (fleetActions) {
@@ -341,15 +354,18 @@ for (const r of results) {
         Math.max(...r.inFlight).toFixed(1)
       }); ${r.left} records left (${total - expired} when every expired one is reaped)`,
   );
-  console.log("  operation                         calls  upstream ms (total, mean)");
+  console.log(
+    "  operation                         calls  upstream ms (total, mean)  from s   to s",
+  );
   const ops = [...r.calls.keys()].sort((a, b) => r.upstreamMs.get(b)! - r.upstreamMs.get(a)!);
   for (const op of ops) {
     const n = r.calls.get(op)!;
     const ms = r.upstreamMs.get(op)!;
+    const [from, to] = r.spans.get(op)!.map((x) => (x / 1000).toFixed(1).padStart(6));
     console.log(
       `  ${op.padEnd(32)} ${String(n).padStart(6)}  ${String(Math.round(ms)).padStart(8)} ${
         String(Math.round(ms / n)).padStart(6)
-      }`,
+      }          ${from} ${to}`,
     );
   }
   console.log(
@@ -358,7 +374,7 @@ for (const r of results) {
   console.log(`  ${histogram(r.inFlight)}`);
 }
 if (fleetActions) {
-  for (const latency of ["no latency", "latency"]) {
+  for (const latency of latencies) {
     const ours = results.filter((r) => r.label.startsWith(`refresh, ${latency}`));
     const theirs = results.filter((r) => r.label.startsWith(`fleet-actions, ${latency}`));
     const median = (xs: number[]) => xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)];

@@ -48,6 +48,7 @@ import { runPipeline } from "./reaper/pipeline.ts";
 import {
   mergePools,
   type Pool,
+  readArtifacts,
   readPool,
   readTableIfAny,
   readTargets,
@@ -58,8 +59,10 @@ import {
 import { change, finish, newReport, outcome, type Report, strayChange } from "./reaper/report.ts";
 import { type GithubRunner, listRunners, reconcileRunners } from "./reaper/runners.ts";
 import type { Terminated } from "./reaper/terminate.ts";
+import { readProofs } from "./reaper/proof.ts";
 import {
   readSweep,
+  reapTargets,
   recordTargets,
   sweepDue,
   sweepIntervalMin,
@@ -151,15 +154,17 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   // Under dry-run on a new account the table does not exist yet: then nothing is in it. The
   // instance records are heard as soon as they are read: a targeted run describes the instances
   // they name while the heartbeats and worker signals are still being read.
+  // Between sweeps only the failed worker signals matter (lib/reaper/reads.ts, `Signals`): with
+  // `--sweep auto` the others are read once a sweep turns out to be due.
   const records = Promise.withResolvers<Row[]>();
-  const reading = readTableIfAny(
-    ddb,
-    table,
-    options.pageSize,
-    ctx.log,
-    ctx.dryRun,
-    records.resolve,
-  );
+  const signals = reaper.sweep === "always" ? "all" : "failed";
+  const reading = readTableIfAny(ddb, table, {
+    pageSize: options.pageSize,
+    log: ctx.log,
+    dryRun: ctx.dryRun,
+    onRecords: records.resolve,
+    signals,
+  });
   reading.catch(records.reject);
   // `--sweep always` needs no memory of the last sweep: none is read, none written.
   const remembered = reaper.sweep === "always" ? undefined : readSweep(ddb, table).catch(
@@ -185,18 +190,31 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   });
   if (due !== undefined) {
     ctx.log.info(`reaper: sweeping the whole pool (${due})`);
+    // The worker signals a targeted run leaves unread, once the table is known to exist.
     const [read, pool] = await Promise.all([
-      reading,
+      reading.then(async (read) => {
+        if (signals === "all" || read.missing) return read;
+        const heartbeats = read.artifacts.filter((a) => a.entity === "HEARTBEAT");
+        const every = await readArtifacts(ddb, table, "WS", options.pageSize);
+        return { ...read, artifacts: [...heartbeats, ...every] };
+      }),
       readPool(ec2, table, known, rows, ctx.log),
     ]);
     return { read, pool, template, runners, sweep: { due, memory, version } };
   }
   const rolloutInProgress = (memory?.outdatedIdle ?? 0) > 0;
-  const first = recordTargets({ records: rows, now: now.getTime(), rolloutInProgress });
-  const described = readTargets(ec2, table, known, first);
-  described.catch(() => {});
+  // What the records alone name: the ones to reap need their instances' states and proofs only
+  // (lib/reaper/proof.ts); idle ones during a rollout are described in full (a drain reads the
+  // image, launch time and tags).
+  const reap = reapTargets({ records: rows, now: now.getTime() });
+  const reaping = new Set(reap);
+  const idle = recordTargets({ records: rows, now: now.getTime(), rolloutInProgress })
+    .filter((id) => !reaping.has(id));
+  const proven = readProofs(ec2, table, known, reap);
+  const described = readTargets(ec2, table, known, idle);
+  for (const later of [proven, described]) later.catch(() => {});
   const read = await reading;
-  const seen = new Set(first);
+  const seen = new Set([...reap, ...idle]);
   const ids = targetIds({
     records: read.records,
     artifacts: read.artifacts,
@@ -204,11 +222,15 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
     rolloutInProgress,
   }).filter((id) => !seen.has(id));
   ctx.log.info(
-    `reaper: targeted run, ${first.length + ids.length} instances described by id (last sweep ${
+    `reaper: targeted run, ${seen.size + ids.length} instances looked up by id (last sweep ${
       memory!.at
     })`,
   );
-  const pool = mergePools(await described, await readTargets(ec2, table, known, ids));
+  const pool = mergePools(
+    await proven,
+    await described,
+    await readTargets(ec2, table, known, ids),
+  );
   return { read, pool, template, runners, sweep: { due, memory, version } };
 }
 

@@ -101,6 +101,7 @@ export interface Pool {
 
 export interface TableRead {
   records: Row[];
+  /** Every heartbeat's key and age, and the worker signals `signals` asked for. */
   artifacts: ArtifactKey[];
   /** ScannedCount of the instance record pages. */
   scanned: number;
@@ -117,15 +118,13 @@ export interface TableRead {
 export async function readTableIfAny(
   ddb: DynamoDBDocumentClient,
   table: string,
-  pageSize: number | undefined,
-  log: Logger,
-  dryRun: boolean,
-  onRecords?: (records: Row[]) => void,
+  options: ReadTableOptions & { dryRun: boolean },
 ): Promise<TableRead> {
+  const { log, onRecords } = options;
   try {
-    return await readTable(ddb, table, pageSize, log, onRecords);
+    return await readTable(ddb, table, options);
   } catch (error) {
-    if (!dryRun || !(error instanceof ResourceNotFoundException)) throw error;
+    if (!options.dryRun || !(error instanceof ResourceNotFoundException)) throw error;
     log.info(`reaper: table ${table} does not exist yet; under dry-run it reads as empty`);
     onRecords?.([]);
     return { records: [], artifacts: [], scanned: 0, pages: 0, missing: true };
@@ -133,17 +132,34 @@ export async function readTableIfAny(
 }
 
 /**
- * Every instance record, and every heartbeat's and worker signal's key and `updatedAt`: the three
- * partitions are read side by side, each page after page. `onRecords` hears the instance records
- * as soon as they are all read, before the other partitions may be.
+ * Which worker signals a read returns: `all`, or only the `failed` ones (state `*_FAILED`), which
+ * are all a run between sweeps judges (a failed signal drains its idle instance); the others
+ * matter to a sweep only (signals without a record, and the launch-to-runner metric).
+ */
+export type Signals = "all" | "failed";
+
+export interface ReadTableOptions {
+  /** Items per page (DynamoDB's 1 MB page when undefined). */
+  pageSize: number | undefined;
+  log: Logger;
+  /** Hears the instance records as soon as they are all read. */
+  onRecords?: (records: Row[]) => void;
+  /** Default `all`. */
+  signals?: Signals;
+}
+
+/**
+ * Every instance record, every heartbeat's key and `updatedAt`, and the worker signals' keys,
+ * `updatedAt` and `value` (all, or the failed ones: {@link Signals}): the three partitions are read
+ * side by side, each page after page. `onRecords` hears the instance records as soon as they are
+ * all read, before the other partitions may be.
  */
 export async function readTable(
   ddb: DynamoDBDocumentClient,
   table: string,
-  pageSize: number | undefined,
-  log: Logger,
-  onRecords?: (records: Row[]) => void,
+  options: ReadTableOptions,
 ): Promise<TableRead> {
+  const { pageSize, log, onRecords } = options;
   const records: Row[] = [];
   const readRecords = queryAll(
     ddb,
@@ -166,27 +182,64 @@ export async function readTable(
     onRecords?.(records);
     return done;
   });
-  const readArtifacts = (["HEARTBEAT", "WS"] as const).map(async (entity) => {
-    const artifacts: ArtifactKey[] = [];
-    // A worker signal's value (its state) is read too, for the health drains.
-    const attributes = entity === "WS" ? ["updatedAt", "value"] : ["updatedAt"];
-    await queryAll(ddb, table, entity, attributes, pageSize, (item) => {
+  const heartbeats = readArtifacts(ddb, table, "HEARTBEAT", pageSize);
+  const signals = readArtifacts(ddb, table, "WS", pageSize, options.signals ?? "all");
+  const [instances, ...artifacts] = await Promise.all([readRecords, heartbeats, signals]);
+  return {
+    records,
+    artifacts: artifacts.flat(),
+    scanned: instances.scanned,
+    pages: instances.pages,
+  };
+}
+
+/**
+ * Every heartbeat's key and `updatedAt`, or the worker signals' keys, `updatedAt` and `value`
+ * (all, or the failed ones only: {@link Signals}).
+ */
+export async function readArtifacts(
+  ddb: DynamoDBDocumentClient,
+  table: string,
+  entity: "HEARTBEAT" | "WS",
+  pageSize: number | undefined,
+  signals: Signals = "all",
+): Promise<ArtifactKey[]> {
+  const artifacts: ArtifactKey[] = [];
+  // A worker signal's value (its state) is read too, for the health drains.
+  const attributes = entity === "WS" ? ["updatedAt", "value"] : ["updatedAt"];
+  const failedOnly = entity === "WS" && signals === "failed" ? FAILED_SIGNALS : undefined;
+  await queryAll(
+    ddb,
+    table,
+    entity,
+    attributes,
+    pageSize,
+    (item) => {
       artifacts.push({
         entity,
         id: idOf(String(item.SK)),
         updatedAt: item.updatedAt,
         ...(entity === "WS" ? { value: item.value } : {}),
       });
-    });
-    return artifacts;
-  });
-  const [instances, heartbeats, signals] = await Promise.all([readRecords, ...readArtifacts]);
-  return {
-    records,
-    artifacts: [...heartbeats, ...signals],
-    scanned: instances.scanned,
-    pages: instances.pages,
-  };
+    },
+    undefined,
+    failedOnly,
+  );
+  return artifacts;
+}
+
+/** The worker signals whose state says a step failed (PROTOCOL.md: `*_FAILED`). */
+const FAILED_SIGNALS: ItemFilter = {
+  expression: "contains(#value.#state, :failed)",
+  names: { "#value": "value", "#state": "state" },
+  values: { ":failed": "_FAILED" },
+};
+
+/** A FilterExpression with its names and values. */
+interface ItemFilter {
+  expression: string;
+  names: Record<string, string>;
+  values: Record<string, unknown>;
 }
 
 async function queryAll(
@@ -197,6 +250,7 @@ async function queryAll(
   pageSize: number | undefined,
   onItem: (item: Record<string, unknown>) => void,
   onPage?: (pages: number) => void,
+  filter?: ItemFilter,
 ): Promise<{ scanned: number; pages: number }> {
   let scanned = 0;
   let pages = 0;
@@ -208,8 +262,9 @@ async function queryAll(
         TableName: table,
         KeyConditionExpression: "#pk = :pk",
         ProjectionExpression: ["#sk", ...Object.keys(names)].join(", "),
-        ExpressionAttributeNames: { "#pk": "PK", "#sk": "SK", ...names },
-        ExpressionAttributeValues: { ":pk": pk(entity) },
+        ...(filter ? { FilterExpression: filter.expression } : {}),
+        ExpressionAttributeNames: { "#pk": "PK", "#sk": "SK", ...names, ...filter?.names },
+        ExpressionAttributeValues: { ":pk": pk(entity), ...filter?.values },
         ExclusiveStartKey: start,
         Limit: pageSize,
       }),
@@ -350,15 +405,16 @@ export async function readTargets(
   return { ...templates, alive, foreign, checked: new Set(ids), ended };
 }
 
-/** Two targeted reads as one (their ids told apart by `checked`). */
-export function mergePools(a: Pool, b: Pool): Pool {
+/** Targeted reads as one (their ids told apart by `checked`). */
+export function mergePools(first: Pool, ...rest: Pool[]): Pool {
+  const all = [first, ...rest];
   return {
-    templateIds: a.templateIds,
-    templatesByName: a.templatesByName,
-    alive: new Map([...a.alive, ...b.alive]),
-    foreign: new Map([...a.foreign, ...b.foreign]),
-    checked: new Set([...(a.checked ?? []), ...(b.checked ?? [])]),
-    ended: new Set([...a.ended, ...b.ended]),
+    templateIds: first.templateIds,
+    templatesByName: first.templatesByName,
+    alive: new Map(all.flatMap((p) => [...p.alive])),
+    foreign: new Map(all.flatMap((p) => [...p.foreign])),
+    checked: new Set(all.flatMap((p) => [...(p.checked ?? [])])),
+    ended: new Set(all.flatMap((p) => [...p.ended])),
   };
 }
 

@@ -125,6 +125,18 @@ export async function writeSweep(
 }
 
 /**
+ * The records a targeted run reaps whatever their instance's image or tags: those past their
+ * threshold and those already `terminated`. Their instances' states and proofs are all it needs
+ * of EC2 (lib/reaper/proof.ts).
+ */
+export function reapTargets(input: {
+  records: { id: string; state: unknown; threshold?: unknown }[];
+  now: number;
+}): string[] {
+  return targetIds({ ...input, artifacts: [], rolloutInProgress: false, silentToo: false });
+}
+
+/**
  * The targets the instance records alone name (past their threshold, terminated, idle during a
  * rollout): described while the heartbeats and worker signals are still being read.
  */

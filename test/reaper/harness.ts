@@ -282,3 +282,23 @@ export function watchBatchWrites(ctx: TestContext): string[][] {
   );
   return calls;
 }
+
+/** The EC2 calls made from now on: each command's name (without "Command") and its input. */
+export function watchEc2(ctx: TestContext): { name: string; input: Record<string, unknown> }[] {
+  const calls: { name: string; input: Record<string, unknown> }[] = [];
+  ctx.clients.ec2.middlewareStack.add(
+    (next, context) => (args) => {
+      const name = String(context.commandName).replace(/Command$/, "");
+      calls.push({ name, input: structuredClone(args.input as Record<string, unknown>) });
+      return next(args);
+    },
+    { step: "initialize", name: "watchEc2" },
+  );
+  return calls;
+}
+
+/** How many filter values an EC2 request carries, over all its filters. */
+export function filterValues(input: Record<string, unknown>): number {
+  const filters = (input.Filters ?? []) as { Values?: string[] }[];
+  return filters.reduce((n, f) => n + (f.Values?.length ?? 0), 0);
+}

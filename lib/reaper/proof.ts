@@ -1,0 +1,128 @@
+/**
+ * The look-up a targeted run makes for the instances it is about to reap (records past their
+ * threshold, records already `terminated`): for each, EC2's state and its proof of belonging to
+ * the pool, and nothing else. Those are all the lock, the termination and the expunge need (no
+ * image, launch time or other tag: these instances are reaped, never drained), so no instance is
+ * described in full:
+ *
+ * - **state**: DescribeInstanceStatus by id with `IncludeAllInstances` (at most
+ *   {@link STATUS_IDS} ids a call, EC2's limit), which answers with the instance's state only;
+ * - **proof**: DescribeTags of those ids, for the three keys the proof and the template version
+ *   are read from ({@link PROOF_KEYS}; {@link TAG_IDS} ids a call, so filter values stay within
+ *   EC2's 200).
+ *
+ * DescribeInstanceStatus fails a whole call when one id is unknown to EC2 (a record naming an
+ * instance long gone, or not an instance at all: the table is writable by every job). Such a
+ * batch is described instead with an `instance-id` filter ({@link describeIds}), which leaves
+ * unknown ids out; so every id is answered for, as a full description would. Reads only.
+ *
+ * @module
+ */
+import {
+  DescribeInstanceStatusCommand,
+  DescribeTagsCommand,
+  type EC2Client,
+} from "npm:@aws-sdk/client-ec2@3.1169.0";
+import { OWNER_TAG } from "../contract.ts";
+import { TEMPLATE_VERSION_TAG } from "../rollout.ts";
+import { chunks, forEachLimit } from "./batching.ts";
+import {
+  ALIVE_EC2,
+  describeIds,
+  FILTER_VALUES,
+  type LiveInstance,
+  ownership,
+  type Pool,
+  TEMPLATE_TAG,
+  type Templates,
+} from "./reads.ts";
+
+/** DescribeInstanceStatus takes at most 100 instance ids a call. */
+export const STATUS_IDS = 100;
+/** The tags a proof of ownership (and the template version) is read from. */
+export const PROOF_KEYS = [OWNER_TAG, TEMPLATE_TAG, TEMPLATE_VERSION_TAG];
+/** Ids per DescribeTags call: with the keys, {@link FILTER_VALUES} filter values. */
+export const TAG_IDS = FILTER_VALUES - PROOF_KEYS.length;
+/** Calls of each kind in flight at once. */
+const LOOKUPS = 4;
+
+/** Error codes of an id EC2 does not know (or that is no instance id). */
+const UNKNOWN_ID = new Set(["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"]);
+
+/**
+ * The pool as EC2 sees the instances `ids` name, from their states and proof tags (see the
+ * module documentation): `checked` holds exactly those ids, `ended` those EC2 reports
+ * terminated; an alive one is `alive` with its proof, or `foreign` without.
+ */
+export async function readProofs(
+  ec2: EC2Client,
+  table: string,
+  templates: Templates,
+  ids: string[],
+): Promise<Pool> {
+  // An id with a filter's wildcard would make DescribeTags and the fallback's filter match other
+  // instances: such a record names no instance, and nothing is asked of EC2 for it.
+  const asked = ids.filter((id) => /^[\w-]+$/.test(id));
+  const [states, tags] = await Promise.all([readStates(ec2, asked), readTags(ec2, asked)]);
+  const alive = new Map<string, LiveInstance>();
+  const foreign = new Map<string, LiveInstance>();
+  const ended = new Set<string>();
+  for (const [id, state] of states) {
+    if (state === "terminated") ended.add(id);
+    if (!ALIVE_EC2.includes(state)) continue;
+    const own = tags.get(id) ?? {};
+    const Tags = Object.entries(own).map(([Key, Value]) => ({ Key, Value }));
+    const live = { id, proof: ownership({ Tags }, table, templates.templateIds), tags: own };
+    (live.proof ? alive : foreign).set(id, live);
+  }
+  return { ...templates, alive, foreign, checked: new Set(ids), ended };
+}
+
+/** Each known instance's state name, by id; ids EC2 does not know are left out. */
+async function readStates(ec2: EC2Client, ids: string[]): Promise<Map<string, string>> {
+  const states = new Map<string, string>();
+  await forEachLimit(chunks(ids, STATUS_IDS), LOOKUPS, async (batch) => {
+    try {
+      const out = await ec2.send(
+        new DescribeInstanceStatusCommand({ InstanceIds: batch, IncludeAllInstances: true }),
+      );
+      for (const s of out.InstanceStatuses ?? []) {
+        if (s.InstanceId && s.InstanceState?.Name) states.set(s.InstanceId, s.InstanceState.Name);
+      }
+    } catch (error) {
+      if (!UNKNOWN_ID.has((error as Error).name)) throw error;
+      for (const i of await describeIds(ec2, batch)) {
+        if (i.InstanceId && i.State?.Name) states.set(i.InstanceId, i.State.Name);
+      }
+    }
+  });
+  return states;
+}
+
+/** The {@link PROOF_KEYS} tags of each instance that has any, by id. */
+async function readTags(
+  ec2: EC2Client,
+  ids: string[],
+): Promise<Map<string, Record<string, string>>> {
+  const tags = new Map<string, Record<string, string>>();
+  await forEachLimit(chunks(ids, TAG_IDS), LOOKUPS, async (batch) => {
+    let token: string | undefined;
+    do {
+      const out = await ec2.send(
+        new DescribeTagsCommand({
+          Filters: [{ Name: "resource-id", Values: batch }, { Name: "key", Values: PROOF_KEYS }],
+          MaxResults: 1000,
+          NextToken: token,
+        }),
+      );
+      for (const t of out.Tags ?? []) {
+        if (!t.ResourceId || t.Key === undefined) continue;
+        const own = tags.get(t.ResourceId) ?? {};
+        own[t.Key] = t.Value ?? "";
+        tags.set(t.ResourceId, own);
+      }
+      token = out.NextToken;
+    } while (token);
+  });
+  return tags;
+}
