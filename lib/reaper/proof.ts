@@ -1,15 +1,23 @@
 /**
  * The look-up a targeted run makes for the instances it is about to reap (records past their
- * threshold, records already `terminated`): for each, EC2's state and its proof of belonging to
- * the pool, and nothing else. Those are all the lock, the termination and the expunge need (no
- * image, launch time or other tag: these instances are reaped, never drained), so no instance is
- * described in full:
+ * threshold, records already `terminated`): for each, its proof of belonging to the pool and,
+ * where that proof is missing, EC2's state, and nothing else. Those are all the lock, the
+ * termination and the expunge need (no image, launch time or other tag: these instances are
+ * reaped, never drained), so no instance is described in full:
  *
- * - **state**: DescribeInstanceStatus by id with `IncludeAllInstances` (at most
- *   {@link STATUS_IDS} ids a call, EC2's limit), which answers with the instance's state only;
  * - **proof**: DescribeTags of those ids, for the three keys the proof and the template version
  *   are read from ({@link PROOF_KEYS}; {@link TAG_IDS} ids a call, so filter values stay within
- *   EC2's 200).
+ *   EC2's 200). EC2 keeps an instance's tags while it lists the instance (about an hour after it
+ *   ended), and no job can forge them: the instance role has no `ec2:CreateTags`, and keys
+ *   starting `aws:` are EC2's own.
+ * - **state**, of the ids without a proof only (in a steady pool, none): DescribeInstanceStatus by
+ *   id with `IncludeAllInstances` (at most {@link STATUS_IDS} ids a call, EC2's limit), which
+ *   tells an instance alive outside the pool (`foreign`: left alone) from one that ended or that
+ *   EC2 does not know (its record is expunged).
+ *
+ * A proven instance is taken as alive: the termination asks EC2 to end it whatever its state, and
+ * EC2's answer says whether it had ended already (lib/reaper/terminate.ts), so a proven instance
+ * that ended meanwhile is expunged as "already gone", not counted as terminated.
  *
  * DescribeInstanceStatus fails a whole call when one id is unknown to EC2 (a record naming an
  * instance long gone, or not an instance at all: the table is writable by every job). Such a
@@ -50,9 +58,10 @@ const LOOKUPS = 4;
 const UNKNOWN_ID = new Set(["InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"]);
 
 /**
- * The pool as EC2 sees the instances `ids` name, from their states and proof tags (see the
- * module documentation): `checked` holds exactly those ids, `ended` those EC2 reports
- * terminated; an alive one is `alive` with its proof, or `foreign` without.
+ * The pool as EC2 sees the instances `ids` name, from their proof tags and, of those without a
+ * proof, their states (see the module documentation): `checked` holds exactly those ids; a proven
+ * one is `alive`; one without a proof is `foreign` when alive, in `ended` when EC2 reports it
+ * terminated, and nowhere when EC2 does not know it.
  */
 export async function readProofs(
   ec2: EC2Client,
@@ -63,17 +72,21 @@ export async function readProofs(
   // An id with a filter's wildcard would make DescribeTags and the fallback's filter match other
   // instances: such a record names no instance, and nothing is asked of EC2 for it.
   const asked = ids.filter((id) => /^[\w-]+$/.test(id));
-  const [states, tags] = await Promise.all([readStates(ec2, asked), readTags(ec2, asked)]);
+  const tags = await readTags(ec2, asked);
   const alive = new Map<string, LiveInstance>();
-  const foreign = new Map<string, LiveInstance>();
-  const ended = new Set<string>();
-  for (const [id, state] of states) {
-    if (state === "terminated") ended.add(id);
-    if (!ALIVE_EC2.includes(state)) continue;
+  const unproven: string[] = [];
+  for (const id of asked) {
     const own = tags.get(id) ?? {};
     const Tags = Object.entries(own).map(([Key, Value]) => ({ Key, Value }));
-    const live = { id, proof: ownership({ Tags }, table, templates.templateIds), tags: own };
-    (live.proof ? alive : foreign).set(id, live);
+    const proof = ownership({ Tags }, table, templates.templateIds);
+    if (proof) alive.set(id, { id, proof, tags: own });
+    else unproven.push(id);
+  }
+  const foreign = new Map<string, LiveInstance>();
+  const ended = new Set<string>();
+  for (const [id, state] of await readStates(ec2, unproven)) {
+    if (state === "terminated") ended.add(id);
+    else if (ALIVE_EC2.includes(state)) foreign.set(id, { id, tags: tags.get(id) ?? {} });
   }
   return { ...templates, alive, foreign, checked: new Set(ids), ended };
 }

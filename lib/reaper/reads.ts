@@ -255,7 +255,8 @@ async function queryAll(
   let scanned = 0;
   let pages = 0;
   let start: Record<string, unknown> | undefined;
-  const names = Object.fromEntries(attributes.map((a, i) => [`#a${i}`, a]));
+  // Placeholders named after their attributes, so a filter can name the same ones.
+  const names = Object.fromEntries(attributes.map((a) => [`#${a}`, a]));
   do {
     const out = await ddb.send(
       new QueryCommand({

@@ -22,6 +22,7 @@ const NAMED_ID_ERRORS = new Set([
 
 export interface Terminated {
   terminated: string[];
+  /** Ids EC2 does not know, or whose instance had ended before this call: gone already. */
   notFound: string[];
   refused: [string, string][];
   /** Ids not tried: the run's deadline had passed. */
@@ -62,8 +63,16 @@ export async function terminateOwned(
       let rest = batch;
       while (rest.length) {
         try {
-          await ec2.send(new TerminateInstancesCommand({ InstanceIds: rest }));
-          done.terminated.push(...rest);
+          const out = await ec2.send(new TerminateInstancesCommand({ InstanceIds: rest }));
+          // An instance that had ended already (a targeted run takes a proven one as alive,
+          // lib/reaper/proof.ts) was not terminated by this run: it was gone.
+          const ended = new Set(
+            (out.TerminatingInstances ?? [])
+              .filter((i) => i.PreviousState?.Name === "terminated")
+              .map((i) => i.InstanceId),
+          );
+          done.terminated.push(...rest.filter((id) => !ended.has(id)));
+          done.notFound.push(...rest.filter((id) => ended.has(id)));
           break;
         } catch (error) {
           const { name, message } = error as Error;

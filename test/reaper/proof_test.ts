@@ -17,21 +17,22 @@ import {
   watchEc2,
 } from "./harness.ts";
 
-Deno.test("readProofs proves by tag or by template, and tells foreign and ended instances apart", async () => {
+Deno.test("readProofs proves by tag or by template, and asks the state of the unproven ones only", async () => {
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await setup(gh);
   const template = await untaggingTemplate(ctx, "acme-widgets-ci-legacy");
   const [templated] = await launchFrom(ctx, template, 1);
-  const [tagged, ended] = await launch(ctx, 2);
-  const [untagged] = await launch(ctx, 1, false);
+  const [tagged] = await launch(ctx, 1);
+  const [untagged, ended] = await launch(ctx, 2, false);
   const other = await launchForeignPool(ctx);
   await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [ended] }));
   const calls = watchEc2(ctx);
+  const ids = [tagged, templated, untagged, other, ended];
 
   const pool = await readProofs(ctx.clients.ec2, TABLE, {
     templateIds: new Set([template]),
     templatesByName: new Map(),
-  }, [tagged, templated, untagged, other, ended]);
+  }, ids);
 
   assert.deepEqual(
     Object.fromEntries([...pool.alive.values()].map((i) => [i.id, i.proof])),
@@ -39,8 +40,13 @@ Deno.test("readProofs proves by tag or by template, and tells foreign and ended 
   );
   assert.deepEqual(sorted([...pool.foreign.keys()]), sorted([untagged, other]));
   assert.deepEqual([...pool.ended], [ended]);
-  assert.deepEqual(sorted([...pool.checked!]), sorted([tagged, templated, untagged, other, ended]));
-  assert.deepEqual(sorted(calls.map((c) => c.name)), ["DescribeInstanceStatus", "DescribeTags"]);
+  assert.deepEqual(sorted([...pool.checked!]), sorted(ids));
+  assert.deepEqual(calls.map((c) => c.name), ["DescribeTags", "DescribeInstanceStatus"]);
+  assert.deepEqual(
+    sorted(calls[1].input.InstanceIds as string[]),
+    sorted([untagged, other, ended]),
+    "the state of proven instances is not asked",
+  );
 });
 
 Deno.test("readProofs answers for a batch holding an id EC2 does not know, and asks nothing for a wildcard", async () => {
@@ -59,18 +65,20 @@ Deno.test("readProofs answers for a batch holding an id EC2 does not know, and a
   assert.equal(pool.foreign.size + pool.ended.size, 0);
   assert.ok(pool.checked!.has("i-*") && pool.checked!.has(unknown));
   // The status call fails on the unknown id; the batch is described by id instead.
-  const fallback = calls.filter((c) => c.name === "DescribeInstances");
-  assert.equal(fallback.length, 1);
-  assert.deepEqual(fallback[0].input.Filters, [
-    { Name: "instance-id", Values: [tagged, unknown] },
+  assert.deepEqual(calls.map((c) => c.name), [
+    "DescribeTags",
+    "DescribeInstanceStatus",
+    "DescribeInstances",
   ]);
+  assert.deepEqual(calls[2].input.Filters, [{ Name: "instance-id", Values: [unknown] }]);
   assert.ok(!JSON.stringify(calls).includes("i-*"), "the wildcard id went to EC2");
 });
 
 Deno.test("readProofs stays within EC2's limits per call", async () => {
   await using gh = startFakeGithub({ tokens: [TEST_PAT] });
   const ctx = await setup(gh);
-  const ids = await launch(ctx, 250);
+  // Untagged: no proof, so their states are asked too.
+  const ids = await launch(ctx, 250, false);
   const calls = watchEc2(ctx);
 
   const pool = await readProofs(ctx.clients.ec2, TABLE, {
@@ -78,7 +86,7 @@ Deno.test("readProofs stays within EC2's limits per call", async () => {
     templatesByName: new Map(),
   }, ids);
 
-  assert.equal(pool.alive.size, 250);
+  assert.equal(pool.foreign.size, 250);
   const statuses = calls.filter((c) => c.name === "DescribeInstanceStatus");
   const tags = calls.filter((c) => c.name === "DescribeTags");
   assert.equal(statuses.length, 3);

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { reapInstances } from "../../lib/reaper.ts";
 import { SWEEP_KEY, sweepDue, sweepIntervalMin, targetIds } from "../../lib/reaper/sweep.ts";
-import { GetCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { GetCommand, PutCommand } from "npm:@aws-sdk/lib-dynamodb@3.1162.0";
+import { item } from "../../lib/contract.ts";
 import { startFakeGithub } from "../support/github.ts";
 import { TEST_PAT, type TestContext } from "../support/aws.ts";
 import {
@@ -18,6 +19,7 @@ import {
   seed,
   setup,
   sorted,
+  stored,
   TABLE,
   watchEc2,
 } from "./harness.ts";
@@ -132,8 +134,8 @@ Deno.test("reaper between sweeps describes by id only the instances it acts on, 
   assert.equal(ctx.counter.writes(), 0);
   assert.match(converged.summary, /^nothing to reap \(260 records; 0 instances described by id/);
 
-  // 210 records expire: their states and proofs looked up by id (no description in full),
-  // within EC2's limits per call, and reaped.
+  // 210 records expire: their proofs looked up by id (no description in full, no state asked of
+  // proven instances), within EC2's limits per call, and reaped.
   for (const id of ids.slice(0, 210)) await seed(ctx, id, "idle", -1);
   const rest = ids.slice(210);
   describes.length = 0;
@@ -144,10 +146,13 @@ Deno.test("reaper between sweeps describes by id only the instances it acts on, 
   assert.equal(counts(reaped.found).described, 210);
   assert.equal(describes.length, 0, JSON.stringify(describes));
   const asked = (name: string) => calls.filter((c) => c.name === name);
-  assert.equal(asked("DescribeInstanceStatus").length, 3);
+  assert.equal(asked("DescribeInstanceStatus").length, 0);
   assert.equal(asked("DescribeTags").length, 2);
   for (const c of asked("DescribeTags")) assert.ok(filterValues(c.input) <= 200);
-  const looked = asked("DescribeInstanceStatus").flatMap((c) => c.input.InstanceIds as string[]);
+  const looked = asked("DescribeTags").flatMap((c) =>
+    (c.input.Filters as { Name: string; Values: string[] }[])
+      .find((f) => f.Name === "resource-id")!.Values
+  );
   assert.deepEqual(sorted(looked), sorted(ids.slice(0, 210)));
   const states = await ec2States(ctx.clients.ec2, rest);
   assert.ok(Object.values(states).every((s) => s === "running"));
@@ -180,4 +185,45 @@ Deno.test("reaper terminates an orphan launched between sweeps within its grace 
   assert.ok(minutes > grace, `terminated after ${minutes} min, inside its grace`);
   assert.ok(sweeps >= 1 && sweeps < minutes / 5, `${sweeps} sweeps in ${minutes / 5} runs`);
   assert.equal((await ec2States(ctx.clients.ec2, [pooled]))[pooled], "running");
+});
+
+Deno.test("reaper between sweeps reads only failed worker signals, and the next sweep deletes the other strays", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh, ["--sweep", "auto", "--orphan-grace-min", "20"]);
+  const [pooled] = await launch(ctx, 1);
+  await seed(ctx, pooled, "idle", 600);
+  assert.equal(counts((await reapInstances(ctx)).found).swept, 1);
+
+  // Two worker signals without a record, both older than the grace: one failed, one not.
+  const old = new Date(ctx.now().getTime() - 60 * MIN);
+  const signal = (id: string, state: string) =>
+    ctx.clients.ddb.send(
+      new PutCommand({ TableName: TABLE, Item: item("WS", id, old, { value: { state } }) }),
+    );
+  await signal("i-0aaaaaaaaaaaaaaaa", "UD_REG_FAILED");
+  await signal("i-0bbbbbbbbbbbbbbbb", "UD_REG_OK");
+  const queries: Record<string, unknown>[] = [];
+  ctx.clients.ddb.middlewareStack.add(
+    (next, context) => (args) => {
+      if (context.commandName === "QueryCommand") queries.push(args.input as never);
+      return next(args);
+    },
+    { step: "initialize", name: "watchQueries" },
+  );
+
+  ctx.setNow(new Date(ctx.now().getTime() + 2 * MIN));
+  await seed(ctx, pooled, "idle", 600);
+  const targeted = await reapInstances(ctx);
+  assert.equal(counts(targeted.found).swept, 0);
+  const signals = queries.filter((q) => JSON.stringify(q).includes("TYPE#WS"));
+  assert.equal(signals.length, 1);
+  assert.match(String(signals[0].FilterExpression), /contains\(/);
+  assert.deepEqual(await stored(ctx, "WS"), [pooled, "i-0bbbbbbbbbbbbbbbb"].sort());
+
+  // The sweep reads every signal and deletes the stray one.
+  ctx.setNow(new Date(ctx.now().getTime() + 20 * MIN));
+  await seed(ctx, pooled, "idle", 600);
+  const swept = await reapInstances(ctx);
+  assert.equal(counts(swept.found).swept, 1);
+  assert.deepEqual(await stored(ctx, "WS"), [pooled]);
 });

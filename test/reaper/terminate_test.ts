@@ -3,6 +3,7 @@
  * ownership, refused and unknown instances.
  */
 import assert from "node:assert/strict";
+import { TerminateInstancesCommand } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { reapInstances } from "../../lib/reaper.ts";
 import { terminateOwned } from "../../lib/reaper/terminate.ts";
 import { startFakeGithub } from "../support/github.ts";
@@ -29,9 +30,11 @@ Deno.test("reaper retries a batch without the ids EC2 does not know or may not t
   const unknown = ["i-0aaaaaaaaaaaaaaaa", "i-0bbbbbbbbbbbbbbbb"];
   const terminations = watchTerminations(ctx);
 
+  // The protected one first: moto terminates the instances before it in a call and then fails
+  // the call, where EC2 checks every instance first and terminates none.
   const result = await terminateOwned(
     ctx.clients.ec2,
-    [...ids, ...unknown, protectedId].map((id) => ({ id, proof: "tag" as const })),
+    [protectedId, ...ids, ...unknown].map((id) => ({ id, proof: "tag" as const })),
     ctx.log,
   );
 
@@ -82,4 +85,20 @@ Deno.test("reaper expunges expired records of instances EC2 does not know withou
     sorted(outcome.changes.map((c) => `${c.action} ${c.target}`)),
     sorted(unknown.map((id) => `expunge instance ${id}`)),
   );
+});
+
+Deno.test("reaper counts an instance that had ended before its termination as gone, not terminated", async () => {
+  await using gh = startFakeGithub({ tokens: [TEST_PAT] });
+  const ctx = await setup(gh);
+  const [alive, ended] = await launch(ctx, 2);
+  await ctx.clients.ec2.send(new TerminateInstancesCommand({ InstanceIds: [ended] }));
+
+  const result = await terminateOwned(
+    ctx.clients.ec2,
+    [alive, ended].map((id) => ({ id, proof: "tag" as const })),
+    ctx.log,
+  );
+
+  assert.deepEqual(result.terminated, [alive]);
+  assert.deepEqual(result.notFound, [ended]);
 });
