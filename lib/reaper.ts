@@ -147,7 +147,10 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
   const { table, reaper, launchTemplate } = ctx.desired;
   const scope = ctx.desired.github.scope;
   const runners = github && scope ? listRunners(github, scope) : undefined;
-  const templates = readTemplates(ec2, table, reaper.legacyLaunchTemplateIds);
+  // The template as the launch-template task leaves it (it may have just made a new default
+  // version); the table is read meanwhile.
+  const templates = (ctx.settled?.("launch-template") ?? Promise.resolve())
+    .then(() => readTemplates(ec2, table, reaper.legacyLaunchTemplateIds));
   const template = templates.then((t) => readTemplateDefault(ec2, t, launchTemplate.name));
   // Awaited later (or never, when the run fails first): no unhandled rejection meanwhile.
   for (const later of [runners, template]) later?.catch(() => {});

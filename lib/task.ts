@@ -33,12 +33,13 @@ export const TASKS = [
 export type TaskName = typeof TASKS[number];
 
 /**
- * What each task waits for, when both are in the run: every task writes to the table, so waits for
- * it to exist; the reaper judges instances against the launch template's default version, which the
- * launch-template task may have just changed; the warm pool launches from that template into the
+ * What each task waits for before it starts, when both are in the run: every task writes to the
+ * table, so waits for it to exist; the warm pool launches from the launch template into the
  * subnets and queues the parameters and resource-pools tasks keep, and counts what the reaper left.
- * The others read and write disjoint things and run
- * side by side. A task listed here only ever depends on tasks before it in {@link TASKS}.
+ * The others read and write disjoint things and run side by side. The reaper starts with them and
+ * waits for the launch-template task only before it reads the template's default version, which
+ * that task may have just changed ({@link TaskContext.settled}): its table reads go ahead
+ * meanwhile. A task listed here, or awaited with `settled`, is always before it in {@link TASKS}.
  */
 export const DEPENDS_ON: Readonly<Record<TaskName, readonly TaskName[]>> = {
   "table": [],
@@ -46,7 +47,7 @@ export const DEPENDS_ON: Readonly<Record<TaskName, readonly TaskName[]>> = {
   "resource-pools": ["table"],
   "parameters": ["table"],
   "github-token": ["table"],
-  "reaper": ["table", "launch-template"],
+  "reaper": ["table"],
   "warm-pool": ["table", "launch-template", "resource-pools", "parameters", "reaper"],
 };
 
@@ -125,6 +126,13 @@ export interface TaskContext<D = SharedDesired> {
   secret: (value: string) => void;
   /** The run's deadline: no task starts after it; long tasks check it between units of work. */
   budget: Budget;
+  /**
+   * Resolves once `task` has finished in this run, whatever its outcome (at once when it is not
+   * part of the run): a task awaits another's result mid-way instead of before it starts. Only a
+   * task before the caller in {@link TASKS} may be awaited. Absent outside {@link runTasks}: no
+   * task to wait for.
+   */
+  settled?: (task: TaskName) => Promise<void>;
 }
 
 /** One change made, or under `--dry-run` one change that would be made. */
@@ -179,12 +187,15 @@ export async function runTasks<D>(
 ): Promise<TaskResult[]> {
   const byName = new Map(tasks);
   const running = new Map<TaskName, Promise<TaskResult>>();
+  const settled = async (name: TaskName): Promise<void> => {
+    if (byName.has(name)) await start(name);
+  };
   const start = (name: TaskName): Promise<TaskResult> => {
     let result = running.get(name);
     if (!result) {
       const task = byName.get(name)!;
       const waits = dependsOn[name].filter((d) => byName.has(d) && d !== name);
-      result = Promise.all(waits.map(start)).then(() => runOne(name, task, ctx));
+      result = Promise.all(waits.map(start)).then(() => runOne(name, task, { ...ctx, settled }));
       running.set(name, result);
     }
     return result;

@@ -48,8 +48,8 @@ Deno.test("runTasks starts no task after the deadline and reports the skipped on
       ran.push("github-token"); // started beside launch-template, before the deadline
       return Promise.resolve(ok());
     }],
-    ["reaper", () => {
-      ran.push("reaper"); // waits for launch-template, so would start after the deadline
+    ["warm-pool", () => {
+      ran.push("warm-pool"); // waits for launch-template, so would start after the deadline
       return Promise.resolve(ok());
     }],
   ], ctx);
@@ -58,7 +58,7 @@ Deno.test("runTasks starts no task after the deadline and reports the skipped on
     ["table", "unchanged"],
     ["launch-template", "unchanged"],
     ["github-token", "unchanged"],
-    ["reaper", "skipped"],
+    ["warm-pool", "skipped"],
   ]);
   assert.equal(
     results[3].error,
@@ -76,7 +76,7 @@ Deno.test("runTasks starts no task after the deadline and reports the skipped on
     writeCalls: 0,
     exitCode: 1,
   });
-  assert.match(text, /^reaper +SKIPPED +skipped, the run's deadline had passed$/m);
+  assert.match(text, /^warm-pool +SKIPPED +skipped, the run's deadline had passed$/m);
   assert.match(text, /^ {2}error: not started: the run's 1 min deadline had passed/m);
   assert.match(text, /^result: 1 skipped, 3 unchanged; 0 API calls, 0 writes$/m);
 });
@@ -148,8 +148,8 @@ Deno.test("runTasks starts a dependent task only once its dependency has finishe
       template.open(); // parameters does not wait for the template: it opens the template's gate
       return Promise.resolve(ok());
     }],
-    ["reaper", () => {
-      events.push("reaper");
+    ["warm-pool", () => {
+      events.push("warm-pool");
       return Promise.resolve(ok());
     }],
   ], ctx);
@@ -157,12 +157,12 @@ Deno.test("runTasks starts a dependent task only once its dependency has finishe
     "start launch-template",
     "parameters",
     "end launch-template",
-    "reaper",
+    "warm-pool",
   ]);
   assert.deepEqual(results.map((r) => [r.task, r.status]), [
     ["launch-template", "failed"],
     ["parameters", "unchanged"],
-    ["reaper", "unchanged"],
+    ["warm-pool", "unchanged"],
   ]);
 });
 
@@ -190,7 +190,35 @@ Deno.test("every task depends only on tasks reported before it, so the order has
       assert.ok(TASKS.indexOf(dependency) < i, `${task} depends on ${dependency}, listed after it`);
     }
   }
-  assert.deepEqual(DEPENDS_ON.reaper, ["table", "launch-template"]);
+  assert.deepEqual(DEPENDS_ON.reaper, ["table"]);
+});
+
+Deno.test("runTasks starts the reaper beside launch-template, and its settled() resolves once that task is done", async () => {
+  const ctx = context(() => 0, 60_000);
+  const events: string[] = [];
+  const results = await runTasks([
+    ["table", () => Promise.resolve({ summary: "ok", found: {}, changes: [] })],
+    ["launch-template", async () => {
+      events.push("launch-template started");
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      events.push("launch-template done");
+      throw new Error("EC2 refused");
+    }],
+    ["reaper", async (task) => {
+      events.push("reaper started");
+      await task.settled!("launch-template");
+      events.push("reaper read the template");
+      await task.settled!("github-token"); // not in this run: at once
+      return { summary: "ok", found: {}, changes: [] };
+    }],
+  ], ctx);
+  assert.deepEqual(events, [
+    "launch-template started",
+    "reaper started",
+    "launch-template done",
+    "reaper read the template",
+  ]);
+  assert.deepEqual(results.map((r) => r.status), ["unchanged", "failed", "unchanged"]);
 });
 
 Deno.test("runBudget counts on its own clock, not on the tasks' frozen clock", () => {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Budget, Clients, Logger } from "../task.ts";
+import type { Budget, Clients, Logger, TaskName } from "../task.ts";
 import type { DesiredReaper } from "./inputs.ts";
 
 /** Where the pool's runners register: a repository or an organization. */
@@ -31,6 +31,8 @@ export interface ReaperContext {
   dryRun: boolean;
   /** The run's deadline: no new unit of work starts after it. */
   budget: Budget;
+  /** Resolves once another task has finished in this run (lib/task.ts). */
+  settled?: (task: TaskName) => Promise<void>;
 }
 
 export interface ReaperOptions {
