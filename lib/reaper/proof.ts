@@ -5,8 +5,9 @@
  * termination and the expunge need (no image, launch time or other tag: these instances are
  * reaped, never drained), so no instance is described in full:
  *
- * - **proof**: DescribeTags of those ids, for the two keys a proof is read from
- *   ({@link PROOF_KEYS}; {@link TAG_IDS} ids a call, so filter values stay within EC2's 200). EC2 keeps an instance's tags while it lists the instance (about an hour after it
+ * - **proof**: DescribeTags of those ids, for the two keys a proof is read from and the template
+ *   version ({@link PROOF_KEYS}; {@link TAG_IDS} ids a call, so filter values stay within EC2's
+ *   200). EC2 keeps an instance's tags while it lists the instance (about an hour after it
  *   ended), and no job can forge them: the instance role has no `ec2:CreateTags`, and keys
  *   starting `aws:` are EC2's own.
  * - **state**, of the ids without a proof only (in a steady pool, none): DescribeInstanceStatus by
@@ -31,6 +32,7 @@ import {
   type EC2Client,
 } from "npm:@aws-sdk/client-ec2@3.1169.0";
 import { OWNER_TAG } from "../contract.ts";
+import { TEMPLATE_VERSION_TAG } from "../rollout.ts";
 import { chunks, forEachLimit } from "./batching.ts";
 import {
   ALIVE_EC2,
@@ -45,8 +47,11 @@ import {
 
 /** DescribeInstanceStatus takes at most 100 instance ids a call. */
 export const STATUS_IDS = 100;
-/** The tags a proof of ownership is read from. */
-export const PROOF_KEYS = [OWNER_TAG, TEMPLATE_TAG];
+/**
+ * The tags a proof of ownership is read from, and the template version (the pool view judges an
+ * instance's version by it, lib/rollout.ts).
+ */
+export const PROOF_KEYS = [OWNER_TAG, TEMPLATE_TAG, TEMPLATE_VERSION_TAG];
 /** Ids per DescribeTags call: with the keys, {@link FILTER_VALUES} filter values. */
 export const TAG_IDS = FILTER_VALUES - PROOF_KEYS.length;
 /** Calls of each kind in flight at once. */
