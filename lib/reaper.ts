@@ -3,9 +3,11 @@
  * these phases, in this order, each in its module under lib/reaper/:
  *
  * 1. **read** (reads.ts): every instance record, every heartbeat's and worker signal's key and
- *    age; the pool's launch templates and live instances, each with its proof of ownership; by
- *    id, the instances records name that the pool listing does not hold; the runner
- *    registrations. Reads that do not wait for each other run side by side.
+ *    age (between sweeps, the failed worker signals only); the pool's launch templates and, on a
+ *    sweep, its live instances, each with its proof of ownership, and by id the instances records
+ *    name that the pool listing does not hold; between sweeps (sweep.ts), by id only the instances
+ *    it acts on, those it reaps by their ownership tags (proof.ts); the runner registrations.
+ *    Reads that do not wait for each other run side by side.
  * 2. **classify** (classify.ts, pure): what to lock, terminate and expunge, decided from what was
  *    read, never from a record alone; and what to report and leave alone. **Rollout and health**
  *    (drain.ts): idle pool instances of another template version, or unable to serve, are
