@@ -64,7 +64,6 @@ import type { Terminated } from "./reaper/terminate.ts";
 import { readProofs } from "./reaper/proof.ts";
 import {
   readSweep,
-  reapTargets,
   recordTargets,
   sweepDue,
   sweepIntervalMin,
@@ -208,13 +207,10 @@ async function readPhase(ctx: ReaperContext, options: ReaperOptions) {
     return { read, pool, template, runners, sweep: { due, memory, version } };
   }
   const rolloutInProgress = (memory?.outdatedIdle ?? 0) > 0;
-  // What the records alone name: the ones to reap need their instances' states and proofs only
+  // What the records alone name: the ones to reap need their instances' proofs only
   // (lib/reaper/proof.ts); idle ones during a rollout are described in full (a drain reads the
   // image, launch time and tags).
-  const reap = reapTargets({ records: rows, now: now.getTime() });
-  const reaping = new Set(reap);
-  const idle = recordTargets({ records: rows, now: now.getTime(), rolloutInProgress })
-    .filter((id) => !reaping.has(id));
+  const { reap, idle } = recordTargets({ records: rows, now: now.getTime(), rolloutInProgress });
   const proven = readProofs(ec2, table, known, reap);
   const described = readTargets(ec2, table, known, idle);
   for (const later of [proven, described]) later.catch(() => {});

@@ -36,6 +36,7 @@ import { TEMPLATE_VERSION_TAG } from "../rollout.ts";
 import { chunks, forEachLimit } from "./batching.ts";
 import {
   ALIVE_EC2,
+  askable,
   describeIds,
   FILTER_VALUES,
   type LiveInstance,
@@ -72,9 +73,7 @@ export async function readProofs(
   templates: Templates,
   ids: string[],
 ): Promise<Pool> {
-  // An id with a filter's wildcard would make DescribeTags and the fallback's filter match other
-  // instances: such a record names no instance, and nothing is asked of EC2 for it.
-  const asked = ids.filter((id) => /^[\w-]+$/.test(id));
+  const asked = askable(ids);
   const tags = await readTags(ec2, asked);
   const alive = new Map<string, LiveInstance>();
   const unproven: string[] = [];

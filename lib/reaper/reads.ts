@@ -461,12 +461,21 @@ export async function readTemplateDefault(
  * `InstanceIds`, which fails the whole call with InvalidInstanceID.NotFound).
  */
 export async function describeIds(ec2: EC2Client, ids: string[]): Promise<Instance[]> {
-  const batches = [...chunks(ids, FILTER_VALUES)];
+  const batches = [...chunks(askable(ids), FILTER_VALUES)];
   const found: Instance[][] = batches.map(() => []);
   await forEachLimit(batches.keys(), LOOKUPS, async (i) => {
     found[i] = await list(describe(ec2, [{ Name: "instance-id", Values: batches[i] }]));
   });
   return found.flat();
+}
+
+/**
+ * The ids that may go into a filter: an id holding a filter's wildcard (`*`, `?`) would match
+ * other instances. Such a record (any job can write one) names no instance; nothing is asked of
+ * EC2 for it.
+ */
+export function askable(ids: string[]): string[] {
+  return ids.filter((id) => /^[\w-]+$/.test(id));
 }
 
 /** Every instance DescribeInstances lists for `filters`, page after page. */

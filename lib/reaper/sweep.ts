@@ -125,27 +125,21 @@ export async function writeSweep(
 }
 
 /**
- * The records a targeted run reaps whatever their instance's image or tags: those past their
- * threshold and those already `terminated`. Their instances' states and proofs are all it needs
- * of EC2 (lib/reaper/proof.ts).
- */
-export function reapTargets(input: {
-  records: { id: string; state: unknown; threshold?: unknown }[];
-  now: number;
-}): string[] {
-  return targetIds({ ...input, artifacts: [], rolloutInProgress: false, silentToo: false });
-}
-
-/**
- * The targets the instance records alone name (past their threshold, terminated, idle during a
- * rollout): described while the heartbeats and worker signals are still being read.
+ * The targets the instance records alone name, looked up while the heartbeats and worker signals
+ * are still being read: `reap`, records past their threshold or already `terminated`, reaped
+ * whatever their instance's image or tags (their proofs are all EC2 is asked, lib/reaper/proof.ts);
+ * `idle`, the other idle records during a rollout (drain candidates, described in full).
  */
 export function recordTargets(input: {
   records: { id: string; state: unknown; threshold?: unknown }[];
   now: number;
   rolloutInProgress: boolean;
-}): string[] {
-  return targetIds({ ...input, artifacts: [], silentToo: false });
+}): { reap: string[]; idle: string[] } {
+  const alone = { ...input, artifacts: [], silentToo: false };
+  const reap = targetIds({ ...alone, rolloutInProgress: false });
+  const reaping = new Set(reap);
+  const idle = input.rolloutInProgress ? targetIds(alone).filter((id) => !reaping.has(id)) : [];
+  return { reap, idle };
 }
 
 /**
